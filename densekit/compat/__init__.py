@@ -1,0 +1,58 @@
+"""Compatibility layer that lets the frozen OpenMMLab stack run on current PyTorch.
+
+``install()`` is idempotent and is called by ``import densekit``. It
+
+* provides ``mmcv._ext`` from :mod:`densekit.compat.mmcv_ext` when no compiled mmcv extension is
+  installed (a full mmcv build is found first by the normal import machinery and never shadowed);
+* makes mmengine's checkpoint loading safe on torch >= 2.6 (see :mod:`densekit.compat.safe_load`).
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+
+_INSTALLED = False
+
+
+class _PortableExtFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``mmcv._ext`` to densekit's portable ops, consulted after the standard finders.
+
+    Appended at the *end* of ``sys.meta_path``: a compiled ``mmcv/_ext*.so`` is found by the
+    default path finder first, so a full mmcv keeps its own ops.
+    """
+
+    fullname = 'mmcv._ext'
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.fullname:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self, origin='densekit.compat.mmcv_ext')
+
+    def create_module(self, spec):
+        from densekit.compat import mmcv_ext
+        return mmcv_ext
+
+    def exec_module(self, module):
+        return None
+
+
+def using_portable_ops() -> bool:
+    """True when ``mmcv._ext`` resolves (or would resolve) to densekit's portable ops."""
+    mod = sys.modules.get('mmcv._ext')
+    if mod is not None:
+        return getattr(mod, '__densekit_portable__', False)
+    spec = importlib.util.find_spec('mmcv._ext')
+    return spec is not None and spec.origin == 'densekit.compat.mmcv_ext'
+
+
+def install() -> None:
+    global _INSTALLED
+    if _INSTALLED:
+        return
+    if not any(isinstance(f, _PortableExtFinder) for f in sys.meta_path):
+        sys.meta_path.append(_PortableExtFinder())
+    from densekit.compat import safe_load
+    safe_load.install()
+    _INSTALLED = True

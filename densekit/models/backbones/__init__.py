@@ -1,0 +1,2 @@
+"""Backbone families; importing this package registers each of them."""
+from densekit.models.backbones import timm_backbone  # noqa: F401

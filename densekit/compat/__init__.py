@@ -4,7 +4,10 @@
 
 * provides ``mmcv._ext`` from :mod:`densekit.compat.mmcv_ext` when no compiled mmcv extension is
   installed (a full mmcv build is found first by the normal import machinery and never shadowed);
-* makes mmengine's checkpoint loading safe on torch >= 2.6 (see :mod:`densekit.compat.safe_load`).
+* makes mmengine's checkpoint loading safe on torch >= 2.6 and its checkpoint writes atomic
+  (see :mod:`densekit.compat.safe_load`);
+* lets mmengine's distributed launcher and DDP wrapper run on CPU with gloo
+  (see :mod:`densekit.compat.dist`).
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ def install() -> None:
         return
     if not any(isinstance(f, _PortableExtFinder) for f in sys.meta_path):
         sys.meta_path.append(_PortableExtFinder())
-    from densekit.compat import safe_load
+    from densekit.compat import dist, safe_load
     safe_load.install()
+    dist.install()
     _INSTALLED = True

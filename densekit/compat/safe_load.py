@@ -1,3 +1,156 @@
-"""Placeholder: filled in below."""
-def install():
-    pass
+"""Safe checkpoint loading for mmengine on torch >= 2.6.
+
+A checkpoint is untrusted input: a pickle can run arbitrary code. mmengine 0.10.7 calls
+``torch.load`` without ``weights_only``; on torch >= 2.6 that means ``weights_only=True``, which
+refuses mmengine's own checkpoints because their ``meta`` / ``message_hub`` hold numpy scalars and
+arrays and ``HistoryBuffer`` objects. Instead of a blanket ``weights_only=False`` densekit loads
+with ``weights_only=True`` plus an allow-list of exactly those plain types (:data:`ALLOWED`).
+
+``install()`` re-registers mmengine's local and http checkpoint loaders with :func:`safe_load`,
+and makes mmengine's local file writes atomic (temporary file + ``os.replace``), so a kill
+during a save never leaves a truncated checkpoint or ``last_checkpoint``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import os.path as osp
+import pickle
+import re
+import tempfile
+from typing import Any, BinaryIO, Callable, List, Union
+
+import numpy as np
+import torch
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """Raised when a checkpoint holds objects outside the allow-list."""
+
+
+def _numpy_globals() -> List[Any]:
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = [type(np.dtype(t)) for t in (
+        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+        np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128, np.str_)]
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
+
+
+def _mmengine_globals() -> List[Any]:
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+    except ImportError:
+        return []
+
+    # A pickled HistoryBuffer references its statistics methods as ``getattr(HistoryBuffer,
+    # 'mean')``. A general ``getattr`` would re-open the door (``getattr(os, 'system')``), so the
+    # pickle's ``builtins.getattr`` is served by this function, which allows only that lookup.
+    def history_buffer_method(obj, name):
+        if obj is HistoryBuffer and callable(getattr(HistoryBuffer, name, None)) \
+                and not name.startswith('_'):
+            return getattr(HistoryBuffer, name)
+        raise UnsafeCheckpointError(
+            f'checkpoint asks for getattr({obj!r}, {name!r}); only public HistoryBuffer '
+            'statistics methods are allowed')
+
+    return [HistoryBuffer, (history_buffer_method, 'builtins.getattr')]
+
+
+def allowed_globals() -> List[Any]:
+    """The plain types mmengine / mmdet / mmseg / timm checkpoints store besides tensors."""
+    import collections
+    return [*_numpy_globals(), *_mmengine_globals(), collections.OrderedDict,
+            collections.defaultdict, set, frozenset, slice, range, complex]
+
+
+def safe_load(f: Union[str, os.PathLike, BinaryIO], map_location: Any = None) -> Any:
+    """``torch.load(f, weights_only=True)`` with densekit's allow-list.
+
+    Raises:
+        UnsafeCheckpointError: the file references a global outside the allow-list (e.g. a
+            pickle that would call ``os.system``); nothing from it is executed.
+    """
+    name = f if isinstance(f, (str, os.PathLike)) else getattr(f, 'name', '<buffer>')
+    with torch.serialization.safe_globals(allowed_globals()):
+        try:
+            return torch.load(f, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            found = re.search(r'GLOBAL ([\w.]+)', str(e))
+            detail = f'global {found.group(1)}' if found else str(e).splitlines()[0]
+            raise UnsafeCheckpointError(
+                f"refusing to load checkpoint {name}: it references objects outside densekit's "
+                f"allow-list of plain types ({detail}). Loading it could "
+                "run arbitrary code. If you trust the file, load it yourself with "
+                "torch.load(..., weights_only=False) and re-save its state_dict.") from None
+
+
+def _load_local(filename: str, map_location=None):
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint {filename} can not be found.')
+    return safe_load(filename, map_location=map_location)
+
+
+def _load_http(filename: str, map_location=None, model_dir=None):
+    from mmengine.dist import get_dist_info
+    from torch.hub import download_url_to_file, get_dir
+    rank, _ = get_dist_info()
+    model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    cached = osp.join(model_dir, osp.basename(filename.split('?')[0]))
+    if rank == 0 and not osp.exists(cached):
+        download_url_to_file(filename, cached, progress=False)
+    if rank != 0 or not osp.exists(cached):
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+    return safe_load(cached, map_location=map_location)
+
+
+def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old or the new file, never half."""
+    path = os.fspath(path)
+    d = osp.dirname(osp.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix='.' + osp.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _patch_local_backend() -> None:
+    from mmengine.fileio.backends.local_backend import LocalBackend
+
+    if getattr(LocalBackend.put, '__densekit__', False):
+        return
+
+    def put(self, obj: bytes, filepath) -> None:
+        atomic_write_bytes(obj, filepath)
+
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        atomic_write_bytes(obj.encode(encoding), filepath)
+
+    put.__densekit__ = True
+    LocalBackend.put = put
+    LocalBackend.put_text = put_text
+
+
+def install() -> None:
+    try:
+        from mmengine.runner.checkpoint import CheckpointLoader
+    except ImportError:  # mmengine absent: nothing to patch
+        return
+    CheckpointLoader.register_scheme(prefixes='', loader=_load_local, force=True)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=_load_http,
+                                     force=True)
+    _patch_local_backend()

@@ -1,0 +1,50 @@
+"""The one checkpoint loader for pretrained weights (backbones, ``init_cfg``, ``load_from``)."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+import torch.nn as nn
+
+from densekit.compat.safe_load import safe_load
+from densekit.models.convert import unwrap_state_dict
+
+logger = logging.getLogger(__name__)
+
+
+def load_state_dict_file(path: str | os.PathLike, map_location: str = 'cpu') -> dict:
+    """Safely loads a checkpoint file and returns its tensor dict (wrappers removed)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'pretrained checkpoint {path} does not exist')
+    return unwrap_state_dict(safe_load(path, map_location=map_location))
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, prefix: str | None = None,
+                    strict: bool = False) -> tuple[list[str], list[str]]:
+    """Loads ``path`` into ``model`` and logs missing / unexpected keys.
+
+    Args:
+        model: the module to load into.
+        path: checkpoint file (mmengine, timm or plain state dict).
+        prefix: keep only keys starting with ``prefix`` and strip it (e.g. ``'backbone.'`` to
+            take a backbone out of a detector checkpoint).
+        strict: raise if any key is missing or unexpected.
+
+    Returns:
+        ``(missing_keys, unexpected_keys)``.
+    """
+    sd: Mapping = load_state_dict_file(path)
+    if prefix:
+        p = prefix if prefix.endswith('.') else prefix + '.'
+        sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+        if not sd:
+            raise KeyError(f"checkpoint {path} has no keys with prefix '{p}'")
+    result = model.load_state_dict(sd, strict=strict)
+    if result.missing_keys:
+        logger.warning('%s: %d missing keys when loading %s: %s', type(model).__name__,
+                       len(result.missing_keys), path, result.missing_keys[:10])
+    if result.unexpected_keys:
+        logger.warning('%s: %d unexpected keys when loading %s: %s', type(model).__name__,
+                       len(result.unexpected_keys), path, result.unexpected_keys[:10])
+    return list(result.missing_keys), list(result.unexpected_keys)

@@ -1,0 +1,149 @@
+"""The backbone contract, checked for every registered tiny variant (``*_test``).
+
+Every family registers a ``<family>_test`` variant; this file picks them up from the registry, so a
+new family is covered by adding that variant. Checks on an odd input (97x131): one NCHW map per
+``out_indices`` entry with the channels and stride of ``feature_info``, backward, no NaN,
+``frozen_stages``, ``with_cp`` equivalence, every attention backend giving the same features, and
+building through mmdet's and mmseg's ``MODELS``.
+"""
+import os
+
+import pytest
+import torch
+
+from densekit.models import build_backbone, list_backbones
+
+TEST_VARIANTS = list_backbones('*_test')
+H, W = 97, 131
+
+
+def _build(name, **kwargs):
+    torch.manual_seed(0)
+    return build_backbone(name, **kwargs)
+
+
+def _all_stages(name):
+    return tuple(range(len(_build(name).feature_info)))
+
+
+def test_every_family_has_a_test_variant():
+    assert TEST_VARIANTS, 'no *_test backbone registered'
+
+
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_outputs_match_feature_info(name):
+    stages = _all_stages(name)
+    model = _build(name, out_indices=stages).train()
+    info = model.feature_info
+    assert len(info) == len(stages)
+    assert all({'num_chs', 'reduction', 'module'} <= set(i) for i in info), info
+    assert isinstance(model.size_divisibility, int) and model.size_divisibility >= 0
+    modules = dict(model.named_modules())
+    assert all(i['module'] in modules for i in info), [i['module'] for i in info]
+
+    x = torch.randn(2, 3, H, W)
+    outs = model(x)
+    assert isinstance(outs, tuple) and len(outs) == len(stages)
+    for out, i in zip(outs, info):
+        assert out.dim() == 4 and out.shape[:2] == (2, i['num_chs']), (out.shape, i)
+        # floor (no padding, e.g. ConvNeXt) or ceil (padding to the stride, e.g. Swin).
+        r = i['reduction']
+        assert abs(out.shape[2] - H / r) < 1 and abs(out.shape[3] - W / r) < 1, (out.shape, i)
+        assert torch.isfinite(out).all()
+
+    sum(o.float().square().mean() for o in outs).backward()
+    grads = [(n, p.grad) for n, p in model.named_parameters() if p.requires_grad]
+    assert grads and any(g is not None for _, g in grads)
+    for n, g in grads:
+        assert g is None or torch.isfinite(g).all(), n
+
+
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_out_indices_subset(name):
+    last = len(_build(name).feature_info) - 1
+    model = _build(name, out_indices=(1, last)).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [model.feature_info[i]['num_chs'] for i in (1, last)]
+    with pytest.raises(ValueError, match='out_indices'):
+        _build(name, out_indices=(last + 1,))
+
+
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_frozen_stages(name):
+    model = _build(name, frozen_stages=1).train()
+    frozen = list(model.frozen_modules())
+    frozen_params = {id(p) for m in frozen for p in m.parameters()}
+    assert frozen_params, f'{name}: frozen_stages=1 froze no parameter'
+    assert all(not m.training for f in frozen for m in f.modules())
+    trainable = [p for p in model.parameters() if id(p) not in frozen_params]
+    assert trainable and all(p.requires_grad for p in trainable)
+    assert all(not p.requires_grad for p in model.parameters() if id(p) in frozen_params)
+
+    outs = model(torch.randn(1, 3, 64, 64))
+    sum(o.sum() for o in outs).backward()
+    assert all(p.grad is None for p in model.parameters() if id(p) in frozen_params)
+    assert any(p.grad is not None for p in trainable)
+
+    stem_only = _build(name, frozen_stages=0).train()
+    assert 0 < sum(1 for p in stem_only.parameters() if not p.requires_grad) < len(frozen_params)
+
+
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_with_cp_matches(name):
+    stages = _all_stages(name)
+    plain = _build(name, out_indices=stages).train()
+    ckpt = _build(name, out_indices=stages, with_cp=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, H, W)
+    results = []
+    for model in (plain, ckpt):
+        torch.manual_seed(1)
+        outs = model(x)
+        sum(o.square().mean() for o in outs).backward()
+        results.append((outs, {n: p.grad for n, p in model.named_parameters()}))
+    (o1, g1), (o2, g2) = results
+    for a, b in zip(o1, o2):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert g1.keys() == g2.keys()
+    for n in g1:
+        if g1[n] is None:
+            assert g2[n] is None, n
+        else:
+            torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=0, msg=n)
+
+
+def _uses_attention_ops(model, x) -> bool:
+    """True when the model dispatches through ``densekit.ops`` attention (an unknown backend
+    requested through the environment is then an error)."""
+    from densekit.ops._backend import ENV_VAR
+    old = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = 'no-such-backend'
+    try:
+        with torch.no_grad():
+            model(x)
+        return False
+    except ValueError as e:
+        if 'no-such-backend' not in str(e):
+            raise
+        return True
+    finally:
+        if old is None:
+            os.environ.pop(ENV_VAR)
+        else:
+            os.environ[ENV_VAR] = old
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_builds_through_openmmlab(name, scope):
+    pytest.importorskip(scope)
+    import densekit  # noqa: F401  (registers densekit's backbones into mmdet / mmseg)
+    from densekit.mm import register_all
+    register_all()
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    last = len(_build(name).feature_info) - 1
+    model = registry.build(dict(type=name, out_indices=(last,), frozen_stages=0))
+    with torch.no_grad():
+        out = model.eval()(torch.randn(1, 3, 64, 64))
+    assert len(out) == 1 and out[0].shape[1] == model.feature_info[last]['num_chs']

@@ -8,6 +8,7 @@ import mmengine  # noqa: F401  (ImportError here means the stack is absent)
 # Each module below registers its own objects when imported.
 _MODULES = (
     'densekit.mm.backbones',
+    'densekit.mm.optim',
 )
 
 _DONE = False

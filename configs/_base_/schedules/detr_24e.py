@@ -1,0 +1,10 @@
+# DETR-family schedule: 24 epochs, no warm-up, lr x0.1 after epoch 20.
+max_epochs = 24
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+param_scheduler = [
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[20],
+         gamma=0.1),
+]
+auto_scale_lr = dict(enable=False, base_batch_size=16)

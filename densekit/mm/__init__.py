@@ -9,6 +9,7 @@ import mmengine  # noqa: F401  (ImportError here means the stack is absent)
 _MODULES = (
     'densekit.mm.backbones',
     'densekit.mm.optim',
+    'densekit.mm.tta',
 )
 
 _DONE = False

@@ -1,0 +1,82 @@
+"""HaloNet blocked local attention — public functional API.
+
+HaloNet (Vaswani et al., CVPR 2021, arXiv:2103.12731). Layouts and the two padding modes
+(``'zeros'``: timm ``HaloAttn`` numerics; ``'mask'``: out-of-map keys excluded) are defined in
+:mod:`densekit.ops.halo.reference`. Validation happens once here, before dispatch.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from densekit.ops._backend import choose_backend, flex_probe, triton_probe
+
+__all__ = ['halo_attention']
+
+_PADDING = ('zeros', 'mask')
+
+
+def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, halo_size: int,
+                   rel_h: Optional[torch.Tensor] = None, rel_w: Optional[torch.Tensor] = None,
+                   scale: Optional[float] = None, scale_pos_embed: bool = False, padding: str = 'zeros',
+                   backend: Optional[str] = None) -> torch.Tensor:
+    """Blocked-halo attention: ``b x b`` query blocks attend to their ``(b+2*halo)^2`` neighbourhood.
+
+    Args:
+        q: queries ``[B, H, W, heads, head_dim]``; ``H``, ``W`` multiples of ``block_size``.
+        k: keys, same shape as ``q``.
+        v: values, same shape as ``q``.
+        block_size: query block size ``b``.
+        halo_size: halo ``h >= 0`` around each block.
+        rel_h: optional ``[2*(b+2h)-1, head_dim]`` relative embedding along height (timm
+            ``PosEmbedRel.height_rel``); the logit gets ``q . rel_h[ky - qy + h + win - 1]``.
+        rel_w: same along width.
+        scale: logit scale, default ``head_dim ** -0.5``.
+        scale_pos_embed: scale the relative logits too (timm ``scale_pos_embed=True``).
+        padding: ``'zeros'`` (timm numerics: zero keys/values outside the map take part in the
+            softmax) or ``'mask'`` (they are excluded).
+        backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
+
+    Returns:
+        ``[B, H, W, heads, head_dim]``.
+    """
+    if q.dim() != 5:
+        raise ValueError(f'halo_attention: expected q [B, H, W, heads, head_dim], got {tuple(q.shape)}')
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f'halo_attention: q, k, v shapes differ: {tuple(q.shape)}, {tuple(k.shape)}, '
+                         f'{tuple(v.shape)}')
+    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
+        raise ValueError('halo_attention: q, k, v must share dtype and device')
+    if block_size < 1 or halo_size < 0:
+        raise ValueError(f'halo_attention: need block_size >= 1 and halo_size >= 0, got {block_size}, {halo_size}')
+    H, W = q.shape[1], q.shape[2]
+    if H % block_size or W % block_size:
+        raise ValueError(f'halo_attention: spatial size {(H, W)} is not a multiple of block_size {block_size}')
+    if padding not in _PADDING:
+        raise ValueError(f'halo_attention: padding must be one of {_PADDING}, got {padding!r}')
+    win = block_size + 2 * halo_size
+    for name, t in (('rel_h', rel_h), ('rel_w', rel_w)):
+        if t is not None and tuple(t.shape) != (2 * win - 1, q.shape[-1]):
+            raise ValueError(f'halo_attention: {name} must have shape {(2 * win - 1, q.shape[-1])}, '
+                             f'got {tuple(t.shape)}')
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+
+    def _triton(explicit):
+        return triton_probe(q)
+
+    def _flex(explicit):
+        return flex_probe(explicit, q, k, v, rel_h, rel_w)
+
+    name = choose_backend('halo_attention',
+                          {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
+    args = (q, k, v, block_size, halo_size, rel_h, rel_w, scale, scale_pos_embed, padding)
+    if name == 'triton':
+        from densekit.ops.halo.triton import halo_triton
+        return halo_triton(*args)
+    if name == 'flex':
+        from densekit.ops.halo.flex import halo_flex
+        return halo_flex(*args)
+    from densekit.ops.halo.reference import halo_reference
+    return halo_reference(*args)

@@ -1,0 +1,77 @@
+"""Swin (shifted) window attention — public functional API.
+
+Swin Transformer (Liu et al., ICCV 2021, arXiv:2103.14030). Layouts and semantics: see
+:mod:`densekit.ops.window.reference`. Validation happens once here, before dispatch.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from densekit.layers.window import to_2tuple
+from densekit.ops._backend import choose_backend, flex_probe, triton_probe
+
+__all__ = ['window_attention']
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_size: Union[int, Sequence[int]],
+                     shift: Union[int, Sequence[int]] = 0, rpb: Optional[torch.Tensor] = None,
+                     scale: Optional[float] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """Swin window attention with optional cyclic shift and relative position bias.
+
+    Args:
+        q: queries ``[B, H, W, heads, head_dim]``; ``H`` and ``W`` must be multiples of the window
+            (pad the *input of the qkv projection* with ``densekit.layers.window.pad_to_multiple``
+            to reproduce the official Swin detection / segmentation numerics).
+        k: keys, same shape as ``q``.
+        v: values, same shape as ``q``.
+        window_size: int or ``(wh, ww)``.
+        shift: cyclic shift, int or ``(sh, sw)``, ``0 <= shift < window``; ``0`` = W-MSA.
+        rpb: optional ``[heads, 2wh-1, 2ww-1]`` bias (query-minus-key offset; convert an official
+            table with ``densekit.layers.window.rpb_table_to_dense``).
+        scale: logit scale, default ``head_dim ** -0.5``.
+        backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
+
+    Returns:
+        ``[B, H, W, heads, head_dim]``.
+    """
+    if q.dim() != 5:
+        raise ValueError(f'window_attention: expected q [B, H, W, heads, head_dim], got {tuple(q.shape)}')
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f'window_attention: q, k, v shapes differ: {tuple(q.shape)}, {tuple(k.shape)}, '
+                         f'{tuple(v.shape)}')
+    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
+        raise ValueError('window_attention: q, k, v must share dtype and device')
+    window = to_2tuple(window_size, 'window_size')
+    shift = to_2tuple(shift, 'shift')
+    H, W = q.shape[1], q.shape[2]
+    if H % window[0] or W % window[1]:
+        raise ValueError(f'window_attention: spatial size {(H, W)} is not a multiple of window {window}; '
+                         'pad the qkv input with densekit.layers.window.pad_to_multiple first')
+    for s, w in zip(shift, window):
+        if not 0 <= s < w:
+            raise ValueError(f'window_attention: shift {shift} must satisfy 0 <= shift < window {window}')
+    if rpb is not None:
+        want = (q.shape[-2], 2 * window[0] - 1, 2 * window[1] - 1)
+        if tuple(rpb.shape) != want:
+            raise ValueError(f'window_attention: rpb must have shape {want}, got {tuple(rpb.shape)}')
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+
+    def _triton(explicit):
+        return triton_probe(q)
+
+    def _flex(explicit):
+        return flex_probe(explicit, q, k, v, rpb)
+
+    name = choose_backend('window_attention',
+                          {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
+    if name == 'triton':
+        from densekit.ops.window.triton import window_triton
+        return window_triton(q, k, v, window, shift, rpb, scale)
+    if name == 'flex':
+        from densekit.ops.window.flex import window_flex
+        return window_flex(q, k, v, window, shift, rpb, scale)
+    from densekit.ops.window.reference import window_reference
+    return window_reference(q, k, v, window, shift, rpb, scale)

@@ -2,10 +2,15 @@
 
 mmcv's Python wrappers call ``ext_module.<name>(...)`` with the C++ signatures of mmcv 2.1
 (outputs are often pre-allocated tensors written in place). The functions below keep exactly
-those signatures. Ops densekit implements live in ``densekit.ops``; every other name exists so
+those signatures and argument names. Implemented (CPU and CUDA tensors, with backward):
+``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``, ``roi_pool_*``,
+``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``, ``deform_conv_*``,
+``modulated_deform_conv_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
 that ``mmcv.ops`` imports, and calling it raises :class:`PortableOpUnavailable` naming the op.
 """
 from __future__ import annotations
+
+import torch
 
 __densekit_portable__ = True
 
@@ -73,10 +78,212 @@ def get_compiling_cuda_version() -> str:
     return 'not compiled'
 
 
-# Portable implementations (mmcv's C++ signatures) are bound here by name.
-_IMPLEMENTED: dict = {}
+# ---------------------------------------------------------------------------------------------
+# Portable implementations with mmcv's C++ signatures (argument names as in mmcv's pybind.cpp;
+# mmcv's Python wrappers pass many of them by keyword). Outputs that mmcv pre-allocates are
+# written in place. The math lives in densekit.ops.<op>; these are thin adapters.
+# ---------------------------------------------------------------------------------------------
+
+
+def _nms(boxes, scores, iou_threshold, offset):
+    from densekit.ops.nms import nms
+    return nms(boxes, scores, float(iou_threshold), int(offset))
+
+
+def _softnms(boxes, scores, dets, iou_threshold, sigma, min_score, method, offset):
+    from densekit.ops.nms import soft_nms
+    kept, inds = soft_nms(boxes, scores, float(iou_threshold), float(sigma), float(min_score),
+                          int(method), int(offset))
+    dets[:kept.shape[0]] = kept.to(device=dets.device, dtype=dets.dtype)
+    return inds
+
+
+def _nms_match(dets, iou_threshold):
+    from densekit.ops.nms import nms_match
+    return nms_match(dets, float(iou_threshold))
+
+
+def _bbox_overlaps(bboxes1, bboxes2, ious, mode, aligned, offset):
+    from densekit.ops.nms import bbox_overlaps
+    ious.copy_(bbox_overlaps(bboxes1, bboxes2, ('iou', 'iof')[int(mode)], bool(aligned),
+                             int(offset)))
+
+
+_POOL_MODES = ('max', 'avg')  # mmcv's integer codes 0 / 1
+
+
+def _roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height, aligned_width,
+                       spatial_scale, sampling_ratio, pool_mode, aligned):
+    from densekit.ops.roi_align import roi_align_forward
+    out, arg_y, arg_x = roi_align_forward(input, rois, int(aligned_height), int(aligned_width),
+                                          float(spatial_scale), int(sampling_ratio),
+                                          _POOL_MODES[int(pool_mode)], bool(aligned))
+    output.copy_(out)
+    if _POOL_MODES[int(pool_mode)] == 'max':
+        argmax_y.copy_(arg_y)
+        argmax_x.copy_(arg_x)
+
+
+def _roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, aligned_height,
+                        aligned_width, spatial_scale, sampling_ratio, pool_mode, aligned):
+    from densekit.ops.roi_align import roi_align_backward
+    grad_input.add_(roi_align_backward(grad_output.contiguous(), rois, argmax_y, argmax_x,
+                                       grad_input.shape, float(spatial_scale),
+                                       int(sampling_ratio), _POOL_MODES[int(pool_mode)],
+                                       bool(aligned)))
+
+
+def _roi_pool_forward(input, rois, output, argmax, pooled_height, pooled_width, spatial_scale):
+    from densekit.ops.roi_pool import roi_pool_forward
+    out, arg, valid = roi_pool_forward(input, rois, int(pooled_height), int(pooled_width),
+                                       float(spatial_scale))
+    # mmcv's kernel skips RoIs with non-positive size, leaving the caller's buffers as they were.
+    output[valid] = out[valid]
+    argmax[valid] = arg[valid].to(argmax.dtype)
+
+
+def _roi_pool_backward(grad_output, rois, argmax, grad_input, pooled_height, pooled_width,
+                       spatial_scale):
+    from densekit.ops.roi_pool import roi_pool_backward
+    grad_input.add_(roi_pool_backward(grad_output, rois, argmax, grad_input.shape))
+
+
+def _sigmoid_focal_loss_forward(input, target, weight, output, gamma, alpha):
+    from densekit.ops.focal_loss import sigmoid_focal_loss_forward
+    output.copy_(sigmoid_focal_loss_forward(input, target, weight, float(gamma), float(alpha)))
+
+
+def _sigmoid_focal_loss_backward(input, target, weight, grad_input, gamma, alpha):
+    from densekit.ops.focal_loss import sigmoid_focal_loss_backward
+    grad_input.copy_(sigmoid_focal_loss_backward(input, target, weight, float(gamma),
+                                                 float(alpha)))
+
+
+def _softmax_focal_loss_forward(input, target, weight, output, gamma, alpha):
+    from densekit.ops.focal_loss import softmax_focal_loss_forward
+    output.copy_(softmax_focal_loss_forward(input, target, weight, float(gamma), float(alpha)))
+
+
+def _softmax_focal_loss_backward(input, target, weight, buff, grad_input, gamma, alpha):
+    from densekit.ops.focal_loss import softmax_focal_loss_backward
+    grad_input.copy_(softmax_focal_loss_backward(input, target, weight, float(gamma),
+                                                 float(alpha)))
+
+
+def _ms_deform_attn_forward(value, value_spatial_shapes, value_level_start_index,
+                            sampling_locations, attention_weights, im2col_step):
+    from densekit.ops.ms_deform_attn import ms_deform_attn
+    return ms_deform_attn(value, value_spatial_shapes, value_level_start_index,
+                          sampling_locations, attention_weights)
+
+
+def _ms_deform_attn_backward(value, value_spatial_shapes, value_level_start_index,
+                             sampling_locations, attention_weights, grad_output, grad_value,
+                             grad_sampling_loc, grad_attn_weight, im2col_step):
+    from densekit.ops.ms_deform_attn import ms_deform_attn_backward
+    gv, gl, ga = ms_deform_attn_backward(value, value_spatial_shapes, value_level_start_index,
+                                         sampling_locations, attention_weights, grad_output)
+    grad_value.add_(gv)
+    grad_sampling_loc.add_(gl)
+    grad_attn_weight.add_(ga)
+
+
+def _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group):
+    return dict(stride=(int(dH), int(dW)), padding=(int(padH), int(padW)),
+                dilation=(int(dilationH), int(dilationW)), groups=int(group),
+                deform_groups=int(deformable_group))
+
+
+def _deform_conv_forward(input, weight, offset, output, columns, ones, kW, kH, dW, dH, padW,
+                         padH, dilationW, dilationH, group, deformable_group, im2col_step):
+    from densekit.ops.deform_conv import deform_conv2d
+    kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
+    output.copy_(deform_conv2d(input, offset, weight, None, **kw))
+
+
+def _deform_conv_backward_input(input, offset, gradOutput, gradInput, gradOffset, weight,
+                                columns, kW, kH, dW, dH, padW, padH, dilationW, dilationH, group,
+                                deformable_group, im2col_step):
+    from densekit.ops.deform_conv import deform_conv2d_grads
+    kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
+    g = deform_conv2d_grads(gradOutput, input, offset, weight, None, None, ('input', 'offset'),
+                            **kw)
+    gradInput.add_(g['input'])
+    gradOffset.add_(g['offset'])
+
+
+def _deform_conv_backward_parameters(input, offset, gradOutput, gradWeight, columns, ones, kW,
+                                     kH, dW, dH, padW, padH, dilationW, dilationH, group,
+                                     deformable_group, scale, im2col_step):
+    from densekit.ops.deform_conv import deform_conv2d_grads
+    kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
+    # The output is linear in the weight, so its gradient does not depend on the weight's
+    # value (which mmcv does not pass here): any tensor of the right shape will do.
+    g = deform_conv2d_grads(gradOutput, input, offset, torch.zeros_like(gradWeight), None, None,
+                            ('weight',), **kw)
+    gradWeight.add_(g['weight'], alpha=float(scale))
+
+
+def _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                  group, deformable_group):
+    return _dcn_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                   group, deformable_group)
+
+
+def _modulated_deform_conv_forward(input, weight, bias, ones, offset, mask, output, columns,
+                                   kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                                   dilation_h, dilation_w, group, deformable_group, with_bias):
+    from densekit.ops.deform_conv import deform_conv2d
+    kw = _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                       dilation_w, group, deformable_group)
+    output.copy_(deform_conv2d(input, offset, weight, bias if with_bias else None, mask=mask,
+                               **kw))
+
+
+def _modulated_deform_conv_backward(input, weight, bias, ones, offset, mask, columns, grad_input,
+                                    grad_weight, grad_bias, grad_offset, grad_mask, grad_output,
+                                    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                                    dilation_h, dilation_w, group, deformable_group, with_bias):
+    from densekit.ops.deform_conv import deform_conv2d_grads
+    kw = _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                       dilation_w, group, deformable_group)
+    wanted = ('input', 'offset', 'mask', 'weight') + (('bias',) if with_bias else ())
+    g = deform_conv2d_grads(grad_output, input, offset, weight, bias if with_bias else None,
+                            mask, wanted, **kw)
+    grad_input.add_(g['input'])
+    grad_offset.add_(g['offset'])
+    grad_mask.add_(g['mask'])
+    grad_weight.add_(g['weight'])
+    if with_bias:
+        grad_bias.add_(g['bias'])
+
+
+_IMPLEMENTED: dict = {
+    'nms': _nms,
+    'softnms': _softnms,
+    'nms_match': _nms_match,
+    'bbox_overlaps': _bbox_overlaps,
+    'roi_align_forward': _roi_align_forward,
+    'roi_align_backward': _roi_align_backward,
+    'roi_pool_forward': _roi_pool_forward,
+    'roi_pool_backward': _roi_pool_backward,
+    'sigmoid_focal_loss_forward': _sigmoid_focal_loss_forward,
+    'sigmoid_focal_loss_backward': _sigmoid_focal_loss_backward,
+    'softmax_focal_loss_forward': _softmax_focal_loss_forward,
+    'softmax_focal_loss_backward': _softmax_focal_loss_backward,
+    'ms_deform_attn_forward': _ms_deform_attn_forward,
+    'ms_deform_attn_backward': _ms_deform_attn_backward,
+    'deform_conv_forward': _deform_conv_forward,
+    'deform_conv_backward_input': _deform_conv_backward_input,
+    'deform_conv_backward_parameters': _deform_conv_backward_parameters,
+    'modulated_deform_conv_forward': _modulated_deform_conv_forward,
+    'modulated_deform_conv_backward': _modulated_deform_conv_backward,
+}
 
 for _name in _ALL_NAMES:
     if _name not in globals():
-        globals()[_name] = _IMPLEMENTED.get(_name) or _unavailable(_name)
-del _name
+        _fn = _IMPLEMENTED.get(_name)
+        if _fn is not None:
+            _fn.__name__ = _fn.__qualname__ = _name
+        globals()[_name] = _fn or _unavailable(_name)
+del _name, _fn

@@ -1,3 +1,4 @@
 """Backbone families; importing this package registers each of them."""
 from densekit.models.backbones import timm_backbone  # noqa: F401
 from densekit.models.backbones import convnext  # noqa: F401
+from densekit.models.backbones import swin  # noqa: F401

@@ -11,12 +11,16 @@ out explicitly (as mmcv's kernels do) rather than through autograd, so each cost
   with ``log`` of values clamped to ``FLT_MIN``.
 * Softmax: ``probs`` ``[N, C]`` (already softmaxed), ``target`` ``[N]``; output ``[N]``:
   ``-alpha (1-p_t)^g log p_t``; rows with a negative target give 0.
+* The sigmoid terms use ``log p = logsigmoid(x)`` and ``1 - p = sigmoid(-x)`` instead of
+  mmcv's ``log(1 - sigmoid(x))``, which loses all precision for confident logits (|x| > ~8 in
+  float32); the ``FLT_MIN`` clamp is kept, so results equal mmcv's wherever mmcv is accurate.
 * ``weight`` (``[C]`` or empty) multiplies each row by ``weight[target]``. mmcv reads past the
   end of ``weight`` for background / negative targets; here such rows are left unweighted.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # mmcv clamps with the float32 FLT_MIN whatever the dtype.
@@ -37,15 +41,26 @@ def _check_sigmoid_target(target: Tensor, num_classes: int) -> None:
                          f'the background label); got max {int(target.max())}')
 
 
+def _sigmoid_terms(input: Tensor):
+    """``p``, ``1 - p``, ``log p``, ``log(1 - p)`` without cancellation, logs floored at
+    ``log(FLT_MIN)`` like mmcv's ``log(max(., FLT_MIN))``."""
+    floor = torch.finfo(torch.float32).tiny
+    log_floor = float(torch.tensor(floor).log())
+    p, q = torch.sigmoid(input), torch.sigmoid(-input)
+    log_p = F.logsigmoid(input).clamp_min(log_floor)
+    log_q = F.logsigmoid(-input).clamp_min(log_floor)
+    return p, q, log_p, log_q
+
+
 def sigmoid_focal_loss_forward(input: Tensor, target: Tensor, weight: Tensor | None,
                                gamma: float, alpha: float) -> Tensor:
     """Elementwise loss ``[N, C]`` (no reduction)."""
     num_classes = input.shape[1]
     _check_sigmoid_target(target, num_classes)
-    p = torch.sigmoid(input)
+    p, q, log_p, log_q = _sigmoid_terms(input)
     pos = target[:, None] == torch.arange(num_classes, device=input.device)[None]
-    term_p = (1 - p).pow(gamma) * p.clamp_min(_FLT_MIN).log()
-    term_n = p.pow(gamma) * (1 - p).clamp_min(_FLT_MIN).log()
+    term_p = q.pow(gamma) * log_p
+    term_n = p.pow(gamma) * log_q
     loss = torch.where(pos, -alpha * term_p, -(1 - alpha) * term_n)
     w = _row_weight(weight, target, num_classes, input.dtype)
     return loss if w is None else loss * w[:, None]
@@ -55,10 +70,10 @@ def sigmoid_focal_loss_backward(input: Tensor, target: Tensor, weight: Tensor | 
                                 gamma: float, alpha: float) -> Tensor:
     """d(elementwise loss) / d(input), ``[N, C]``."""
     num_classes = input.shape[1]
-    p = torch.sigmoid(input)
+    p, q, log_p, log_q = _sigmoid_terms(input)
     pos = target[:, None] == torch.arange(num_classes, device=input.device)[None]
-    term_p = (1 - p).pow(gamma) * (1 - p - gamma * p * p.clamp_min(_FLT_MIN).log())
-    term_n = p.pow(gamma) * (gamma * (1 - p) * (1 - p).clamp_min(_FLT_MIN).log() - p)
+    term_p = q.pow(gamma) * (q - gamma * p * log_p)
+    term_n = p.pow(gamma) * (gamma * q * log_q - p)
     grad = torch.where(pos, -alpha * term_p, -(1 - alpha) * term_n)
     w = _row_weight(weight, target, num_classes, input.dtype)
     return grad if w is None else grad * w[:, None]

@@ -8,8 +8,10 @@ import mmengine  # noqa: F401  (ImportError here means the stack is absent)
 # Each module below registers its own objects when imported.
 _MODULES = (
     'densekit.mm.backbones',
+    'densekit.mm.hooks',
     'densekit.mm.optim',
     'densekit.mm.tta',
+    'densekit.mm.depth',
 )
 
 _DONE = False

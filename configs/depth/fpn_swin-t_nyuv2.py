@@ -1,0 +1,9 @@
+# Light FPN depth decoder on Swin-T, NYUv2 (same data and schedule as dpt_swin-t_nyuv2.py).
+_base_ = [
+    '../_base_/models/fpn_depth.py', '../_base_/datasets/nyuv2.py',
+    '../_base_/default_runtime_depth.py', '../_base_/schedules/depth_24e.py'
+]
+model = dict(
+    backbone=dict(type='swin_tiny', out_indices=(0, 1, 2, 3), drop_path_rate=0.3),
+    decode_head=dict(in_channels=[96, 192, 384, 768], max_depth=10.0),
+    max_depth=10.0)

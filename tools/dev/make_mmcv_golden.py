@@ -43,9 +43,11 @@ def _boxes_with_awkward_cases(gen: torch.Generator, n: int) -> tuple[torch.Tenso
     # Scores quantised to 0.05 give many exact ties.
     scores = (torch.rand(n, generator=gen) * 20).floor() / 20
     # Pairs whose IoU is exactly 0.5 and 1/3 (thresholds used below), with tied scores.
+    # (float32(1/3) == 4/12 exactly, so '>' vs '>=' and float vs double comparison both show.)
     exact = torch.tensor([[0., 0., 4., 2.], [0., 0., 2., 2.], [10., 10., 12., 12.],
-                          [10., 10., 14., 12.], [20., 0., 23., 3.], [20., 0., 23., 3.]])
-    exact_scores = torch.tensor([0.9, 0.9, 0.7, 0.7, 0.3, 0.3])
+                          [10., 10., 14., 12.], [20., 0., 23., 3.], [20., 0., 23., 3.],
+                          [30., 30., 32., 32.], [30., 30., 36., 32.]])
+    exact_scores = torch.tensor([0.9, 0.9, 0.7, 0.7, 0.3, 0.3, 0.6, 0.6])
     return torch.cat([boxes, exact]), torch.cat([scores, exact_scores])
 
 

@@ -68,7 +68,7 @@ def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def triton_probe(*tensors: Optional[torch.Tensor], head_dim_max: int = 128) -> Optional[str]:
+def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max: int = 128) -> Optional[str]:
     """Common reasons the Triton kernels cannot run (``None`` if they can)."""
     try:
         import triton  # noqa: F401
@@ -78,6 +78,8 @@ def triton_probe(*tensors: Optional[torch.Tensor], head_dim_max: int = 128) -> O
     interpret = os.environ.get('TRITON_INTERPRET', '0') == '1'
     if t.device.type != 'cuda' and not (interpret and t.device.type == 'cpu'):
         return f'inputs are on {t.device.type} (Triton needs CUDA, or TRITON_INTERPRET=1 for CPU)'
+    if t.device.type == 'cpu' and not explicit:
+        return 'the Triton CPU interpreter is a test vehicle; it runs only when requested by name'
     if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f'dtype {t.dtype} is not supported (float32/float16/bfloat16 only)'
     if t.shape[-1] > head_dim_max:

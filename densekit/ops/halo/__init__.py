@@ -64,7 +64,7 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
-        return triton_probe(q)
+        return triton_probe(explicit, q)
 
     def _flex(explicit):
         return flex_probe(explicit, q, k, v, rel_h, rel_w)

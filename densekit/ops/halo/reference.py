@@ -48,7 +48,7 @@ def halo_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int
     def windows(x):  # [B, H, W, h, D] -> [B, nbh, nbw, h, win*win, D]
         x = F.pad(x, (0, 0, 0, 0, halo, halo, halo, halo))
         x = x.unfold(1, win, block).unfold(2, win, block)  # [B, nbh, nbw, h, D, win, win]
-        return x.permute(0, 1, 2, 3, 5, 6, 4).reshape(B, nbh, nbw, h, win * win, D)
+        return x.permute(0, 1, 2, 3, 5, 6, 4).reshape(*x.shape[:4], win * win, x.shape[4])
 
     kb, vb = windows(k), windows(v)
     logits = qb @ kb.transpose(-1, -2)  # [B, nbh, nbw, h, b*b, win*win]

@@ -60,7 +60,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
-        return triton_probe(q)
+        return triton_probe(explicit, q)
 
     def _flex(explicit):
         return flex_probe(explicit, q, k, v, rpb)

@@ -1,0 +1,398 @@
+"""Fused Triton kernels for neighborhood attention (forward and backward, RPB and dilation fused).
+
+Semantics are those of ``reference.py`` (NATTEN <= 0.17). Layouts: q, k, v, out
+``[B, *spatial, heads, head_dim]`` (any strides); rpb ``[heads, *(2k-1)]``; the saved
+log-sum-exp is ``[B, prod(spatial), heads]`` float32. 1-D inputs run as 2-D with a height-1 axis.
+
+Scheme (flash-attention style, adapted to a 2-D neighbourhood):
+
+* Dilation is handled by residue classes: a program works inside one class ``(rh, rw)``, whose
+  members form a dense sub-grid where the op is plain (undilated) NA with clamped windows.
+* Forward / dQ: a program owns a ``TILE_H x TILE_W`` tile of queries. The union of their windows
+  is a ``(TILE_H + kh - 1) x (TILE_W + kw - 1)`` key region (window starts move by at most one per
+  query step), which is streamed in ``BLOCK_N`` chunks: ``tl.dot`` scores, an exact
+  per-pair window mask, the RPB gathered by relative offset, and an online softmax.
+* dK / dV: a program owns a tile of keys and streams the (again contiguous) region of queries
+  whose windows can contain them, so no atomics are needed and results are deterministic.
+* dRPB: the dQ kernel writes dS compactly (``[B, S, heads, kh*kw]``, only when the bias needs a
+  gradient); the reduction onto ``[heads, 2kh-1, 2kw-1]`` is two small one-hot matmuls.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from densekit.ops.neighborhood.reference import axis_windows
+
+# Reductions and zero-fills go through core builtins (``tl.reduce`` with triton's own combine
+# functions, ``tl.full``) rather than ``tl.max`` / ``tl.sum`` / ``tl.zeros``: those are
+# ``@triton.jit`` library functions, which the CPU interpreter cannot call when triton was imported
+# before ``TRITON_INTERPRET=1`` was set (as happens in a test session); ``tl.max`` / ``tl.sum``
+# lower to exactly these reductions on GPU.
+_MAX = tl.standard._elementwise_max
+_SUM = tl.standard._sum_combine
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """``tl.dot``; with UPCAST the operands (already rounded to the input dtype) are widened to
+    fp32 first, because the CPU interpreter of triton 3.8 computes bf16 dots wrongly."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision='ieee')
+    return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _tile_coords(pid, H, W, DH: tl.constexpr, DW: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+                 N_TH, N_TW):
+    """Program id -> residue class (rh, rw), its sub-grid size (Hc, Wc) and tile origin."""
+    tiles = N_TH * N_TW
+    cls = pid // tiles
+    t = pid % tiles
+    rh = cls // DW
+    rw = cls % DW
+    Hc = (H - rh + DH - 1) // DH
+    Wc = (W - rw + DW - 1) // DW
+    t0h = (t // N_TW) * TILE_H
+    t0w = (t % N_TW) * TILE_W
+    return rh, rw, Hc, Wc, t0h, t0w
+
+
+@triton.jit
+def _win_start(i, Lc, K: tl.constexpr):
+    """Clamped window start on a sub-axis of length Lc (NATTEN: shifted, never shrunk)."""
+    return tl.minimum(tl.maximum(i - K // 2, 0), Lc - K)
+
+
+@triton.jit
+def _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb, scale,
+            KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Masked logits ``[M, N]`` of query rows against key columns (sub-grid coordinates)."""
+    s = _dot(q, tl.trans(k), PREC, UPCAST) * scale
+    dr = kr[None, :] - sh[:, None]
+    dc = kc[None, :] - sw[:, None]
+    allowed = (dr >= 0) & (dr < KH) & (dc >= 0) & (dc < KW) & key_ok[None, :] & q_ok[:, None]
+    if HAS_RPB:
+        bptr = rpb_ptr + (kr[None, :] - qi[:, None] + KH - 1) * s_ra + (kc[None, :] - qj[:, None] + KW - 1) * s_rb
+        s += tl.load(bptr, mask=allowed, other=0.0).to(tl.float32)
+    s = tl.where(allowed, s, float('-inf'))
+    return s, allowed, dr, dc
+
+
+@triton.jit
+def _na_fwd(Q, K, V, RPB, O, LSE,
+            sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
+            s_rh, s_ra, s_rb,
+            H, W, NHEADS, D, N_TH, N_TW, scale,
+            KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+            TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+            HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    BLOCK_M: tl.constexpr = TILE_H * TILE_W
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // NHEADS
+    head = bh % NHEADS
+    rh, rw, Hc, Wc, t0h, t0w = _tile_coords(pid, H, W, DH, DW, TILE_H, TILE_W, N_TH, N_TW)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    qi = t0h + offs_m // TILE_W
+    qj = t0w + offs_m % TILE_W
+    q_ok = (qi < Hc) & (qj < Wc)
+    y = rh + DH * qi
+    x = rw + DW * qj
+    sh = _win_start(qi, Hc, KH)
+    sw = _win_start(qj, Wc, KW)
+    q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :],
+                mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+
+    # key region: union of the tile's windows (sub-grid coordinates)
+    kr0 = _win_start(t0h, Hc, KH)
+    kr1 = _win_start(tl.minimum(t0h + TILE_H - 1, Hc - 1), Hc, KH) + KH
+    kc0 = _win_start(t0w, Wc, KW)
+    kc1 = _win_start(tl.minimum(t0w + TILE_W - 1, Wc - 1), Wc, KW) + KW
+    n_kw = kc1 - kc0
+    n_keys = (kr1 - kr0) * n_kw
+    rpb_ptr = RPB + head * s_rh
+
+    m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
+    l_i = tl.full([BLOCK_M], 0.0, tl.float32)
+    acc = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
+    for n0 in range(0, n_keys, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < n_keys
+        kr = kr0 + offs_n // n_kw
+        kc = kc0 + offs_n % n_kw
+        ky = rh + DH * kr
+        kx = rw + DW * kc
+        kmask = key_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+                    mask=kmask, other=0.0)
+        v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
+                    mask=kmask, other=0.0)
+        s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
+                                     scale, KH, KW, HAS_RPB, PREC, UPCAST)
+        m_new = tl.maximum(m_i, tl.reduce(s, 1, _MAX))
+        m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.reduce(p, 1, _SUM)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC, UPCAST)
+        m_i = m_new
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    tl.store(O + b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :],
+             out.to(O.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
+    lse = m_i + tl.log(l_safe)
+    tl.store(LSE + (b * H * W + y * W + x) * NHEADS + head, lse, mask=q_ok)
+
+
+@triton.jit
+def _na_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
+               sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
+               s_rh, s_ra, s_rb,
+               H, W, NHEADS, D, N_TH, N_TW, scale,
+               KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+               TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+               HAS_RPB: tl.constexpr, WRITE_DS: tl.constexpr, PREC: tl.constexpr,
+               UPCAST: tl.constexpr):
+    BLOCK_M: tl.constexpr = TILE_H * TILE_W
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // NHEADS
+    head = bh % NHEADS
+    rh, rw, Hc, Wc, t0h, t0w = _tile_coords(pid, H, W, DH, DW, TILE_H, TILE_W, N_TH, N_TW)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    qi = t0h + offs_m // TILE_W
+    qj = t0w + offs_m % TILE_W
+    q_ok = (qi < Hc) & (qj < Wc)
+    y = rh + DH * qi
+    x = rw + DW * qj
+    sh = _win_start(qi, Hc, KH)
+    sw = _win_start(qj, Wc, KW)
+    qm = q_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :], mask=qm, other=0.0)
+    do = tl.load(DO + b * sdb + y[:, None] * sdy + x[:, None] * sdx + head * sdh + offs_d[None, :], mask=qm, other=0.0)
+    row = (b * H * W + y * W + x) * NHEADS + head
+    lse = tl.load(LSE + row, mask=q_ok, other=0.0)
+    delta = tl.load(DELTA + row, mask=q_ok, other=0.0)
+
+    kr0 = _win_start(t0h, Hc, KH)
+    kr1 = _win_start(tl.minimum(t0h + TILE_H - 1, Hc - 1), Hc, KH) + KH
+    kc0 = _win_start(t0w, Wc, KW)
+    kc1 = _win_start(tl.minimum(t0w + TILE_W - 1, Wc - 1), Wc, KW) + KW
+    n_kw = kc1 - kc0
+    n_keys = (kr1 - kr0) * n_kw
+    rpb_ptr = RPB + head * s_rh
+
+    dq = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
+    for n0 in range(0, n_keys, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < n_keys
+        kr = kr0 + offs_n // n_kw
+        kc = kc0 + offs_n % n_kw
+        ky = rh + DH * kr
+        kx = rw + DW * kc
+        kmask = key_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+                    mask=kmask, other=0.0)
+        v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
+                    mask=kmask, other=0.0)
+        s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
+                                     scale, KH, KW, HAS_RPB, PREC, UPCAST)
+        p = tl.exp(s - lse[:, None])
+        dp = _dot(do, tl.trans(v), PREC, UPCAST)
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
+        if WRITE_DS:
+            tl.store(DS + row[:, None] * (KH * KW) + dr * KW + dc, ds, mask=allowed)
+    tl.store(DQ + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :],
+             (dq * scale).to(DQ.dtype.element_ty), mask=qm)
+
+
+@triton.jit
+def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
+                 sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
+                 s_rh, s_ra, s_rb,
+                 H, W, NHEADS, D, N_TH, N_TW, scale,
+                 KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                 TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                 HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    BLOCK_N: tl.constexpr = TILE_H * TILE_W
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // NHEADS
+    head = bh % NHEADS
+    rh, rw, Hc, Wc, t0h, t0w = _tile_coords(pid, H, W, DH, DW, TILE_H, TILE_W, N_TH, N_TW)
+
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    kr = t0h + offs_n // TILE_W
+    kc = t0w + offs_n % TILE_W
+    key_ok = (kr < Hc) & (kc < Wc)
+    ky = rh + DH * kr
+    kx = rw + DW * kc
+    kmask = key_ok[:, None] & d_ok[None, :]
+    k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :], mask=kmask, other=0.0)
+    v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :], mask=kmask, other=0.0)
+
+    # queries whose (clamped) windows can contain this key tile: a contiguous sub-grid range
+    k0h = t0h
+    k1h = tl.minimum(t0h + TILE_H - 1, Hc - 1)
+    k0w = t0w
+    k1w = tl.minimum(t0w + TILE_W - 1, Wc - 1)
+    q0h = tl.where(k0h < KH, 0, k0h - KH // 2)
+    q1h = tl.where(k1h >= Hc - KH, Hc - 1, k1h + KH // 2)
+    q0w = tl.where(k0w < KW, 0, k0w - KW // 2)
+    q1w = tl.where(k1w >= Wc - KW, Wc - 1, k1w + KW // 2)
+    n_qw = q1w - q0w + 1
+    n_q = (q1h - q0h + 1) * n_qw
+    rpb_ptr = RPB + head * s_rh
+
+    dk = tl.full([BLOCK_N, BLOCK_D], 0.0, tl.float32)
+    dv = tl.full([BLOCK_N, BLOCK_D], 0.0, tl.float32)
+    for m0 in range(0, n_q, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        in_region = offs_m < n_q
+        qi = q0h + offs_m // n_qw
+        qj = q0w + offs_m % n_qw
+        q_ok = in_region & (qi < Hc) & (qj < Wc)
+        y = rh + DH * qi
+        x = rw + DW * qj
+        sh = _win_start(qi, Hc, KH)
+        sw = _win_start(qj, Wc, KW)
+        qm = q_ok[:, None] & d_ok[None, :]
+        q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :], mask=qm, other=0.0)
+        do = tl.load(DO + b * sdb + y[:, None] * sdy + x[:, None] * sdx + head * sdh + offs_d[None, :], mask=qm, other=0.0)
+        row = (b * H * W + y * W + x) * NHEADS + head
+        lse = tl.load(LSE + row, mask=q_ok, other=0.0)
+        delta = tl.load(DELTA + row, mask=q_ok, other=0.0)
+        s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
+                                     scale, KH, KW, HAS_RPB, PREC, UPCAST)
+        p = tl.exp(s - lse[:, None])  # [M, N], zero where not allowed
+        dv += _dot(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
+        dp = _dot(do, tl.trans(v), PREC, UPCAST)
+        ds = p * (dp - delta[:, None])
+        dk += _dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST)
+    tl.store(DK + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+             (dk * scale).to(DK.dtype.element_ty), mask=kmask)
+    tl.store(DV + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=kmask)
+
+
+def _config(H: int, W: int, D: int):
+    """Tile shape and launch constants. Square 8x8 query tiles keep the key halo small for 2-D;
+    a 1-D (height-1) problem uses a 1x64 strip."""
+    tile_h, tile_w = (8, 8) if H > 1 else (1, 64)
+    block_d = max(16, triton.next_power_of_2(D))
+    return tile_h, tile_w, 64, block_d
+
+
+def _grid(H, W, kernel, dilation, tile_h, tile_w, BH):
+    dh, dw = dilation
+    n_th = triton.cdiv(triton.cdiv(H, dh), tile_h)
+    n_tw = triton.cdiv(triton.cdiv(W, dw), tile_w)
+    if BH > 65535:
+        raise ValueError(f'na triton: batch * heads = {BH} exceeds the grid limit 65535')
+    return (dh * dw * n_th * n_tw, BH), n_th, n_tw
+
+
+def _strides4(t):
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+def _precision(dtype):
+    return 'ieee' if dtype == torch.float32 else 'tf32'
+
+
+def _upcast(t: torch.Tensor) -> bool:
+    return t.dtype == torch.bfloat16 and t.device.type == 'cpu'  # interpreter bf16-dot workaround
+
+
+def _drpb_from_ds(ds: torch.Tensor, H: int, W: int, kernel, dilation) -> torch.Tensor:
+    """Reduce compact dS ``[B, H*W, heads, kh*kw]`` onto ``[heads, 2kh-1, 2kw-1]`` (one-hot matmuls)."""
+    kh, kw = kernel
+    B, _, nh, _ = ds.shape
+    s = ds.sum(0).view(H, W, nh, kh, kw).permute(2, 0, 3, 1, 4).reshape(nh, H * kh, W * kw)
+
+    def onehot(L, kk, d):
+        bias = axis_windows(L, kk, d, ds.device)[1].reshape(-1)  # [(L, kk)]
+        return torch.nn.functional.one_hot(bias, 2 * kk - 1).to(ds.dtype).t()  # [2kk-1, L*kk]
+
+    ah = onehot(H, kh, dilation[0])
+    aw = onehot(W, kw, dilation[1])
+    return ah @ s @ aw.t()
+
+
+class NeighborhoodAttentionTriton(torch.autograd.Function):
+    """Autograd wrapper around the fused kernels; inputs ``[B, H, W, heads, D]`` (validated)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, rpb, kernel, dilation, scale):
+        B, H, W, nh, D = q.shape
+        tile_h, tile_w, block_n, block_d = _config(H, W, D)
+        grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
+        out = torch.empty_like(q)
+        lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
+        has_rpb = rpb is not None
+        rpb_t = rpb if has_rpb else q
+        rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
+        _na_fwd[grid](q, k, v, rpb_t, out, lse,
+                      *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(out), *rs,
+                      H, W, nh, D, n_th, n_tw, scale,
+                      KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1],
+                      TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n, BLOCK_D=block_d,
+                      HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=4)
+        ctx.save_for_backward(q, k, v, rpb, out, lse)
+        ctx.meta = (kernel, dilation, scale, has_rpb)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, rpb, out, lse = ctx.saved_tensors
+        kernel, dilation, scale, has_rpb = ctx.meta
+        B, H, W, nh, D = q.shape
+        dout = dout.contiguous()
+        delta = (dout.float() * out.float()).sum(-1).reshape(B, H * W, nh).contiguous()
+        tile_h, tile_w, block_n, block_d = _config(H, W, D)
+        grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
+        dq = torch.empty_like(q)
+        dk = torch.empty_like(k)
+        dv = torch.empty_like(v)
+        need_drpb = has_rpb and ctx.needs_input_grad[3]
+        kk = kernel[0] * kernel[1]
+        ds = torch.zeros(B, H * W, nh, kk, device=q.device, dtype=torch.float32) if need_drpb else lse
+        rpb_t = rpb if has_rpb else q
+        rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
+        common = dict(KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1], TILE_H=tile_h, TILE_W=tile_w,
+                      BLOCK_D=block_d, HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=4)
+        strides = (*_strides4(q), *_strides4(k), *_strides4(v), *_strides4(dout), *rs)
+        _na_bwd_dq[grid](q, k, v, rpb_t, dout, lse, delta, dq, ds, *strides,
+                         H, W, nh, D, n_th, n_tw, scale, BLOCK_N=block_n, WRITE_DS=need_drpb, **common)
+        _na_bwd_dkdv[grid](q, k, v, rpb_t, dout, lse, delta, dk, dv, *strides,
+                           H, W, nh, D, n_th, n_tw, scale, BLOCK_M=block_n, **common)
+        drpb = _drpb_from_ds(ds, H, W, kernel, dilation).to(rpb.dtype) if need_drpb else None
+        return dq, dk, dv, drpb, None, None, None
+
+
+def na_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequence[int], dilation: Sequence[int],
+              rpb: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+    """Neighborhood attention through the fused Triton kernels (validated inputs)."""
+    one_d = q.dim() == 4
+    if one_d:  # run 1-D as a height-1 2-D problem
+        q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
+        kernel, dilation = (1, kernel[0]), (1, dilation[0])
+        rpb = rpb.unsqueeze(1) if rpb is not None else None
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    if rpb is not None:
+        rpb = rpb.to(q.dtype) if rpb.dtype != q.dtype else rpb
+    out = NeighborhoodAttentionTriton.apply(q, k, v, rpb, tuple(kernel), tuple(dilation), float(scale))
+    return out.squeeze(1) if one_d else out

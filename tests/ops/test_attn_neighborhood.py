@@ -1,0 +1,238 @@
+"""Neighborhood attention: independent brute-force check of the reference, gradcheck, errors,
+dispatch, and backend parity through the harness (Triton via TRITON_INTERPRET on CPU)."""
+import logging
+import os
+
+import pytest
+import torch
+
+from attn_parity import check_backend, make_inputs, reference, run, assert_parity
+from densekit.ops import na1d, na2d
+
+
+# ---------------------------------------------------------------- brute force (independent spec)
+def _natten_window_start(i, L, k, d):
+    """NATTEN 0.14-0.17 ``get_window_start`` (C++), transcribed as a plain loop-free formula."""
+    nh = k // 2
+    if d <= 1:
+        return max(i - nh, 0) + (i + nh >= L) * (L - i - nh - 1)
+    if i - nh * d < 0:
+        return i % d
+    if i + nh * d >= L:
+        imodd = i % d
+        a = (L // d) * d
+        b = L - a
+        if imodd < b:
+            return L - b + imodd - 2 * nh * d
+        return a + imodd - k * d
+    return i - nh * d
+
+
+def _natten_pb_start(i, L, k, d):
+    """NATTEN 0.14-0.17 ``get_pb_start``."""
+    nh = k // 2
+    if d <= 1:
+        return nh + (i < nh) * (nh - i) + (i + nh >= L) * (L - i - 1 - nh)
+    if i - nh * d < 0:
+        return k - 1 - (i // d)
+    if i + nh * d >= L:
+        return (L - i - 1) // d
+    return nh
+
+
+def brute_force_na(q, k, v, kernel, dilation, rpb, scale):
+    """Dense attention with an explicit mask and bias built by a slow Python loop."""
+    spatial = q.shape[1:-2]
+    n = len(spatial)
+    B, h, D = q.shape[0], q.shape[-2], q.shape[-1]
+    S = int(torch.tensor(spatial).prod())
+    positions = list(torch.cartesian_prod(*[torch.arange(s) for s in spatial]).view(S, n).tolist())
+    mask = torch.zeros(S, S, dtype=torch.bool)
+    bias = torch.zeros(h, S, S, dtype=q.dtype)
+    for qi, pos in enumerate(positions):
+        starts = [_natten_window_start(pos[a], spatial[a], kernel[a], dilation[a]) for a in range(n)]
+        pbs = [_natten_pb_start(pos[a], spatial[a], kernel[a], dilation[a]) for a in range(n)]
+        for offs in torch.cartesian_prod(*[torch.arange(kk) for kk in kernel]).view(-1, n).tolist():
+            kpos = [starts[a] + offs[a] * dilation[a] for a in range(n)]
+            ki = 0
+            for a in range(n):
+                ki = ki * spatial[a] + kpos[a]
+            assert not mask[qi, ki], 'a key appears twice in one window'
+            mask[qi, ki] = True
+            if rpb is not None:
+                bias[:, qi, ki] = rpb[(slice(None),) + tuple(pbs[a] + offs[a] for a in range(n))]
+    qf, kf, vf = (t.reshape(B, S, h, D).transpose(1, 2) for t in (q, k, v))
+    logits = (qf @ kf.transpose(-1, -2)) * scale + bias
+    logits = logits.masked_fill(~mask, float('-inf'))
+    out = logits.softmax(-1) @ vf
+    return out.transpose(1, 2).reshape(q.shape)
+
+
+BRUTE_CASES = [
+    # (spatial, kernel, dilation)
+    ((11,), (3,), (1,)),
+    ((13,), (5,), (2,)),
+    ((14,), (3,), (4,)),
+    ((7, 9), (3, 5), (1, 1)),
+    ((9, 8), (3, 3), (3, 2)),
+    ((10, 7), (5, 3), (2, 2)),
+    ((6, 13), (5, 3), (1, 4)),
+]
+
+
+@pytest.mark.parametrize('spatial,kernel,dilation', BRUTE_CASES)
+@pytest.mark.parametrize('with_rpb', [True, False])
+def test_reference_matches_brute_force(spatial, kernel, dilation, with_rpb):
+    h, D = 2, 4
+    shape = (2,) + spatial + (h, D)
+    rpb_shape = (h,) + tuple(2 * kk - 1 for kk in kernel) if with_rpb else None
+    q, k, v, rpb, go = (t.double() if t is not None else None for t in make_inputs(shape, rpb_shape))
+    op = na1d if len(spatial) == 1 else na2d
+
+    def ours(q, k, v, rpb, backend=None):
+        return op(q, k, v, kernel if len(kernel) > 1 else kernel[0],
+                  dilation if len(dilation) > 1 else dilation[0], rpb=rpb, backend=backend)
+
+    def brute(q, k, v, rpb, backend=None):
+        return brute_force_na(q, k, v, kernel, dilation, rpb, D ** -0.5)
+
+    expected = run(brute, q, k, v, rpb, go, None, torch.float64)
+    actual = run(ours, q, k, v, rpb, go, 'reference', torch.float64)
+    for what in expected:
+        torch.testing.assert_close(actual[what], expected[what], atol=1e-6, rtol=0, msg=what)
+
+
+@pytest.mark.parametrize('spatial,kernel,dilation', [((7,), 3, 2), ((5, 6), (3, 3), (1, 2))])
+def test_reference_gradcheck(spatial, kernel, dilation):
+    h, D = 2, 3
+    shape = (1,) + spatial + (h, D)
+    n = len(spatial)
+    kern = (kernel,) * n if isinstance(kernel, int) else kernel
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    rpb = torch.randn((h,) + tuple(2 * kk - 1 for kk in kern), generator=g, dtype=torch.float64,
+                      requires_grad=True)
+    op = na1d if n == 1 else na2d
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, rpb: op(q, k, v, kernel, dilation, rpb=rpb, backend='reference'), (q, k, v, rpb))
+
+
+def test_reference_is_exact_attention_when_window_covers_input():
+    # kernel == size: every query sees every key -> plain softmax attention (no bias).
+    q, k, v, _, _ = make_inputs((2, 5, 7, 2, 8), None)
+    out = na2d(q, k, v, (5, 7), backend='reference')
+    qf, kf, vf = (t.reshape(2, 35, 2, 8).transpose(1, 2) for t in (q, k, v))
+    dense = torch.nn.functional.scaled_dot_product_attention(qf, kf, vf).transpose(1, 2).reshape(q.shape)
+    torch.testing.assert_close(out, dense, atol=1e-5, rtol=0)
+
+
+def test_low_precision_reference_returns_input_dtype():
+    q, k, v, _, _ = make_inputs((1, 8, 8, 2, 16), None)
+    out = na2d(q.bfloat16(), k.bfloat16(), v.bfloat16(), 3, backend='reference')
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), na2d(q, k, v, 3, backend='reference'), atol=2e-2, rtol=0)
+
+
+# ---------------------------------------------------------------- errors
+def test_errors_name_offending_values():
+    q = torch.randn(1, 8, 9, 2, 4)
+    with pytest.raises(ValueError, match=r'smaller than the dilated window.*3 \* 3 = 9'):
+        na2d(q, q, q, 3, dilation=3)
+    with pytest.raises(ValueError, match='odd'):
+        na2d(q, q, q, 4)
+    with pytest.raises(ValueError, match=r'rpb must have shape \(2, 5, 5\)'):
+        na2d(q, q, q, 3, rpb=torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match='same shape'):
+        na2d(q, q[:, :7], q, 3)
+    with pytest.raises(ValueError, match='4 dims'):
+        na1d(q, q, q, 3)
+
+
+# ---------------------------------------------------------------- dispatch
+def test_dispatch_explicit_and_env(monkeypatch, caplog):
+    q = torch.randn(1, 7, 7, 1, 4)
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    with pytest.raises(ValueError, match='unknown backend'):
+        na2d(q, q, q, 3, backend='cuda_magic')
+    with pytest.raises(RuntimeError, match="backend 'triton'.*cannot run"):
+        na2d(q, q, q, 3, backend='triton')
+    monkeypatch.setenv('DENSEKIT_ATTN_BACKEND', 'triton')
+    with pytest.raises(RuntimeError, match='DENSEKIT_ATTN_BACKEND'):
+        na2d(q, q, q, 3)
+    monkeypatch.setenv('DENSEKIT_ATTN_BACKEND', 'reference')
+    na2d(q, q, q, 3)
+    monkeypatch.delenv('DENSEKIT_ATTN_BACKEND')
+    with caplog.at_level(logging.DEBUG, logger='densekit.ops'):
+        na2d(q, q, q, 3)
+    assert "skipping backend 'triton'" in caplog.text
+    assert "skipping backend 'flex'" in caplog.text
+    assert "using backend 'reference'" in caplog.text
+
+
+# ---------------------------------------------------------------- backend parity (harness)
+def _na_op(kernel, dilation):
+    def op(q, k, v, rpb, backend=None):
+        fn = na1d if q.dim() == 4 else na2d
+        return fn(q, k, v, kernel, dilation, rpb=rpb, backend=backend)
+    return op
+
+
+# Small on purpose: the Triton interpreter runs every program instance in Python.
+TRITON_CASES = [
+    # (shape [B, *spatial, h, D], kernel, dilation, with_rpb)
+    ((1, 9, 11, 1, 16), 3, 1, True),
+    ((1, 13, 10, 1, 16), (5, 3), (2, 3), True),
+    ((1, 15, 8, 2, 32), 7, 1, False),
+    ((2, 12, 9, 1, 16), (3, 5), (4, 1), True),
+    ((1, 14, 13, 1, 64), 13, 1, True),
+    ((1, 23, 2, 16), 5, 4, True),
+    ((1, 40, 1, 32), 9, 1, True),
+]
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    pytest.importorskip('triton')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+
+
+@pytest.mark.parametrize('shape,kernel,dilation,with_rpb', TRITON_CASES)
+def test_triton_parity_fp32(triton_interpreter, shape, kernel, dilation, with_rpb):
+    n = len(shape) - 3
+    kern = (kernel,) * n if isinstance(kernel, int) else kernel
+    rpb_shape = (shape[-2],) + tuple(2 * kk - 1 for kk in kern) if with_rpb else None
+    check_backend(_na_op(kernel, dilation), 'triton', shape, rpb_shape, torch.float32)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_triton_parity_low_precision(triton_interpreter, dtype):
+    shape, kernel, dilation = (1, 10, 9, 2, 32), (5, 3), (2, 1)
+    check_backend(_na_op(kernel, dilation), 'triton', shape, (2, 9, 5), dtype)
+
+
+def test_flex_forward_on_cpu_matches_reference():
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    q, k, v, rpb, _ = make_inputs((2, 9, 10, 2, 16), (2, 5, 5))
+    with torch.no_grad():
+        ref = na2d(q, k, v, 3, (2, 3), rpb=rpb, backend='reference')
+        out = na2d(q, k, v, 3, (2, 3), rpb=rpb, backend='flex')
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_flex_refuses_cpu_backward():
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    q = torch.randn(1, 7, 7, 1, 16, requires_grad=True)
+    with pytest.raises(RuntimeError, match='no CPU backward'):
+        na2d(q, q, q, 3, backend='flex')
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('backend', ['reference', 'triton', 'flex'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('shape,kernel,dilation,with_rpb', TRITON_CASES + [
+    ((2, 56, 56, 2, 32), 7, 1, True), ((1, 50, 84, 3, 32), 7, 4, True), ((2, 64, 4, 64), 11, 2, True)])
+def test_cuda_parity(requires_cuda, backend, dtype, shape, kernel, dilation, with_rpb):
+    n = len(shape) - 3
+    kern = (kernel,) * n if isinstance(kernel, int) else kernel
+    rpb_shape = (shape[-2],) + tuple(2 * kk - 1 for kk in kern) if with_rpb else None
+    check_backend(_na_op(kernel, dilation), backend, shape, rpb_shape, dtype, device='cuda')

@@ -147,3 +147,57 @@ def test_builds_through_openmmlab(name, scope):
     with torch.no_grad():
         out = model.eval()(torch.randn(1, 3, 64, 64))
     assert len(out) == 1 and out[0].shape[1] == model.feature_info[last]['num_chs']
+
+
+def _attn_tolerance() -> float:
+    """fp32 output tolerance of the attention-op parity harness (``tests/ops/attn_parity.py``)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'ops' / 'attn_parity.py'
+    if not path.exists():
+        pytest.skip(f'attention parity harness {path} not present')
+    spec = importlib.util.spec_from_file_location('densekit_attn_parity', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TOL[torch.float32]['out']
+
+
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_attention_backends_agree(name, monkeypatch):
+    """Every attention backend that can run here gives the reference backend's features: on CPU
+    that is Triton (TRITON_INTERPRET=1) and FlexAttention's forward; on CUDA whatever is built."""
+    from densekit.ops._backend import BACKEND_NAMES, ENV_VAR
+    model = _build(name).eval()
+    x = torch.randn(1, 3, 61, 45)
+    if not _uses_attention_ops(model, x):
+        pytest.skip(f'{name} does not use densekit.ops attention')
+    # The op tolerance assumes O(1) values; features are compared relative to their magnitude.
+    tol = _attn_tolerance()
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    monkeypatch.setenv(ENV_VAR, 'reference')
+    with torch.no_grad():
+        expected = model(x)
+    ran, skipped = [], {}
+    for backend in BACKEND_NAMES:
+        if backend == 'reference':
+            continue
+        monkeypatch.setenv(ENV_VAR, backend)
+        try:
+            with torch.no_grad():
+                got = model(x)
+        except RuntimeError as e:
+            if 'cannot run this call' not in str(e):
+                raise
+            skipped[backend] = str(e)
+            continue
+        except ModuleNotFoundError as e:  # backend not written yet for this op
+            if not (e.name or '').startswith('densekit.ops.'):
+                raise
+            skipped[backend] = str(e)
+            continue
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, atol=tol * max(1.0, e.abs().max().item()), rtol=0,
+                                       msg=lambda m, b=backend: f'{name}, backend {b}: {m}')
+        ran.append(backend)
+    if not ran:
+        pytest.skip(f'no non-reference backend runs here: {skipped}')

@@ -4,3 +4,4 @@ from densekit.models.backbones import convnext  # noqa: F401
 from densekit.models.backbones import swin  # noqa: F401
 from densekit.models.backbones import nat  # noqa: F401
 from densekit.models.backbones import halonet  # noqa: F401
+from densekit.models.backbones import cswin  # noqa: F401

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from densekit.models.registry import _BACKBONES, _import_families
+from densekit.models.registry import _import_families, add_registration_listener
 
 
 def _with_init_cfg(builder):
@@ -36,22 +36,25 @@ def _with_init_cfg(builder):
     return build
 
 
-def _register(registry, scope: str) -> None:
-    for name, builder in _BACKBONES.items():
-        existing = registry.module_dict.get(name)
-        if existing is not None:
-            if getattr(existing, '__wrapped__', None) is builder:
-                continue
-            raise KeyError(f"densekit backbone '{name}' would shadow {scope}'s {existing!r}")
-        registry.register_module(name=name, module=_with_init_cfg(builder))
+def _register(registry, scope: str, name: str, builder) -> None:
+    existing = registry.module_dict.get(name)
+    if existing is not None:
+        if getattr(existing, '__wrapped__', None) is builder:
+            return
+        raise KeyError(f"densekit backbone '{name}' would shadow {scope}'s {existing!r}")
+    registry.register_module(name=name, module=_with_init_cfg(builder))
 
 
 def register() -> None:
-    _import_families()
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmseg.registry import MODELS as MMSEG_MODELS
-    _register(MMDET_MODELS, 'mmdet')
-    _register(MMSEG_MODELS, 'mmseg')
+
+    def on_register(name, builder):
+        _register(MMDET_MODELS, 'mmdet', name, builder)
+        _register(MMSEG_MODELS, 'mmseg', name, builder)
+
+    _import_families()
+    add_registration_listener(on_register)
 
 
 register()

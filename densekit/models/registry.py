@@ -6,11 +6,21 @@ registration of every entry happens once, in :mod:`densekit.mm.backbones`.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import torch.nn as nn
 
 _BACKBONES: Dict[str, Callable[..., nn.Module]] = {}
+# Called with (name, builder) for every registration, also those made after the listener was
+# added (e.g. a user's backbone imported by ``custom_imports`` after ``import densekit``).
+_LISTENERS: List[Callable[[str, Callable[..., nn.Module]], None]] = []
+
+
+def add_registration_listener(fn: Callable[[str, Callable[..., nn.Module]], None]) -> None:
+    """Calls ``fn(name, builder)`` for every backbone registered now and later."""
+    _LISTENERS.append(fn)
+    for name, builder in list(_BACKBONES.items()):
+        fn(name, builder)
 
 
 def register_backbone(fn: Callable[..., nn.Module] = None, *, name: str | None = None):
@@ -21,6 +31,8 @@ def register_backbone(fn: Callable[..., nn.Module] = None, *, name: str | None =
         if key in _BACKBONES and _BACKBONES[key] is not f:
             raise KeyError(f"backbone '{key}' is already registered by {_BACKBONES[key]!r}")
         _BACKBONES[key] = f
+        for listener in _LISTENERS:
+            listener(key, f)
         return f
 
     return wrap(fn) if fn is not None else wrap

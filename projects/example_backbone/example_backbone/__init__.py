@@ -1,0 +1,3 @@
+from .backbone import ExampleConvNet
+
+__all__ = ['ExampleConvNet']

@@ -25,25 +25,11 @@ import torch
 import triton
 import triton.language as tl
 
+from densekit.ops._triton_utils import dot as _dot
+from densekit.ops._triton_utils import precision as _precision
+from densekit.ops._triton_utils import row_max, row_sum
+from densekit.ops._triton_utils import upcast as _upcast
 from densekit.ops.neighborhood.reference import axis_windows
-
-# Reductions and zero-fills go through core builtins (``tl.reduce`` with triton's own combine
-# functions, ``tl.full``) rather than ``tl.max`` / ``tl.sum`` / ``tl.zeros``: those are
-# ``@triton.jit`` library functions, which the CPU interpreter cannot call when triton was imported
-# before ``TRITON_INTERPRET=1`` was set (as happens in a test session); ``tl.max`` / ``tl.sum``
-# lower to exactly these reductions on GPU.
-_MAX = tl.standard._elementwise_max
-_SUM = tl.standard._sum_combine
-
-
-@triton.jit
-def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """``tl.dot``; with UPCAST the operands (already rounded to the input dtype) are widened to
-    fp32 first, because the CPU interpreter of triton 3.8 computes bf16 dots wrongly."""
-    if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision='ieee')
-    return tl.dot(a, b, input_precision=PREC)
-
 
 @triton.jit
 def _tile_coords(pid, H, W, DH: tl.constexpr, DW: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
@@ -136,11 +122,11 @@ def _na_fwd(Q, K, V, RPB, O, LSE,
                     mask=kmask, other=0.0)
         s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
                                      scale, KH, KW, HAS_RPB, PREC, UPCAST)
-        m_new = tl.maximum(m_i, tl.reduce(s, 1, _MAX))
+        m_new = tl.maximum(m_i, row_max(s))
         m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
         alpha = tl.exp(m_i - m_safe)
         p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.reduce(p, 1, _SUM)
+        l_i = l_i * alpha + row_sum(p)
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC, UPCAST)
         m_i = m_new
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
@@ -307,14 +293,6 @@ def _grid(H, W, kernel, dilation, tile_h, tile_w, BH):
 
 def _strides4(t):
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
-
-
-def _precision(dtype):
-    return 'ieee' if dtype == torch.float32 else 'tf32'
-
-
-def _upcast(t: torch.Tensor) -> bool:
-    return t.dtype == torch.bfloat16 and t.device.type == 'cpu'  # interpreter bf16-dot workaround
 
 
 def _drpb_from_ds(ds: torch.Tensor, H: int, W: int, kernel, dilation) -> torch.Tensor:

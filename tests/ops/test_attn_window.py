@@ -1,0 +1,143 @@
+"""Swin window attention and the densekit.layers.window helpers: numerics against timm's Swin
+and mmdet's (official-port) ShiftWindowMSA, gradcheck, errors, and backend parity."""
+import pytest
+import torch
+
+from attn_parity import check_backend, make_inputs
+from densekit.layers.window import (pad_to_multiple, relative_position_bias, relative_position_index,
+                                    rpb_dense_to_table, rpb_table_to_dense, shift_window_mask, unpad,
+                                    window_partition, window_reverse)
+from densekit.ops import window_attention
+
+
+def test_partition_reverse_roundtrip_and_padding():
+    x = torch.randn(2, 13, 17, 5)
+    xp, size = pad_to_multiple(x, (7, 6))
+    assert xp.shape == (2, 14, 18, 5) and size == (13, 17)
+    assert torch.equal(xp[:, 13:], torch.zeros_like(xp[:, 13:]))
+    w = window_partition(xp, (7, 6))
+    assert w.shape == (2 * 2 * 3, 7, 6, 5)
+    assert torch.equal(w[1], xp[0, 0:7, 6:12])  # window index runs row-major, batch outermost
+    assert torch.equal(unpad(window_reverse(w, (7, 6), 14, 18), size), x)
+    with pytest.raises(ValueError, match='not a multiple'):
+        window_partition(x, 7)
+
+
+def test_relative_position_index_and_mask_match_timm():
+    swin = pytest.importorskip('timm.models.swin_transformer')
+    assert torch.equal(relative_position_index((7, 5)), swin.get_relative_position_index(7, 5))
+    blk = swin.SwinTransformerBlock(16, (14, 21), num_heads=2, window_size=7, shift_size=3)
+    assert torch.equal(shift_window_mask((14, 21), 7, 3), blk.attn_mask)
+    table = torch.randn(13 * 9, 3)
+    assert torch.equal(rpb_dense_to_table(rpb_table_to_dense(table, (7, 5))), table)
+    dense_bias = relative_position_bias(rpb_table_to_dense(table, (7, 5)), (7, 5))
+    assert torch.equal(dense_bias, table[swin.get_relative_position_index(7, 5)].permute(2, 0, 1))
+
+
+@pytest.mark.parametrize('shift', [0, 3])
+def test_matches_timm_window_attention(shift):
+    swin = pytest.importorskip('timm.models.swin_transformer')
+    torch.manual_seed(0)
+    blk = swin.SwinTransformerBlock(32, (14, 21), num_heads=2, window_size=7, shift_size=shift).eval()
+    torch.nn.init.normal_(blk.attn.relative_position_bias_table, std=0.5)
+    x = torch.randn(2, 14, 21, 32)
+    expected = blk._attn(x)
+    a = blk.attn
+    q, k, v = a.qkv(x).view(2, 14, 21, 3, 2, 16).unbind(3)
+    out = window_attention(q, k, v, 7, shift, rpb=rpb_table_to_dense(a.relative_position_bias_table, 7),
+                           scale=a.scale, backend='reference')
+    torch.testing.assert_close(a.proj(out.reshape(2, 14, 21, 32)), expected, atol=1e-5, rtol=0)
+    # the bias gradient reaches the official table through the dense view
+    a.proj(out.reshape(2, 14, 21, 32)).sum().backward()
+    assert a.relative_position_bias_table.grad is not None
+
+
+def test_official_padding_matches_mmdet_shift_window_msa():
+    """Odd map size: pad before qkv (official dense-prediction Swin), shift, attend, crop."""
+    pytest.importorskip('mmdet')
+    import densekit  # noqa: F401  (serves mmcv._ext for mmdet's imports)
+    from mmdet.models.backbones.swin import ShiftWindowMSA
+    torch.manual_seed(0)
+    msa = ShiftWindowMSA(32, 2, 7, shift_size=3).eval()
+    torch.nn.init.normal_(msa.w_msa.relative_position_bias_table, std=0.5)
+    H, W = 13, 17
+    x = torch.randn(2, H * W, 32)
+    expected = msa(x, (H, W))
+    xp, size = pad_to_multiple(x.view(2, H, W, 32), 7)
+    w = msa.w_msa
+    q, k, v = w.qkv(xp).view(2, xp.shape[1], xp.shape[2], 3, 2, 16).unbind(3)
+    out = window_attention(q, k, v, 7, 3, rpb=rpb_table_to_dense(w.relative_position_bias_table, 7),
+                           scale=w.scale, backend='reference')
+    out = unpad(w.proj(out.reshape(2, xp.shape[1], xp.shape[2], 32)), size).reshape(2, H * W, 32)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_gradcheck_reference():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 6, 4, 2, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    rpb = torch.randn(2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, r: window_attention(q, k, v, (3, 2), (1, 1), rpb=r, backend='reference'), (q, k, v, rpb))
+
+
+def test_errors():
+    q = torch.randn(1, 13, 14, 2, 8)
+    with pytest.raises(ValueError, match=r'\(13, 14\) is not a multiple of window \(7, 7\)'):
+        window_attention(q, q, q, 7)
+    q = torch.randn(1, 14, 14, 2, 8)
+    with pytest.raises(ValueError, match='shift'):
+        window_attention(q, q, q, 7, shift=7)
+    with pytest.raises(ValueError, match=r'rpb must have shape \(2, 13, 13\)'):
+        window_attention(q, q, q, 7, rpb=torch.zeros(13, 13))
+
+
+def _win_op(window, shift):
+    def op(q, k, v, rpb, backend=None):
+        return window_attention(q, k, v, window, shift, rpb=rpb, backend=backend)
+    return op
+
+
+TRITON_CASES = [
+    # (shape, window, shift, with_rpb)
+    ((1, 14, 21, 2, 16), 7, 3, True),
+    ((2, 8, 12, 1, 32), (4, 6), (2, 3), True),
+    ((1, 6, 6, 1, 64), 3, 0, False),
+]
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    pytest.importorskip('triton')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+
+
+@pytest.mark.parametrize('shape,window,shift,with_rpb', TRITON_CASES)
+def test_triton_parity_fp32(triton_interpreter, shape, window, shift, with_rpb):
+    w = (window, window) if isinstance(window, int) else window
+    check_backend(_win_op(window, shift), 'triton', shape, (shape[-2], 2 * w[0] - 1, 2 * w[1] - 1) if with_rpb else None,
+                  torch.float32)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_triton_parity_low_precision(triton_interpreter, dtype):
+    check_backend(_win_op(7, 3), 'triton', (1, 14, 14, 2, 32), (2, 13, 13), dtype)
+
+
+def test_flex_forward_on_cpu_matches_reference():
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    q, k, v, rpb, _ = make_inputs((2, 14, 21, 2, 16), (2, 13, 13))
+    with torch.no_grad():
+        ref = window_attention(q, k, v, 7, 3, rpb=rpb, backend='reference')
+        out = window_attention(q, k, v, 7, 3, rpb=rpb, backend='flex')
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('backend', ['reference', 'triton', 'flex'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('shape,window,shift,with_rpb', TRITON_CASES + [((4, 56, 56, 3, 32), 7, 3, True),
+                                                                        ((2, 24, 36, 4, 32), 12, 6, True)])
+def test_cuda_parity(requires_cuda, backend, dtype, shape, window, shift, with_rpb):
+    w = (window, window) if isinstance(window, int) else window
+    check_backend(_win_op(window, shift), backend, shape,
+                  (shape[-2], 2 * w[0] - 1, 2 * w[1] - 1) if with_rpb else None, dtype, device='cuda')

@@ -22,6 +22,8 @@ test_dataloader = val_dataloader
 val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 
+# mmdet's DetTTAModel merges boxes only; densekit's variant also keeps (and un-flips) the masks.
+tta_model = dict(type='DenseKitInstanceTTAModel')
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='TestTimeAug',

@@ -2,7 +2,7 @@
 # and no semantic-map padding.
 _base_ = './mask2former_panoptic.py'
 
-image_size = (1024, 1024)
+batch_pad_size = (1024, 1024)
 num_things_classes = 80
 num_stuff_classes = 0
 num_classes = num_things_classes + num_stuff_classes
@@ -10,7 +10,7 @@ model = dict(
     data_preprocessor=dict(
         pad_seg=False,
         batch_augments=[
-            dict(type='BatchFixedSizePad', size=image_size, img_pad_value=0, pad_mask=True,
+            dict(type='BatchFixedSizePad', size=batch_pad_size, img_pad_value=0, pad_mask=True,
                  mask_pad_value=0, pad_seg=False)
         ]),
     panoptic_head=dict(

@@ -2,7 +2,7 @@
 # mmdet scope: multi-scale deformable-attention pixel decoder (6 layers, 3 levels), 9-layer
 # masked-attention transformer decoder, 100 queries, point-sampled mask losses (12544 points).
 # Inputs are padded to a fixed 1024x1024 batch (LSJ training).
-image_size = (1024, 1024)
+batch_pad_size = (1024, 1024)
 num_things_classes = 80
 num_stuff_classes = 53
 num_classes = num_things_classes + num_stuff_classes
@@ -20,7 +20,7 @@ model = dict(
         pad_seg=True,
         seg_pad_value=255,
         batch_augments=[
-            dict(type='BatchFixedSizePad', size=image_size, img_pad_value=0, pad_mask=True,
+            dict(type='BatchFixedSizePad', size=batch_pad_size, img_pad_value=0, pad_mask=True,
                  mask_pad_value=0, pad_seg=True, seg_pad_value=255)
         ]),
     backbone=dict(type='convnext_tiny', out_indices=(0, 1, 2, 3)),

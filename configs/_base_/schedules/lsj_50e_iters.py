@@ -8,8 +8,3 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False,
                        milestones=[327778, 355092], gamma=0.1)
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, save_last=True, max_keep_ckpts=3,
-                    interval=interval))
-log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,12 @@
+# ConvNeXt-B: the ConvNeXt-T config with the ConvNeXt-B backbone.
+_base_ = './cascade-mask-rcnn_convnext-t_fpn_giou-4conv1f_ms-3x_coco.py'
+
+model = dict(
+    backbone=dict(
+        type='convnext_base',
+        drop_path_rate=0.7,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/convnext_base_in1k.pth')),
+    neck=dict(in_channels=[128, 256, 512, 1024]))
+optim_wrapper = dict(
+    optimizer=dict(lr=0.0002),
+    paramwise_cfg=dict(decay_rate=0.8, decay_type='layer_wise', num_layers=12))

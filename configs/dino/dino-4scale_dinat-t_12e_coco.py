@@ -1,0 +1,12 @@
+# dino: DiNAT-T backbone (dinat family base for this recipe).
+_base_ = '../_base_/recipes/dino-4scale_12e_coco.py'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='dinat_tiny',
+        out_indices=(1, 2, 3),
+        dilations='coco',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/dinat_tiny_in1k.pth')),
+    neck=dict(in_channels=[128, 256, 512]))

@@ -1,0 +1,11 @@
+# mask2former: CSWin-T backbone (cswin family base for this recipe).
+_base_ = '../_base_/recipes/mask2former_lsj-50e_coco-panoptic.py'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='cswin_tiny',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cswin_tiny_in1k.pth')),
+    panoptic_head=dict(in_channels=[64, 128, 256, 512]))

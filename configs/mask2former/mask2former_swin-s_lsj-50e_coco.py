@@ -1,0 +1,9 @@
+# Swin-S: the Swin-T config with the Swin-S backbone.
+_base_ = './mask2former_swin-t_lsj-50e_coco.py'
+
+model = dict(
+    backbone=dict(
+        type='swin_small',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/swin_small_in1k.pth')),
+    panoptic_head=dict(in_channels=[96, 192, 384, 768]))

@@ -1,0 +1,10 @@
+# Swin-S: the Swin-T config with the Swin-S backbone.
+_base_ = './upernet_swin-t_160k_ade20k-512x512.py'
+
+model = dict(
+    backbone=dict(
+        type='swin_small',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/swin_small_in1k.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))

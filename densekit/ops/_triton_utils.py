@@ -41,3 +41,8 @@ def precision(dtype: torch.dtype) -> str:
 def upcast(t: torch.Tensor) -> bool:
     """Whether to widen bf16 dot operands (interpreter workaround, CPU tensors only)."""
     return t.dtype == torch.bfloat16 and t.device.type == 'cpu'
+
+
+@triton.jit
+def sum_axis(x, AXIS: tl.constexpr):
+    return tl.reduce(x, AXIS, SUM_COMBINE)

@@ -1,0 +1,71 @@
+"""FlexAttention backend for HaloNet blocked-halo attention.
+
+Keys / values are zero-padded by ``halo`` on each side in PyTorch (exactly timm's padding); one
+flex call then attends from the ``H*W`` queries to the ``(H+2h)*(W+2h)`` padded keys with a
+``mask_mod`` selecting each block's window (and, for ``padding='mask'``, only in-map keys) and a
+``score_mod`` adding the query-dependent relative logits gathered from per-query tables.
+BlockMasks are cached per (size, block, halo, padding, device). Layouts as in ``reference.py``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from densekit.ops.neighborhood.flex import flex_call
+
+
+@functools.lru_cache(maxsize=32)
+def _block_mask(H: int, W: int, block: int, halo: int, mask_pad: bool, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+    win = block + 2 * halo
+    Wp = W + 2 * halo
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        qy, qx = q_idx // W, q_idx % W
+        py, px = kv_idx // Wp, kv_idx % Wp  # padded key coordinates
+        oy, ox = py - (qy // block) * block, px - (qx // block) * block
+        ok = (oy >= 0) & (oy < win) & (ox >= 0) & (ox < win)
+        if mask_pad:
+            ok = ok & (py >= halo) & (py < H + halo) & (px >= halo) & (px < W + halo)
+        return ok
+
+    return create_block_mask(mask_mod, None, None, H * W, (H + 2 * halo) * Wp, device=device)
+
+
+def halo_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, halo: int,
+              rel_h: Optional[torch.Tensor], rel_w: Optional[torch.Tensor], scale: float,
+              scale_pos_embed: bool, padding: str) -> torch.Tensor:
+    """Halo attention through FlexAttention on validated inputs."""
+    B, H, W, h, D = q.shape
+    win = block + 2 * halo
+    Wp = W + 2 * halo
+
+    def keys(t):
+        t = F.pad(t, (0, 0, 0, 0, halo, halo, halo, halo))
+        return t.reshape(B, -1, h, D).transpose(1, 2)
+
+    def table(rel):  # [B, h, H*W, 2win-1]; flex applies ``scale`` to q.k only
+        if rel is None:
+            return None
+        t = torch.einsum('bhwnd,rd->bnhwr', q, rel.to(q.dtype)).reshape(B, h, H * W, 2 * win - 1)
+        return t * scale if scale_pos_embed else t
+
+    th, tw = table(rel_h), table(rel_w)
+    score_mod = None
+    if th is not None or tw is not None:
+        def score_mod(score, b, hh, q_idx, kv_idx):
+            qy, qx = q_idx // W, q_idx % W
+            ry = torch.clamp(kv_idx // Wp - qy + win - 1, 0, 2 * win - 2)  # padded ky - qy + win - 1
+            rx = torch.clamp(kv_idx % Wp - qx + win - 1, 0, 2 * win - 2)
+            if th is not None:
+                score = score + th[b, hh, q_idx, ry]
+            if tw is not None:
+                score = score + tw[b, hh, q_idx, rx]
+            return score
+
+    bm = _block_mask(H, W, block, halo, padding == 'mask', str(q.device))
+    out = flex_call(q.reshape(B, H * W, h, D).transpose(1, 2), keys(k), keys(v), score_mod, bm, scale)
+    return out.transpose(1, 2).reshape(B, H, W, h, D)

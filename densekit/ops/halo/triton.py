@@ -1,0 +1,236 @@
+"""Fused Triton kernels for HaloNet blocked-halo attention, forward and backward.
+
+Semantics and layouts are those of ``reference.py``: q, k, v, out ``[B, H, W, heads, D]`` with
+block multiples. The relative-position logits are query dependent (``q . rel``), so the wrapper
+computes the two per-query tables ``th, tw = q @ rel_h^T, q @ rel_w^T`` (``[B, H, W, heads,
+2*win-1]``, fp32) with ordinary autograd and the kernels add ``th[.., ky - qy + win - 1] +
+tw[.., kx - qx + win - 1]`` (window-local coordinates) to the logits; their gradients come back
+from the dQ kernel and flow to q and rel_h / rel_w through autograd.
+
+* forward / dQ (+ dth, dtw): one program per (query block, batch*head); the block's whole
+  ``win x win`` key window (padded to ``WP x WP``, WP a power of two) is one tile, so the softmax
+  is exact. Out-of-map keys load as zeros (``'zeros'``: timm numerics) or are masked (``'mask'``).
+* dK / dV: one program per key block, looping over the neighbouring query blocks whose windows
+  reach it; deterministic, no atomics.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from densekit.ops._triton_utils import dot, precision, row_max, row_sum, sum_axis, upcast
+
+
+@triton.jit
+def _halo_logits(q, k, q_row, ty, tx, uy, ux, allowed, TH, TW, scale,
+                 WIN: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr,
+                 UPCAST: tl.constexpr):
+    R: tl.constexpr = 2 * WIN - 1
+    s = dot(q, tl.trans(k), PREC, UPCAST) * scale
+    if HAS_TH:
+        s += tl.load(TH + q_row[:, None] * R + (uy[None, :] - ty[:, None] + WIN - 1), mask=allowed, other=0.0)
+    if HAS_TW:
+        s += tl.load(TW + q_row[:, None] * R + (ux[None, :] - tx[:, None] + WIN - 1), mask=allowed, other=0.0)
+    return tl.where(allowed, s, float('-inf'))
+
+
+@triton.jit
+def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
+                    sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
+                    H, W, NHEADS, D, scale,
+                    BS: tl.constexpr, HALO: tl.constexpr, WP: tl.constexpr, BM: tl.constexpr,
+                    BLOCK_D: tl.constexpr, MASK_PAD: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr,
+                    BACKWARD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Forward (BACKWARD=False: writes O, LSE) or dQ/dth/dtw (BACKWARD=True; O/DO strides shared)."""
+    WIN: tl.constexpr = BS + 2 * HALO
+    R: tl.constexpr = 2 * WIN - 1
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // NHEADS
+    head = bh % NHEADS
+    n_bw = W // BS
+    by0 = (pid // n_bw) * BS
+    bx0 = (pid % n_bw) * BS
+    t = tl.arange(0, BM)
+    ty = t // BS
+    tx = t % BS
+    q_ok = t < BS * BS
+    y = by0 + ty
+    x = bx0 + tx
+    u = tl.arange(0, WP * WP)
+    uy = u // WP
+    ux = u % WP
+    in_win = (uy < WIN) & (ux < WIN)
+    ky = by0 - HALO + uy
+    kx = bx0 - HALO + ux
+    inside = in_win & (ky >= 0) & (ky < H) & (kx >= 0) & (kx < W)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    qm = q_ok[:, None] & d_ok[None, :]
+    km = inside[:, None] & d_ok[None, :]
+    q_off = b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :]
+    q = tl.load(Q + q_off, mask=qm, other=0.0)
+    k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :], mask=km, other=0.0)
+    v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :], mask=km, other=0.0)
+    if MASK_PAD:
+        allowed = q_ok[:, None] & inside[None, :]
+    else:
+        allowed = q_ok[:, None] & in_win[None, :]
+    q_row = (b * H * W + y * W + x) * NHEADS + head
+    s = _halo_logits(q, k, q_row, ty, tx, uy, ux, allowed, TH, TW, scale, WIN, HAS_TH, HAS_TW, PREC, UPCAST)
+    o_off = b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :]
+    if not BACKWARD:
+        mx = tl.where(q_ok, row_max(s), 0.0)
+        p = tl.exp(s - mx[:, None])
+        l = tl.where(q_ok, row_sum(p), 1.0)
+        out = dot(p.to(v.dtype), v, PREC, UPCAST) / l[:, None]
+        tl.store(O + o_off, out.to(O.dtype.element_ty), mask=qm)
+        tl.store(LSE + q_row, mx + tl.log(l), mask=q_ok)
+    else:
+        lse = tl.load(LSE + q_row, mask=q_ok, other=0.0)
+        delta = tl.load(DELTA + q_row, mask=q_ok, other=0.0)
+        do = tl.load(DO + o_off, mask=qm, other=0.0)
+        p = tl.exp(s - lse[:, None])
+        ds = p * (dot(do, tl.trans(v), PREC, UPCAST) - delta[:, None])
+        dq = dot(ds.to(k.dtype), k, PREC, UPCAST) * scale
+        tl.store(DQ + q_off, dq.to(DQ.dtype.element_ty), mask=qm)
+        w = tl.arange(0, WP)
+        w_ok = q_ok[:, None] & (w[None, :] < WIN)
+        ds3 = tl.reshape(ds, [BM, WP, WP])
+        if HAS_TH:  # d th[q, uy - ty + WIN - 1] = sum over kx of dS
+            tl.store(DTH + q_row[:, None] * R + (w[None, :] - ty[:, None] + WIN - 1), sum_axis(ds3, 2), mask=w_ok)
+        if HAS_TW:
+            tl.store(DTW + q_row[:, None] * R + (w[None, :] - tx[:, None] + WIN - 1), sum_axis(ds3, 1), mask=w_ok)
+
+
+@triton.jit
+def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
+               sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
+               H, W, NHEADS, D, scale,
+               BS: tl.constexpr, HALO: tl.constexpr, BM: tl.constexpr, BLOCK_D: tl.constexpr,
+               HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    WIN: tl.constexpr = BS + 2 * HALO
+    NB: tl.constexpr = (HALO + BS - 1) // BS  # query blocks on each side whose window reaches us
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // NHEADS
+    head = bh % NHEADS
+    n_bw = W // BS
+    n_bh = H // BS
+    kbi = pid // n_bw
+    kbj = pid % n_bw
+    t = tl.arange(0, BM)
+    t_ok = t < BS * BS
+    ky = kbi * BS + t // BS
+    kx = kbj * BS + t % BS
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    km = t_ok[:, None] & d_ok[None, :]
+    k_off = b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :]
+    v_off = b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :]
+    k = tl.load(K + k_off, mask=km, other=0.0)
+    v = tl.load(V + v_off, mask=km, other=0.0)
+    dk = tl.full([BM, BLOCK_D], 0.0, tl.float32)
+    dv = tl.full([BM, BLOCK_D], 0.0, tl.float32)
+    for dbi in range(-NB, NB + 1):
+        for dbj in range(-NB, NB + 1):
+            qbi = kbi + dbi
+            qbj = kbj + dbj
+            blk_ok = (qbi >= 0) & (qbi < n_bh) & (qbj >= 0) & (qbj < n_bw)
+            ty = t // BS
+            tx = t % BS
+            q_ok = t_ok & blk_ok
+            y = qbi * BS + ty
+            x = qbj * BS + tx
+            qm = q_ok[:, None] & d_ok[None, :]
+            q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :],
+                        mask=qm, other=0.0)
+            do = tl.load(DO + b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :],
+                         mask=qm, other=0.0)
+            q_row = (b * H * W + y * W + x) * NHEADS + head
+            lse = tl.load(LSE + q_row, mask=q_ok, other=0.0)
+            delta = tl.load(DELTA + q_row, mask=q_ok, other=0.0)
+            uy = ky - (qbi * BS - HALO)  # key position inside that query block's window
+            ux = kx - (qbj * BS - HALO)
+            k_in = t_ok & (uy >= 0) & (uy < WIN) & (ux >= 0) & (ux < WIN)
+            allowed = q_ok[:, None] & k_in[None, :]
+            s = _halo_logits(q, k, q_row, ty, tx, uy, ux, allowed, TH, TW, scale, WIN, HAS_TH, HAS_TW, PREC, UPCAST)
+            p = tl.exp(s - lse[:, None])
+            dv += dot(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
+            ds = p * (dot(do, tl.trans(v), PREC, UPCAST) - delta[:, None])
+            dk += dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST)
+    tl.store(DK + k_off, (dk * scale).to(DK.dtype.element_ty), mask=km)
+    tl.store(DV + v_off, dv.to(DV.dtype.element_ty), mask=km)
+
+
+def _strides4(t):
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+class HaloAttentionTriton(torch.autograd.Function):
+    """Autograd wrapper; q, k, v ``[B, H, W, heads, D]``; th / tw fp32 ``[B, H, W, heads, 2win-1]`` or None."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, th, tw, block, halo, scale, mask_pad):
+        B, H, W, nh, D = q.shape
+        if B * nh > 65535:
+            raise ValueError(f'halo_attention triton: batch * heads = {B * nh} exceeds the grid limit 65535')
+        win = block + 2 * halo
+        wp = triton.next_power_of_2(win)
+        bm = max(16, triton.next_power_of_2(block * block))
+        block_d = max(16, triton.next_power_of_2(D))
+        out = torch.empty_like(q)
+        lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
+        grid = ((H // block) * (W // block), B * nh)
+        meta = dict(BS=block, HALO=halo, WP=wp, BM=bm, BLOCK_D=block_d, MASK_PAD=mask_pad, HAS_TH=th is not None,
+                    HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=8)
+        _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
+                              out, lse, out, lse, lse,
+                              *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(out),
+                              H, W, nh, D, scale, BACKWARD=False, **meta)
+        ctx.save_for_backward(q, k, v, th, tw, out, lse)
+        ctx.meta = (block, halo, scale, mask_pad, wp, bm, block_d)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, th, tw, out, lse = ctx.saved_tensors
+        block, halo, scale, mask_pad, wp, bm, block_d = ctx.meta
+        B, H, W, nh, D = q.shape
+        dout = dout.contiguous()
+        if dout.stride() != out.stride():
+            raise RuntimeError('halo triton: unexpected gradient layout')
+        delta = (dout.float() * out.float()).sum(-1).reshape(B, H * W, nh).contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dth = torch.zeros_like(th) if th is not None else None
+        dtw = torch.zeros_like(tw) if tw is not None else None
+        grid = ((H // block) * (W // block), B * nh)
+        flags = dict(HAS_TH=th is not None, HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q),
+                     num_warps=8)
+        _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
+                              dout, delta, dq, dth if dth is not None else lse, dtw if dtw is not None else lse,
+                              *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(dout),
+                              H, W, nh, D, scale, BS=block, HALO=halo, WP=wp, BM=bm, BLOCK_D=block_d,
+                              MASK_PAD=mask_pad, BACKWARD=True, **flags)
+        _halo_dkdv[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, lse, dout, delta,
+                         dk, dv, *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(dout),
+                         H, W, nh, D, scale, BS=block, HALO=halo, BM=bm, BLOCK_D=block_d, **flags)
+        return dq, dk, dv, dth, dtw, None, None, None, None
+
+
+def halo_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, halo: int,
+                rel_h: Optional[torch.Tensor], rel_w: Optional[torch.Tensor], scale: float,
+                scale_pos_embed: bool, padding: str) -> torch.Tensor:
+    """Halo attention through the fused Triton kernels (validated inputs)."""
+    q, k, v = (t.contiguous() for t in (q, k, v))
+
+    def table(rel):
+        if rel is None:
+            return None
+        t = torch.einsum('bhwnd,rd->bhwnr', q.float(), rel.float())
+        return (t * scale if scale_pos_embed else t).contiguous()
+
+    return HaloAttentionTriton.apply(q, k, v, table(rel_h), table(rel_w), block, halo, float(scale), padding == 'mask')

@@ -1,0 +1,147 @@
+"""HaloNet blocked-halo attention: timm ``HaloAttn`` parity (zeros padding), a brute-force dense
+masked check (mask padding), gradcheck, errors, and backend parity."""
+import pytest
+import torch
+
+from attn_parity import check_backend, make_inputs
+from densekit.ops import halo_attention
+
+
+def _timm_qkv(m, x):
+    """q, k, v in densekit layout from a timm HaloAttn (its kv channels interleave per head)."""
+    B, C, H, W = x.shape
+    h, dq, dv = m.num_heads, m.dim_head_qk, m.dim_head_v
+    q = m.q(x).view(B, h, dq, H, W).permute(0, 3, 4, 1, 2)
+    kv = m.kv(x).view(B, h, dq + dv, H, W).permute(0, 3, 4, 1, 2)
+    return q, kv[..., :dq], kv[..., dq:]
+
+
+@pytest.mark.parametrize('scale_pos_embed', [False, True])
+@pytest.mark.parametrize('block,halo,size', [(4, 1, (8, 12)), (2, 2, (6, 4))])
+def test_matches_timm_halo_attn(scale_pos_embed, block, halo, size):
+    halo_mod = pytest.importorskip('timm.layers.halo_attn')
+    torch.manual_seed(0)
+    m = halo_mod.HaloAttn(32, num_heads=2, block_size=block, halo_size=halo, qkv_bias=True,
+                          scale_pos_embed=scale_pos_embed).eval()
+    x = torch.randn(2, 32, *size)
+    expected = m(x)
+    q, k, v = _timm_qkv(m, x)
+    out = halo_attention(q, k, v, block, halo, rel_h=m.pos_embed.height_rel, rel_w=m.pos_embed.width_rel,
+                         scale=m.scale, scale_pos_embed=scale_pos_embed, padding='zeros', backend='reference')
+    torch.testing.assert_close(out.permute(0, 3, 4, 1, 2).reshape(expected.shape), expected, atol=1e-5, rtol=0)
+
+
+def brute_force_halo_masked(q, k, v, block, halo, rel_h, rel_w, scale):
+    """Dense attention over the whole map with an explicit block-halo mask built by a loop."""
+    B, H, W, h, D = q.shape
+    win = block + 2 * halo
+    S = H * W
+    mask = torch.zeros(S, S, dtype=torch.bool)
+    ry = torch.zeros(S, S, dtype=torch.long)
+    rx = torch.zeros(S, S, dtype=torch.long)
+    for y in range(H):
+        for x in range(W):
+            y0, x0 = (y // block) * block - halo, (x // block) * block - halo
+            for ky in range(max(y0, 0), min(y0 + win, H)):
+                for kx in range(max(x0, 0), min(x0 + win, W)):
+                    mask[y * W + x, ky * W + kx] = True
+                    ry[y * W + x, ky * W + kx] = ky - y + halo + win - 1
+                    rx[y * W + x, ky * W + kx] = kx - x + halo + win - 1
+    qf, kf, vf = (t.reshape(B, S, h, D).transpose(1, 2) for t in (q, k, v))  # [B, h, S, D]
+    logits = (qf @ kf.transpose(-1, -2)) * scale
+    logits = logits + torch.gather(qf @ rel_h.t(), -1, ry.expand(B, h, S, S))
+    logits = logits + torch.gather(qf @ rel_w.t(), -1, rx.expand(B, h, S, S))
+    out = logits.masked_fill(~mask, float('-inf')).softmax(-1) @ vf
+    return out.transpose(1, 2).reshape(q.shape)
+
+
+def test_masked_mode_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 6, 9, 2, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    win = 3 + 2 * 2
+    rel_h, rel_w = (torch.randn(2 * win - 1, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    out = halo_attention(q, k, v, 3, 2, rel_h=rel_h, rel_w=rel_w, padding='mask', backend='reference')
+    ref = brute_force_halo_masked(q, k, v, 3, 2, rel_h, rel_w, 4 ** -0.5)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+    go = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v, rel_h, rel_w), go)
+    ref_grads = torch.autograd.grad(ref, (q, k, v, rel_h, rel_w), go)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+def test_gradcheck_reference():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 4, 4, 1, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    rel_h, rel_w = (torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    for padding in ('zeros', 'mask'):
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, a, b: halo_attention(q, k, v, 2, 1, rel_h=a, rel_w=b, padding=padding,
+                                                 backend='reference'), (q, k, v, rel_h, rel_w))
+
+
+def test_errors():
+    q = torch.randn(1, 8, 10, 2, 8)
+    with pytest.raises(ValueError, match=r'\(8, 10\) is not a multiple of block_size 4'):
+        halo_attention(q, q, q, 4, 1)
+    q = torch.randn(1, 8, 8, 2, 8)
+    with pytest.raises(ValueError, match='padding'):
+        halo_attention(q, q, q, 4, 1, padding='reflect')
+    with pytest.raises(ValueError, match=r'rel_h must have shape \(11, 8\)'):
+        halo_attention(q, q, q, 4, 1, rel_h=torch.zeros(5, 8))
+
+
+def _halo_op(block, halo, padding, scale_pos_embed=False):
+    # the bias slot of the harness carries rel_h and rel_w stacked: [2, 2*win-1, D]
+    def op(q, k, v, rel, backend=None):
+        rh, rw = (rel[0], rel[1]) if rel is not None else (None, None)
+        return halo_attention(q, k, v, block, halo, rel_h=rh, rel_w=rw, padding=padding,
+                              scale_pos_embed=scale_pos_embed, backend=backend)
+    return op
+
+
+TRITON_CASES = [
+    # (shape, block, halo, padding, with_rel)
+    ((1, 8, 8, 1, 16), 4, 1, 'zeros', True),
+    ((2, 8, 8, 1, 32), 8, 3, 'mask', True),
+    ((1, 6, 9, 1, 16), 3, 2, 'zeros', False),
+]
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    pytest.importorskip('triton')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+
+
+@pytest.mark.parametrize('shape,block,halo,padding,with_rel', TRITON_CASES)
+def test_triton_parity_fp32(triton_interpreter, shape, block, halo, padding, with_rel):
+    win = block + 2 * halo
+    check_backend(_halo_op(block, halo, padding), 'triton', shape,
+                  (2, 2 * win - 1, shape[-1]) if with_rel else None, torch.float32)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_triton_parity_low_precision(triton_interpreter, dtype):
+    check_backend(_halo_op(4, 2, 'zeros', scale_pos_embed=True), 'triton', (1, 4, 8, 2, 32), (2, 15, 32), dtype)
+
+
+@pytest.mark.parametrize('padding', ['zeros', 'mask'])
+def test_flex_forward_on_cpu_matches_reference(padding):
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    q, k, v, rel, _ = make_inputs((2, 8, 12, 2, 16), (2, 11, 16))
+    with torch.no_grad():
+        ref = halo_attention(q, k, v, 4, 1, rel_h=rel[0], rel_w=rel[1], padding=padding, backend='reference')
+        out = halo_attention(q, k, v, 4, 1, rel_h=rel[0], rel_w=rel[1], padding=padding, backend='flex')
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('backend', ['reference', 'triton', 'flex'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('shape,block,halo,padding,with_rel', TRITON_CASES + [
+    ((2, 64, 64, 8, 32), 8, 3, 'zeros', True), ((2, 32, 48, 4, 64), 8, 2, 'mask', True)])
+def test_cuda_parity(requires_cuda, backend, dtype, shape, block, halo, padding, with_rel):
+    win = block + 2 * halo
+    check_backend(_halo_op(block, halo, padding), backend, shape,
+                  (2, 2 * win - 1, shape[-1]) if with_rel else None, dtype, device='cuda')

@@ -1,0 +1,190 @@
+"""Input validation for datasets: one clear sentence per problem, naming the file, key and value.
+
+Bad data otherwise surfaces deep inside a training run (a ``KeyError: 'area'`` in a worker, an
+``AssertionError`` from a transform, a silently empty dataset). The checks here run once, when a
+dataset loads its annotation file, and follow the COCO conventions (Lin et al., "Microsoft
+COCO: Common Objects in Context", ECCV 2014) on what is an error and what is skipped:
+
+* errors (:class:`DataError`): a missing data root / annotation file / image folder, a file that
+  is not JSON, missing top-level or per-record keys, a bbox that is not four numbers or has a
+  negative size, an annotation whose ``category_id`` is not in ``categories`` or whose
+  ``image_id`` is not in ``images``, an image that does not decode;
+* skipped with one counted warning per kind and file (mmdet's loader drops these silently):
+  zero-area boxes (width or height below one pixel, or ``area <= 0``) and boxes that lie
+  entirely outside their image. Boxes that only stick out are kept (training clips them).
+
+Core module: numpy / OpenCV / json only, no OpenMMLab import.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Keys every record must carry for mmdet's COCO loader (``iscrowd`` and ``segmentation`` are
+# optional there: iscrowd defaults to 0, a missing segmentation means "box only").
+COCO_TOP_KEYS = ('images', 'annotations', 'categories')
+COCO_IMAGE_KEYS = ('id', 'file_name', 'width', 'height')
+COCO_ANN_KEYS = ('id', 'image_id', 'category_id', 'bbox', 'area')
+COCO_CAT_KEYS = ('id', 'name')
+
+
+class DataError(ValueError):
+    """A dataset input that cannot be used; the message names the file, key and value."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data root, annotation file or image that does not exist."""
+
+
+def require_path(path: str | Path, what: str, hint: str | None = None) -> Path:
+    """Return ``path`` if it exists, else raise :class:`DataNotFoundError` naming it.
+
+    Args:
+        path: the file or folder.
+        what: what it is, for the message (e.g. ``'annotation file'``).
+        hint: an optional remedy appended to the message.
+    """
+    p = Path(path)
+    if not p.exists():
+        msg = f"{what} '{p}' does not exist"
+        raise DataNotFoundError(f'{msg}; {hint}' if hint else msg)
+    return p
+
+
+def load_json(path: str | Path) -> Any:
+    """Parse a JSON file; a syntax error names the file, line and column."""
+    p = require_path(path, 'annotation file')
+    try:
+        with open(p, encoding='utf-8') as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"annotation file '{p}' is not valid JSON: {e.msg} at line {e.lineno}, "
+                        f'column {e.colno}') from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"annotation file '{p}' is not UTF-8 text ({e.reason} at byte "
+                        f'{e.start})') from None
+
+
+def _require_keys(record: Any, keys: tuple[str, ...], where: str, path: Path) -> None:
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: {where} must be a JSON object, got {type(record).__name__} "
+                        f'{_short(record)}')
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise DataError(f"{path}: {where} is missing key '{missing[0]}' (has keys "
+                        f'{sorted(record)})')
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    s = repr(value)
+    return s if len(s) <= limit else s[:limit - 3] + '...'
+
+
+def _box(ann: dict, path: Path) -> tuple[float, float, float, float]:
+    b = ann['bbox']
+    if (not isinstance(b, (list, tuple)) or len(b) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in b)):
+        raise DataError(f"{path}: annotation id {ann['id']} has bbox {_short(b)}, expected four "
+                        'finite numbers [x, y, width, height]')
+    x, y, w, h = (float(v) for v in b)
+    if w < 0 or h < 0:
+        raise DataError(f"{path}: annotation id {ann['id']} has a negative bbox size {list(b)} "
+                        '(COCO boxes are [x, y, width, height], not corner pairs)')
+    return x, y, w, h
+
+
+def validate_coco(coco: Any, path: str | Path) -> tuple[dict, Counter]:
+    """Check a COCO instances dict; return it without degenerate annotations, and the counts.
+
+    Args:
+        coco: the parsed json.
+        path: the file it came from (for messages).
+
+    Returns:
+        ``(clean, skipped)``: a shallow copy of ``coco`` whose ``annotations`` omit the skipped
+        ones, and a :class:`collections.Counter` of skip reasons (``'zero-area box'``,
+        ``'box outside its image'``).
+
+    Raises:
+        DataError: on the errors listed in the module docstring.
+    """
+    path = Path(path)
+    _require_keys(coco, COCO_TOP_KEYS, 'the top level', path)
+    for key in COCO_TOP_KEYS:
+        if not isinstance(coco[key], list):
+            raise DataError(f"{path}: '{key}' must be a list, got {type(coco[key]).__name__}")
+    images = {}
+    for i, img in enumerate(coco['images']):
+        _require_keys(img, COCO_IMAGE_KEYS, f'images[{i}]', path)
+        for key in ('width', 'height'):
+            if not isinstance(img[key], (int, float)) or img[key] <= 0:
+                raise DataError(f"{path}: image id {img['id']} ({img['file_name']}) has {key} "
+                                f'{_short(img[key])}, expected a positive number')
+        if img['id'] in images:
+            raise DataError(f"{path}: image id {img['id']} appears twice in 'images'")
+        images[img['id']] = img
+    cat_ids = set()
+    for i, cat in enumerate(coco['categories']):
+        _require_keys(cat, COCO_CAT_KEYS, f'categories[{i}]', path)
+        cat_ids.add(cat['id'])
+    kept, skipped, ann_ids = [], Counter(), set()
+    for i, ann in enumerate(coco['annotations']):
+        _require_keys(ann, COCO_ANN_KEYS, f'annotations[{i}]', path)
+        if ann['id'] in ann_ids:
+            raise DataError(f"{path}: annotation id {ann['id']} appears twice in 'annotations'")
+        ann_ids.add(ann['id'])
+        if ann['category_id'] not in cat_ids:
+            raise DataError(f"{path}: annotation id {ann['id']} has category_id "
+                            f"{_short(ann['category_id'])}, which is not in 'categories' "
+                            f'(ids {sorted(cat_ids)})')
+        img = images.get(ann['image_id'])
+        if img is None:
+            raise DataError(f"{path}: annotation id {ann['id']} has image_id "
+                            f"{_short(ann['image_id'])}, which is not in 'images'")
+        x, y, w, h = _box(ann, path)
+        if w < 1 or h < 1 or not ann['area'] > 0:
+            skipped['zero-area box'] += 1
+            continue
+        if x >= img['width'] or y >= img['height'] or x + w <= 0 or y + h <= 0:
+            skipped['box outside its image'] += 1
+            continue
+        kept.append(ann)
+    clean = dict(coco)
+    clean['annotations'] = kept
+    return clean, skipped
+
+
+def log_skipped(skipped: Counter, path: str | Path, log: logging.Logger | None = None) -> None:
+    """One warning per skip reason: ``skipped 3 annotations with a zero-area box in FILE``."""
+    log = log or logger
+    for reason, n in sorted(skipped.items()):
+        noun = 'annotation' if n == 1 else 'annotations'
+        log.warning(f'skipped {n} {noun} with a {reason} in {path} (COCO convention: '
+                    'degenerate boxes are not trained on)')
+
+
+def load_coco(path: str | Path, log: logging.Logger | None = None) -> dict:
+    """Load and validate a COCO instances file (see :func:`validate_coco`), logging skips."""
+    clean, skipped = validate_coco(load_json(path), path)
+    log_skipped(skipped, path, log)
+    return clean
+
+
+def check_image(path: str | Path) -> None:
+    """Raise :class:`DataError` naming ``path`` when it is missing or does not decode."""
+    import cv2
+    import numpy as np
+
+    p = require_path(path, 'image')
+    data = np.fromfile(str(p), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise DataError(f"image '{p}' ({data.size} bytes) does not decode as an image file "
+                        '(corrupt, truncated or not an image)')

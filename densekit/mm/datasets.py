@@ -1,0 +1,116 @@
+"""densekit's datasets in mmdet's / mmseg's ``DATASETS``: validated COCO and the synthetic sets.
+
+* ``DenseKitCocoDataset`` (mmdet): mmdet's ``CocoDataset`` whose annotation file goes through
+  :mod:`densekit.datasets.checks` first: a missing root / file / image folder, malformed json, an
+  unknown category or image id, a malformed box is a one-sentence error naming the file, key and
+  value; zero-area boxes and boxes outside their image are skipped with a counted warning; an
+  image that does not decode is named instead of failing as an assertion inside a transform.
+* ``SyntheticShapesDataset`` (mmdet) and ``SyntheticADEDataset`` (mmseg): the quickstart data of
+  :mod:`densekit.datasets.synthetic`; when absent, the error says how to generate it.
+"""
+from __future__ import annotations
+
+import os.path as osp
+
+from mmdet.datasets import CocoDataset
+from mmdet.datasets.api_wrappers import COCO
+from mmdet.registry import DATASETS as MMDET_DATASETS
+from mmengine.logging import MMLogger
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS as MMSEG_DATASETS
+
+from densekit.datasets import checks
+from densekit.datasets.synthetic import ADE_CLASSES, ADE_PALETTE, COCO_CLASSES
+
+_SYNTHETIC_HINT = ("generate the synthetic quickstart data with "
+                   "`python tools/make_demo_data.py {root}` (or run tools/quickstart.sh)")
+
+
+def _prepare_checked(dataset, idx: int):
+    """``BaseDataset.prepare_data`` that names an image which is missing or does not decode."""
+    try:
+        return dataset.pipeline(dataset.get_data_info(idx))
+    except Exception:
+        # Only on failure: decoding the file again costs nothing on the normal path.
+        checks.check_image(dataset.get_data_info(idx)['img_path'])
+        raise
+
+
+def _coco_from_dict(coco: dict) -> COCO:
+    api = COCO()
+    api.dataset = coco
+    api.createIndex()
+    # mmdet's snake-case aliases point at the index dicts that createIndex just replaced.
+    api.img_ann_map = api.imgToAnns
+    api.cat_img_map = api.catToImgs
+    return api
+
+
+class _CheckedCocoMixin:
+    missing_hint: str | None = None
+
+    def _hint(self) -> str | None:
+        return self.missing_hint.format(root=osp.dirname(osp.normpath(self.data_root or '.'))) \
+            if self.missing_hint else None
+
+    def load_data_list(self) -> list[dict]:
+        hint = self._hint()
+        if self.data_root:
+            checks.require_path(self.data_root, 'data root', hint)
+        checks.require_path(self.ann_file, 'annotation file', hint)
+        img_dir = self.data_prefix.get('img')
+        if img_dir:
+            checks.require_path(img_dir, 'image folder', hint)
+        clean, skipped = checks.validate_coco(checks.load_json(self.ann_file), self.ann_file)
+        checks.log_skipped(skipped, self.ann_file, MMLogger.get_current_instance())
+        # mmdet's loader reads ``self.COCOAPI(path)``: hand it the validated dict instead.
+        self.COCOAPI = lambda _path: _coco_from_dict(clean)
+        try:
+            return super().load_data_list()
+        finally:
+            del self.COCOAPI
+
+    def prepare_data(self, idx: int):
+        return _prepare_checked(self, idx)
+
+
+@MMDET_DATASETS.register_module()
+class DenseKitCocoDataset(_CheckedCocoMixin, CocoDataset):
+    """mmdet's ``CocoDataset`` with densekit's input checks (same arguments)."""
+
+
+@MMDET_DATASETS.register_module()
+class SyntheticShapesDataset(_CheckedCocoMixin, CocoDataset):
+    """The synthetic COCO-format shapes of ``tools/make_demo_data.py`` (``OUT/coco``)."""
+
+    METAINFO = dict(
+        classes=COCO_CLASSES,
+        palette=[(220, 20, 60), (119, 11, 32), (0, 0, 142), (0, 0, 230), (106, 0, 228)])
+    missing_hint = _SYNTHETIC_HINT
+
+
+@MMSEG_DATASETS.register_module()
+class SyntheticADEDataset(BaseSegDataset):
+    """The synthetic ADE20K-layout set of ``tools/make_demo_data.py`` (``OUT/ade``).
+
+    Labels are stored ADE-style (0 = unlabeled), hence ``reduce_zero_label=True``.
+    """
+
+    METAINFO = dict(classes=ADE_CLASSES, palette=[list(c) for c in ADE_PALETTE])
+
+    def __init__(self, img_suffix: str = '.jpg', seg_map_suffix: str = '.png',
+                 reduce_zero_label: bool = True, **kwargs) -> None:
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         reduce_zero_label=reduce_zero_label, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        hint = _SYNTHETIC_HINT.format(root=osp.dirname(osp.normpath(self.data_root or '.')))
+        if self.data_root:
+            checks.require_path(self.data_root, 'data root', hint)
+        for key, what in (('img_path', 'image folder'), ('seg_map_path', 'annotation folder')):
+            if self.data_prefix.get(key):
+                checks.require_path(self.data_prefix[key], what, hint)
+        return super().load_data_list()
+
+    def prepare_data(self, idx: int):
+        return _prepare_checked(self, idx)

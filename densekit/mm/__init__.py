@@ -12,6 +12,7 @@ _MODULES = (
     'densekit.mm.optim',
     'densekit.mm.tta',
     'densekit.mm.depth',
+    'densekit.mm.datasets',
 )
 
 _DONE = False

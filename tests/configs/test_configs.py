@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -189,7 +190,7 @@ def _require_backbone(name: str) -> None:
 def _tiny(cfg: Config, root: Path) -> Config:
     cfg = copy.deepcopy(cfg)
     full = cfg.model.backbone
-    family = full.type.rsplit('_', 1)[0]
+    family = re.match(r'[a-z]+', full.type).group(0)  # convnext_tiny -> convnext, halonet26t -> halonet
     test_name = f'{family}_test'
     _require_backbone(test_name)
     bb = dict(type=test_name, out_indices=tuple(full.get('out_indices', (0, 1, 2, 3))))

@@ -1,0 +1,11 @@
+# mask2former: HaloNet-26t backbone (halonet family base for this recipe).
+_base_ = '../_base_/recipes/mask2former_lsj-50e_coco-panoptic.py'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='halonet26t',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/halonet26t_in1k.pth')),
+    panoptic_head=dict(in_channels=[256, 512, 1024, 2048]))

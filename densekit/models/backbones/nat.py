@@ -393,6 +393,7 @@ def dinat_dilations(schedule: str, depths: Sequence[int]) -> list[list[int]]:
 def _nat(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], mlp_ratio: float,
          drop_path_rate: float, layer_scale: float | None, kwargs: dict,
          dilations: str | Sequence[Sequence[int]] | None = None) -> NAT:
+    dilations = kwargs.pop('dilations', dilations)
     if isinstance(dilations, str):
         dilations = dinat_dilations(dilations, kwargs.get('depths', depths))
     cfg = dict(embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratio,
@@ -435,10 +436,10 @@ def nat_test(**kwargs) -> NAT:
     return _nat(16, (1, 1, 2, 1), (1, 2, 2, 4), 2.0, 0.0, None, kwargs)
 
 
-def _dinat(embed_dim, depths, num_heads, mlp_ratio, drop_path_rate, layer_scale, kwargs) -> NAT:
-    dilations = kwargs.pop('dilations', 'coco')
+def _dinat(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], mlp_ratio: float,
+           drop_path_rate: float, layer_scale: float | None, kwargs: dict) -> NAT:
     return _nat(embed_dim, depths, num_heads, mlp_ratio, drop_path_rate, layer_scale, kwargs,
-                dilations)
+                dilations='coco')
 
 
 # DiNAT builders take ``dilations``: a schedule name of :func:`dinat_dilations` (default

@@ -12,14 +12,17 @@ from densekit.models.backbones.halonet import HaloAttention  # noqa: E402
 VARIANTS = ['halonet_h1', 'halonet26t', 'sehalonet33ts', 'halonet50ts', 'eca_halonext26ts', 'haloregnetz_b']
 
 
-def _randomize(model, std=0.1):
+def _randomize(model):
     # Every parameter and BatchNorm statistic random (the default init zeroes the last BatchNorm of
-    # each residual branch, which would hide a wrong mapping of the branch).
+    # each residual branch, which would hide a wrong mapping of the branch). Weights are scaled by
+    # fan-in so that activations stay O(1) through deep stages.
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for n, p in model.named_parameters():
-            bias = 1.0 if p.ndim == 1 and n.endswith('weight') else 0.0
-            p.copy_(torch.randn(p.shape, generator=g) * std + bias)
+            if p.ndim == 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if n.endswith('weight') else 0.0))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * p[0].numel() ** -0.5)
         for n, b in model.named_buffers():
             if n.endswith('running_var'):
                 b.copy_(torch.rand(b.shape, generator=g) + 0.5)
@@ -117,20 +120,18 @@ def test_variants_match_timm_definitions(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', VARIANTS)
-def test_variant_parity_with_timm_float64(name):
-    """Full-size variants with random weights (float64: random weights make the activations of
-    deep stages huge, fp32 rounding would dominate a comparison)."""
+def test_variant_parity_with_timm(name):
+    """Full-size variants with random weights at the smallest sizes timm accepts."""
     ref = timm.create_model(name).eval()
     _randomize(ref)
     ours = build_backbone(name).eval()
     ours.load_state_dict(convert_checkpoint('halonet', ref.state_dict()), strict=True)
-    ref, ours = ref.double(), ours.double()
     size = (448, 224) if name == 'haloregnetz_b' else (256, 512)
-    x = torch.randn(1, 3, *size, dtype=torch.float64)
+    x = torch.randn(1, 3, *size)
     with torch.no_grad():
         got = ours(x)
     for g, e in zip(got, _timm_stage_features(ref, x)):
-        torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-10)
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=0)
 
 
 def test_converter():

@@ -112,6 +112,26 @@ def test_official_detection_layout_parity_odd_sizes(window, size):
         torch.testing.assert_close(g_, e, atol=1e-4, rtol=0)
 
 
+def test_openmmlab_layout_parity():
+    """A checkpoint of mmdet's / mmseg's own ``SwinTransformer`` (their model zoo layout, with the
+    ``nn.Unfold`` channel order of patch merging) converts and reproduces its features."""
+    pytest.importorskip('mmdet')
+    from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
+    mm = MMDetSwin(embed_dims=TINY['embed_dim'], depths=TINY['depths'], num_heads=TINY['num_heads'],
+                   window_size=7, drop_path_rate=0.0)
+    _randomize(mm)
+    mm.eval()
+    ckpt = {f'backbone.{k}': v for k, v in mm.state_dict().items()}
+    assert 'backbone.stages.0.blocks.1.attn.w_msa.qkv.weight' in ckpt
+    ours = build_backbone('swin_test').eval()
+    ours.load_state_dict(convert_checkpoint('swin', {'state_dict': ckpt}), strict=True)
+    x = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        expected, got = mm(x), ours(x)
+    for g_, e in zip(got, expected):
+        torch.testing.assert_close(g_, e, atol=1e-4, rtol=0)
+
+
 @pytest.mark.xfail(reason='densekit.ops.window reference: .view() on a non-contiguous window tensor fails '
                           'for batch 1 when one window-grid side is 1 (e.g. a 7x14 padded map); '
                           'reported to the ops owner', raises=RuntimeError, strict=False)

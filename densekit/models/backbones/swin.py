@@ -289,6 +289,35 @@ class SwinTransformer(BackboneMixin, nn.Module):
 
 # --------------------------------------------------------------------------- checkpoints
 
+def _unfold_to_official_order(v: torch.Tensor) -> torch.Tensor:
+    """Undo the channel order of OpenMMLab's ``nn.Unfold`` patch merging along the last dim.
+
+    OpenMMLab stores merged channel ``c * 4 + j`` (channel-major, neighbour ``j`` in unfold order)
+    where the official layout has ``order[j] * C + c`` (neighbour-major, official order), with
+    ``order = (0, 2, 1, 3)``: unfold walks the 2x2 neighbourhood row by row, the official
+    concatenation column by column.
+    """
+    order = [0, 2, 1, 3]
+    lead = v.shape[:-1]
+    v = v.reshape(*lead, v.shape[-1] // 4, 4).transpose(-1, -2)  # [..., j, c]
+    return v[..., order, :].reshape(*lead, -1)
+
+
+def _mmcv_to_official(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """mmdet / mmseg ``SwinTransformer`` keys -> official keys (inverse of their ``swin_converter``)."""
+    out = {}
+    for k, v in sd.items():
+        k = k.replace('patch_embed.projection.', 'patch_embed.proj.')
+        k = re.sub(r'^stages\.', 'layers.', k)
+        k = k.replace('.attn.w_msa.', '.attn.')
+        k = k.replace('.ffn.layers.0.0.', '.mlp.fc1.').replace('.ffn.layers.1.', '.mlp.fc2.')
+        if re.match(r'^layers\.\d+\.downsample\.(norm|reduction)\.weight$', k) or \
+                re.match(r'^layers\.\d+\.downsample\.norm\.bias$', k):
+            v = _unfold_to_official_order(v)
+        out[k] = v
+    return out
+
+
 @register_converter('swin')
 def convert_swin(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official (classification or detection/segmentation) or timm Swin -> densekit keys.
@@ -300,6 +329,9 @@ def convert_swin(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tens
       at the *end* of stage ``i`` (``layers.{i}.downsample``), moved to the start of stage
       ``i + 1`` here;
     * timm: patch merging already at the start of stages 1-3 (``head.fc.*``);
+    * mmdet / mmseg ``SwinTransformer`` (their model-zoo backbones and detectors: ``stages.*``,
+      ``attn.w_msa``, ``ffn.layers``, ``patch_embed.projection``): besides the renames, their
+      ``nn.Unfold`` patch merging orders the ``4C`` merged channels differently, which is undone;
     * densekit's own keys.
 
     Dropped: the classification head and final ``norm``, ``relative_position_index`` / ``attn_mask``
@@ -310,11 +342,12 @@ def convert_swin(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tens
     if any(k.startswith('backbone.') for k in sd):
         sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
     for marker, what in (('absolute_pos_embed', 'absolute position embedding (ape=True)'),
-                         ('logit_scale', 'SwinV2 (cosine attention)'), ('cpb_mlp', 'SwinV2 (cosine attention)'),
-                         ('w_msa', "mmdet/mmseg's SwinTransformer layout")):
+                         ('logit_scale', 'SwinV2 (cosine attention)'), ('cpb_mlp', 'SwinV2 (cosine attention)')):
         bad = [k for k in sd if marker in k]
         if bad:
             raise ValueError(f"convert_swin: unsupported checkpoint: {what} (e.g. key {bad[0]!r})")
+    if any('.attn.w_msa.' in k or k.startswith('patch_embed.projection.') for k in sd):
+        sd = _mmcv_to_official(sd)
     # Official checkpoints merge patches at the end of a stage (stage 0 has a downsample); timm
     # and densekit at the start (stage 0 has none).
     official = any(k.startswith('layers.0.downsample.') for k in sd)

@@ -61,20 +61,28 @@ def test_timm_parity(timm_kwargs, conv_mlp):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=0)
 
 
-def test_official_detection_layout_parity():
+def _official_to_mmpretrain(key):
+    """Official -> mmpretrain ``ConvNeXt`` names (the same layout with longer block names)."""
+    return key.replace('.dwconv.', '.depthwise_conv.').replace('.pwconv', '.pointwise_conv')
+
+
+@pytest.mark.parametrize('layout', ['official', 'mmpretrain'])
+def test_official_detection_layout_parity(layout):
     """An official mmdet/mmseg ConvNeXt checkpoint (``backbone.`` prefix, ``norm{i}`` output norms,
-    head weights beside it) converts and reproduces timm's features followed by those norms."""
+    head weights beside it), or one of mmpretrain's ConvNeXt (built here by renaming), converts
+    and reproduces timm's features followed by those norms."""
     depths, dims = (1, 1, 2, 1), (16, 24, 32, 48)
     ref = timm.create_model('convnext_tiny', depths=depths, dims=dims).eval()
     _randomize(ref)
-    official = {f'backbone.{k}': v for k, v in _timm_to_official(ref.state_dict()).items()
+    rename = _official_to_mmpretrain if layout == 'mmpretrain' else (lambda k: k)
+    official = {f'backbone.{rename(k)}': v for k, v in _timm_to_official(ref.state_dict()).items()
                 if not k.startswith(('head.', 'norm.'))}
     norms = {i: (torch.randn(d) * 0.3 + 1, torch.randn(d) * 0.3) for i, d in enumerate(dims)}
     for i, (w, b) in norms.items():
         official[f'backbone.norm{i}.weight'], official[f'backbone.norm{i}.bias'] = w, b
     official['decode_head.conv_seg.weight'] = torch.randn(19, 64, 1, 1)
     assert 'backbone.downsample_layers.1.1.weight' in official
-    assert 'backbone.stages.2.1.pwconv2.weight' in official
+    assert f"backbone.stages.2.1.{'pointwise_conv2' if layout == 'mmpretrain' else 'pwconv2'}.weight" in official
 
     ours = build_backbone('convnext_test', out_indices=(0, 1, 2, 3)).eval()
     ours.load_state_dict(convert_checkpoint('convnext', official), strict=True)

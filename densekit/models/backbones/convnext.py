@@ -216,12 +216,14 @@ class ConvNeXt(BackboneMixin, nn.Module):
 # --------------------------------------------------------------------------- checkpoints
 
 def _official_to_densekit(key: str) -> str:
-    """facebookresearch/ConvNeXt key -> densekit key (classification and mmdet/mmseg layouts)."""
+    """facebookresearch/ConvNeXt (classification, mmdet/mmseg code of the paper) or mmpretrain
+    ``ConvNeXt`` key -> densekit key."""
     key = key.replace('downsample_layers.0.', 'stem.')
     key = re.sub(r'^downsample_layers\.(\d+)\.', r'stages.\1.downsample.', key)
     key = re.sub(r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.', key)
-    key = key.replace('.dwconv.', '.conv_dw.')
+    key = key.replace('.dwconv.', '.conv_dw.').replace('.depthwise_conv.', '.conv_dw.')
     key = key.replace('.pwconv1.', '.mlp.fc1.').replace('.pwconv2.', '.mlp.fc2.')
+    key = key.replace('.pointwise_conv1.', '.mlp.fc1.').replace('.pointwise_conv2.', '.mlp.fc2.')
     key = re.sub(r'^norm(\d)\.', r'out_norms.\1.', key)
     return key
 
@@ -234,6 +236,8 @@ def convert_convnext(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.
 
     * official: ``downsample_layers.*``, ``stages.{i}.{j}.dwconv``, ``pwconv1/2``, ``norm{i}``
       (the dense-prediction checkpoints, usually under a ``backbone.`` prefix beside heads);
+    * mmpretrain (used by mmseg's ConvNeXt configs): the official layout with
+      ``depthwise_conv`` / ``pointwise_conv1/2`` names;
     * timm: ``stem.*``, ``stages.{i}.downsample.*``, ``stages.{i}.blocks.{j}.conv_dw``,
       ``mlp.fc1/fc2`` (2-D or, for ``conv_mlp`` models, 1x1-conv 4-D weights);
     * densekit's own keys (returned unchanged).

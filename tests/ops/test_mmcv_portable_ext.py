@@ -89,3 +89,21 @@ def test_representative_builds_run_forward_backward():
     out = msda(torch.randn(1, 3, 8), value=value, reference_points=torch.rand(1, 3, 1, 2),
                spatial_shapes=torch.tensor([[4, 5]]), level_start_index=torch.tensor([0]))
     assert out.shape == (1, 3, 8)
+
+
+def test_op_packages_need_no_openmmlab():
+    """densekit.ops.<op> (the math behind the portable ext) imports and runs with mm* blocked."""
+    code = '\n'.join([
+        'import sys',
+        "for m in ('mmcv', 'mmdet', 'mmengine', 'mmseg'): sys.modules[m] = None",
+        'import torch',
+        'from densekit.ops import deform_conv, focal_loss, ms_deform_attn, nms, roi_align, roi_pool',
+        'x = torch.randn(1, 2, 8, 8)',
+        'r = torch.tensor([[0, 1., 1., 6., 6.]])',
+        'assert roi_align.roi_align(x, r, 2).shape == (1, 2, 2, 2)',
+        'assert roi_pool.roi_pool(x, r, 2).shape == (1, 2, 2, 2)',
+        'assert nms.nms(torch.tensor([[0, 0, 1, 1.]]), torch.tensor([1.]), 0.5).tolist() == [0]',
+    ])
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]

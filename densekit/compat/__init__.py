@@ -45,7 +45,7 @@ def using_portable_ops() -> bool:
     """True when ``mmcv._ext`` resolves (or would resolve) to densekit's portable ops."""
     mod = sys.modules.get('mmcv._ext')
     if mod is not None:
-        return getattr(mod, '__densekit_portable__', False)
+        return mod is sys.modules.get('densekit.compat.mmcv_ext')
     spec = importlib.util.find_spec('mmcv._ext')
     return spec is not None and spec.origin == 'densekit.compat.mmcv_ext'
 

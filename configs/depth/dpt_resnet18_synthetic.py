@@ -13,9 +13,11 @@ model = dict(
 max_epochs = 20
 optim_wrapper = dict(type='OptimWrapper',
                      optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01))
-param_scheduler = [
-    dict(type='OneCycleLR', eta_max=1e-3, total_steps=max_epochs, pct_start=0.3,
-         div_factor=25, final_div_factor=100, by_epoch=True, convert_to_iter_based=True),
+param_scheduler = [  # one-cycle shape, as configs/_base_/schedules/depth_24e.py
+    dict(type='LinearLR', start_factor=1 / 25, end_factor=1.0, begin=0, end=6, by_epoch=True,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-3 / 2500, begin=6, end=max_epochs, T_max=max_epochs - 6,
+         by_epoch=True, convert_to_iter_based=True),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=5)
 val_cfg = dict(type='ValLoop')

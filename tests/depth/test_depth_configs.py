@@ -126,7 +126,7 @@ def _shrink(cfg, data_root, work_dir):
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(p)[:-3] for p in CONFIGS])
-def test_config_builds_and_runs_one_step(path, data_roots, tmp_path):
+def test_config_builds_and_runs_one_step(path, data_roots, tmp_path, monkeypatch):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
@@ -144,6 +144,8 @@ def test_config_builds_and_runs_one_step(path, data_roots, tmp_path):
 
     data_root = data_roots[cfg.train_dataloader.dataset.type]
     cfg = _shrink(cfg, data_root, tmp_path)
+    # The Runner logs and dumps the config through yapf (~1.5 s each here), which is not under test.
+    monkeypatch.setattr(Config, 'pretty_text', property(lambda self: repr(self.to_dict())))
     runner = Runner.from_cfg(cfg)
     runner.train()
     logs = runner.message_hub.log_scalars

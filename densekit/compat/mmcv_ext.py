@@ -10,6 +10,8 @@ that ``mmcv.ops`` imports, and calling it raises :class:`PortableOpUnavailable` 
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 __densekit_portable__ = True
@@ -201,27 +203,61 @@ def _deform_conv_forward(input, weight, offset, output, columns, ones, kW, kH, d
     output.copy_(deform_conv2d(input, offset, weight, None, **kw))
 
 
+class _WeightGradCache:
+    """Carries the weight gradient from ``deform_conv_backward_input`` to the
+    ``deform_conv_backward_parameters`` call that mmcv makes right after it with the same
+    tensors, so that one autograd pass serves both (mmcv's C++ recomputes the columns twice).
+    Identity and version checks make a stale entry unusable."""
+
+    def __init__(self):
+        self._key = None
+        self._grad = None
+
+    @staticmethod
+    def _make_key(tensors):
+        return tuple((weakref.ref(t), t._version) for t in tensors)
+
+    def put(self, tensors, grad) -> None:
+        self._key, self._grad = self._make_key(tensors), grad
+
+    def take(self, tensors):
+        key, grad = self._key, self._grad
+        self._key = self._grad = None
+        if key is None or len(key) != len(tensors):
+            return None
+        for (ref, version), t in zip(key, tensors):
+            if ref() is not t or t._version != version:
+                return None
+        return grad
+
+
+_DCN_WEIGHT_GRAD = _WeightGradCache()
+
+
 def _deform_conv_backward_input(input, offset, gradOutput, gradInput, gradOffset, weight,
                                 columns, kW, kH, dW, dH, padW, padH, dilationW, dilationH, group,
                                 deformable_group, im2col_step):
     from densekit.ops.deform_conv import deform_conv2d_grads
     kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
-    g = deform_conv2d_grads(gradOutput, input, offset, weight, None, None, ('input', 'offset'),
-                            **kw)
+    g = deform_conv2d_grads(gradOutput, input, offset, weight, None, None,
+                            ('input', 'offset', 'weight'), **kw)
     gradInput.add_(g['input'])
     gradOffset.add_(g['offset'])
+    _DCN_WEIGHT_GRAD.put((input, offset, gradOutput), g['weight'])
 
 
 def _deform_conv_backward_parameters(input, offset, gradOutput, gradWeight, columns, ones, kW,
                                      kH, dW, dH, padW, padH, dilationW, dilationH, group,
                                      deformable_group, scale, im2col_step):
     from densekit.ops.deform_conv import deform_conv2d_grads
-    kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
-    # The output is linear in the weight, so its gradient does not depend on the weight's
-    # value (which mmcv does not pass here): any tensor of the right shape will do.
-    g = deform_conv2d_grads(gradOutput, input, offset, torch.zeros_like(gradWeight), None, None,
-                            ('weight',), **kw)
-    gradWeight.add_(g['weight'], alpha=float(scale))
+    grad = _DCN_WEIGHT_GRAD.take((input, offset, gradOutput))
+    if grad is None or grad.shape != gradWeight.shape:
+        kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
+        # The output is linear in the weight, so its gradient does not depend on the weight's
+        # value (which mmcv does not pass here): any tensor of the right shape will do.
+        grad = deform_conv2d_grads(gradOutput, input, offset, torch.zeros_like(gradWeight),
+                                   None, None, ('weight',), **kw)['weight']
+    gradWeight.add_(grad, alpha=float(scale))
 
 
 def _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,

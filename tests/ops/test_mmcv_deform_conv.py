@@ -71,3 +71,17 @@ def test_bad_offset_channels_raise():
     x, w = torch.randn(1, 4, 6, 6), torch.randn(4, 4, 3, 3)
     with pytest.raises(ValueError, match='offset'):
         dk.deform_conv2d(x, torch.zeros(1, 17, 4, 4), w)
+
+
+def test_weight_grad_alone_matches_kernel():
+    """Only the weight needs a gradient: mmcv skips backward_input, so the weight gradient is
+    computed on its own (no value carried over from the input pass)."""
+    require_portable_ext()
+    from mmcv.ops import deform_conv2d
+    case = next(c for c in G['cases'] if not c['modulated'] and c['groups'] == 2)
+    w = case['weight'].clone().requires_grad_(True)
+    kw = _conv_kw(case)
+    out = deform_conv2d(case['input'], case['offset'], w, kw['stride'], kw['padding'],
+                        kw['dilation'], kw['groups'], kw['deform_groups'])
+    out.backward(case['grad_output'])
+    assert_close(w.grad, case['grad_weight'], 'grad_weight')

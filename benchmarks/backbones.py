@@ -66,6 +66,14 @@ HALO_SETTINGS = (((256, 256), 64), ((768, 1280), 2))
 HALO_FAMILY = ('halonet', 'sehalonet', 'eca_halonext', 'haloregnetz')
 
 
+def family_kwargs(name: str, size: tuple[int, int]) -> dict:
+    """Per-resolution settings of a family: DiNAT's dilation schedule follows the input size (the
+    detection schedule's 7 x 28 window would pad a 224² stage-0 map from 56² to 196²)."""
+    if name.startswith('dinat_'):
+        return {'dilations': 'imagenet' if max(size) <= 384 else 'coco'}
+    return {}
+
+
 def header(argv: list[str], device: str) -> str:
     if device == 'cuda':
         dev = torch.cuda.get_device_name()
@@ -172,7 +180,7 @@ def bench_gpu(models, iters: int, warmup: int, device: str = 'cuda', sizes=None)
                         model = fwd.model.to(device).train()
                         results[impl] = _train_step(fwd, list(model.parameters()), x, iters, warmup)
                     else:
-                        model = build_backbone(name).to(device).train()
+                        model = build_backbone(name, **family_kwargs(name, size)).to(device).train()
                         with attn_backend(None if impl == 'densekit' else 'reference'):
                             results[impl] = _train_step(model, list(model.parameters()), x, iters, warmup)
                 except torch.cuda.OutOfMemoryError:

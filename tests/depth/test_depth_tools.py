@@ -18,7 +18,10 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'depth', 'dpt_resnet18_synthetic.py')
 
 
-def test_train_then_test_with_show_dir_and_out(tmp_path):
+def test_train_then_test_with_show_dir_and_out(tmp_path, monkeypatch):
+    from mmengine.config import Config
+    # The Runner logs and dumps the config through yapf (~1.5 s each here), which is not under test.
+    monkeypatch.setattr(Config, 'pretty_text', property(lambda self: repr(self.to_dict())))
     root = make_synthetic_depth(tmp_path / 'data', num_train=2, num_val=2, height=32, width=48)
     opts = []
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -26,7 +29,7 @@ def test_train_then_test_with_show_dir_and_out(tmp_path):
                  f'{name}.persistent_workers=False']
     opts += ['train_dataloader.batch_size=2', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
              'model.backbone.model_name=resnet10t', 'model.decode_head.channels=16',
-             'model.decode_head.head_channels=8']
+             'model.decode_head.head_channels=8', 'default_hooks.checkpoint.save_best=None']
     work = tmp_path / 'work'
     runner_mod.train([CONFIG, '--work-dir', str(work), '--cfg-options', *opts])
     ckpts = glob.glob(str(work / '*.pth'))

@@ -14,7 +14,8 @@ def _portable():
 
 
 def _case_id(c):
-    return f"thr{c['iou_threshold']:.3f}-off{c['offset']}-st{c['score_threshold']}-max{c['max_num']}"
+    return (f"thr{c['iou_threshold']:.3f}-off{c['offset']}-st{c['score_threshold']}"
+            f"-max{c['max_num']}")
 
 
 @pytest.mark.parametrize('case', G['nms'], ids=_case_id)

@@ -5,7 +5,8 @@ densekit's own environment::
 
     python -m venv /tmp/mmcv_full_venv
     /tmp/mmcv_full_venv/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /tmp/mmcv_full_venv/bin/pip install --no-deps /work/shared/wheels/mmcv-2.1.0-cp311-cp311-linux_x86_64.whl
+    /tmp/mmcv_full_venv/bin/pip install --no-deps \
+        /work/shared/wheels/mmcv-2.1.0-cp311-cp311-linux_x86_64.whl
     /tmp/mmcv_full_venv/bin/pip install mmengine==0.10.7 numpy opencv-python-headless addict \
         yapf termcolor packaging pyyaml rich
     /tmp/mmcv_full_venv/bin/python tools/dev/make_mmcv_golden.py

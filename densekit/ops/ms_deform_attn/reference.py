@@ -17,7 +17,6 @@ padding_mode='zeros')`` -- the same rule as mmcv's CUDA kernel.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

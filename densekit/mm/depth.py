@@ -420,6 +420,11 @@ class DKDepthEstimator(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"DKDepthEstimator: loss names {names} must be distinct (set loss_name)")
         self.min_depth, self.max_depth, self.flip_test = min_depth, max_depth, flip_test
+        act = getattr(self.decode_head, 'activation', None)
+        if getattr(act, 'mode', None) == 'sigmoid' and act.max_depth < max_depth:
+            raise ValueError(f"DKDepthEstimator: the head's output is bounded by max_depth="
+                             f"{act.max_depth} < the estimator's max_depth={max_depth}; set "
+                             f"decode_head.max_depth={max_depth}")
 
     def extract_feat(self, inputs: torch.Tensor):
         return self.backbone(inputs)
@@ -443,8 +448,9 @@ class DKDepthEstimator(BaseModel):
         raise ValueError(f"DKDepthEstimator: mode={mode!r} must be 'loss', 'predict' or 'tensor'")
 
     def loss(self, inputs: torch.Tensor, data_samples) -> dict:
-        pred = self._predict_depth(inputs)
-        gt = torch.stack([ds.gt_depth_map.data for ds in data_samples]).to(pred.dtype)
+        # Losses in fp32 even under AMP: logs of fp16 depths lose the small relative errors.
+        pred = self._predict_depth(inputs).float()
+        gt = torch.stack([ds.gt_depth_map.data for ds in data_samples]).float()
         if gt.shape != pred.shape:
             raise ValueError(f"DKDepthEstimator: gt_depth_map batch {tuple(gt.shape)} does not match "
                              f"the prediction {tuple(pred.shape)}; keep depth aligned in the pipeline")

@@ -167,6 +167,11 @@ def test_estimator_loss_and_predict_undo_padding():
     assert float(p.min()) > 0 and float(p.max()) < 10.0
 
 
+def test_estimator_rejects_head_bound_below_max_depth():
+    with pytest.raises(ValueError, match='decode_head.max_depth=80'):
+        _tiny_estimator(max_depth=80.0)  # the head is built with max_depth=10
+
+
 def test_kb_crop_paste_back():
     depth = torch.arange(6.0).view(1, 1, 2, 3)
     full = DKDepthEstimator._to_original(depth, dict(img_shape=(2, 3), kb_crop_box=(3, 1),

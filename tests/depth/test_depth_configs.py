@@ -21,6 +21,14 @@ import densekit  # noqa: F401,E402
 from densekit.datasets.synthetic_depth import make_synthetic_depth, render_scene  # noqa: E402
 from densekit.models import build_backbone, list_backbones  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def _mmseg_scope():
+    # Scoped, not global: a process-wide default scope would leak into other suites' builds.
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
+
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'depth', '*.py')))
 
@@ -128,13 +136,11 @@ def _shrink(cfg, data_root, work_dir):
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(p)[:-3] for p in CONFIGS])
 def test_config_builds_and_runs_one_step(path, data_roots, tmp_path, monkeypatch):
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
     from mmseg.registry import MODELS
 
     cfg = Config.fromfile(path)
     assert cfg.default_scope == 'mmseg'
-    init_default_scope('mmseg')
     # The real model of the config is constructible (full-size backbone, no forward).
     full = MODELS.build(copy.deepcopy(cfg.model))
     assert type(full).__name__ == 'DKDepthEstimator'

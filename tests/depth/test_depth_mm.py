@@ -12,14 +12,20 @@ pytest.importorskip('mmseg')
 
 import densekit  # noqa: F401,E402  (registers the depth module)
 from conftest import shared_data  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 from mmseg.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
 from densekit.mm.depth import DKDepthEstimator, colorize_depth  # noqa: E402
 
-init_default_scope('mmseg')
+
+@pytest.fixture(autouse=True)
+def _mmseg_scope():
+    # Scoped, not global: a process-wide default scope would leak into other suites' builds.
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
+
 
 PIPE = [dict(type='LoadImageFromFile'), dict(type='LoadDepthMap'), dict(type='PackSegInputs')]
 

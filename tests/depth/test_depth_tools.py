@@ -14,6 +14,14 @@ from densekit.datasets.synthetic_depth import make_synthetic_depth  # noqa: E402
 
 runner_mod = pytest.importorskip('densekit.engine.runner')
 
+@pytest.fixture(autouse=True)
+def _mmseg_scope():
+    # Scoped, not global: a process-wide default scope would leak into other suites' builds.
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
+
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'depth', 'dpt_resnet18_synthetic.py')
 

@@ -8,6 +8,7 @@ import torch
 
 from attn_parity import check_backend, make_inputs, reference, run, assert_parity
 from densekit.ops import na1d, na2d
+from densekit.ops.neighborhood.reference import na_reference
 
 
 # ---------------------------------------------------------------- brute force (independent spec)
@@ -82,7 +83,8 @@ BRUTE_CASES = [
 
 @pytest.mark.parametrize('spatial,kernel,dilation', BRUTE_CASES)
 @pytest.mark.parametrize('with_rpb', [True, False])
-def test_reference_matches_brute_force(spatial, kernel, dilation, with_rpb):
+@pytest.mark.parametrize('impl', ['tiled', 'offsets'])
+def test_reference_matches_brute_force(spatial, kernel, dilation, with_rpb, impl):
     h, D = 2, 4
     shape = (2,) + spatial + (h, D)
     rpb_shape = (h,) + tuple(2 * kk - 1 for kk in kernel) if with_rpb else None
@@ -90,6 +92,8 @@ def test_reference_matches_brute_force(spatial, kernel, dilation, with_rpb):
     op = na1d if len(spatial) == 1 else na2d
 
     def ours(q, k, v, rpb, backend=None):
+        if impl == 'offsets':
+            return na_reference(q, k, v, kernel, dilation, rpb, D ** -0.5, impl='offsets')
         return op(q, k, v, kernel if len(kernel) > 1 else kernel[0],
                   dilation if len(dilation) > 1 else dilation[0], rpb=rpb, backend=backend)
 
@@ -103,7 +107,8 @@ def test_reference_matches_brute_force(spatial, kernel, dilation, with_rpb):
 
 
 @pytest.mark.parametrize('spatial,kernel,dilation', [((7,), 3, 2), ((5, 6), (3, 3), (1, 2))])
-def test_reference_gradcheck(spatial, kernel, dilation):
+@pytest.mark.parametrize('impl', ['tiled', 'offsets'])
+def test_reference_gradcheck(spatial, kernel, dilation, impl):
     h, D = 2, 3
     shape = (1,) + spatial + (h, D)
     n = len(spatial)
@@ -112,9 +117,10 @@ def test_reference_gradcheck(spatial, kernel, dilation):
     q, k, v = (torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
     rpb = torch.randn((h,) + tuple(2 * kk - 1 for kk in kern), generator=g, dtype=torch.float64,
                       requires_grad=True)
-    op = na1d if n == 1 else na2d
+    kern_t = kern
+    dil_t = (dilation,) * n if isinstance(dilation, int) else dilation
     assert torch.autograd.gradcheck(
-        lambda q, k, v, rpb: op(q, k, v, kernel, dilation, rpb=rpb, backend='reference'), (q, k, v, rpb))
+        lambda q, k, v, rpb: na_reference(q, k, v, kern_t, dil_t, rpb, D ** -0.5, impl=impl), (q, k, v, rpb))
 
 
 def test_reference_is_exact_attention_when_window_covers_input():

@@ -15,10 +15,18 @@ and attends to the ``k`` consecutive members starting at ``s = clamp(i' - k//2, 
 ``r + d * (s + t)`` and uses bias ``rpb[k - 1 + (s + t - i')]``, i.e. the key-minus-query offset
 in window units. ``L >= k * d`` is required so that every class holds a full window.
 
-Memory: the computation loops over chunks of kernel offsets and gathers only the keys of that
-chunk, so it never forms an ``L x L`` score matrix; its own ``torch.autograd.Function``
-recomputes the probabilities in backward (flash-attention style) instead of saving one gathered
-copy of k and v per offset.
+Two implementations of these semantics live here; neither forms an ``L x L`` score matrix:
+
+* ``'tiled'`` (the default): per residue class, queries are cut into 8x8 tiles; each tile
+  attends to the ``(8+kh-1) x (8+kw-1)`` key region that contains all of its windows through one
+  batched matmul, an exact window mask and the gathered bias; plain autograd. Dense GEMMs make it
+  the fast CPU path; it computes ~4x the necessary logits (k=7) and keeps ~3 gathered copies of
+  k and v for backward.
+* ``'offsets'``: loops over chunks of kernel offsets, gathering only the keys of that chunk,
+  with its own ``torch.autograd.Function`` that recomputes the probabilities in backward
+  (flash-attention style): the least memory, but many small contractions (slower on CPU).
+
+Both are checked against a brute-force dense implementation in the tests.
 """
 from __future__ import annotations
 
@@ -174,7 +182,96 @@ class NeighborhoodAttentionReference(torch.autograd.Function):
                 drpb_out, None, None, None)
 
 
+@functools.lru_cache(maxsize=128)
+def _axis_tiles(Lc: int, kernel: int, tile: int):
+    """Tiling of one undilated sub-axis: key region rows ``[nT, R]``, query rows ``[nT, T]``
+    (clamped), window mask ``[nT, T, R]`` and bias index ``[nT, T, R]``."""
+    nt = -(-Lc // tile)
+    region = min(tile + kernel - 1, Lc)
+    t0 = torch.arange(nt) * tile
+    first = torch.clamp(t0 - kernel // 2, 0, Lc - kernel)
+    rs = torch.minimum(first, torch.full_like(first, Lc - region))
+    rows = rs[:, None] + torch.arange(region)
+    qpos = t0[:, None] + torch.arange(tile)
+    # padding rows past Lc repeat the last query (cropped later); masking them fully instead would
+    # give NaN probabilities, and NaN * 0 gradients would poison dv
+    qpos = torch.clamp(qpos, max=Lc - 1)
+    qstart = torch.clamp(qpos - kernel // 2, 0, Lc - kernel)
+    rel = rows[:, None, :] - qstart[:, :, None]
+    allowed = (rel >= 0) & (rel < kernel)
+    bias = torch.clamp(rows[:, None, :] - qpos[:, :, None] + kernel - 1, 0, 2 * kernel - 2)
+    return rows, qpos, allowed, bias
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_tiles_cpu(Hc: int, Wc: int, kh: int, kw: int, th: int, tw: int):
+    rows_h, q_h, al_h, b_h = _axis_tiles(Hc, kh, th)
+    rows_w, q_w, al_w, b_w = _axis_tiles(Wc, kw, tw)
+    nth, nt_w = rows_h.shape[0], rows_w.shape[0]
+    # [nTh, nTw, TH, TW, RH, RW] -> [nTh, nTw, TH*TW, RH*RW]
+    allowed = (al_h[:, None, :, None, :, None] & al_w[None, :, None, :, None, :])
+    bias = b_h[:, None, :, None, :, None] * (2 * kw - 1) + b_w[None, :, None, :, None, :]
+    shape = (nth, nt_w, th * tw, rows_h.shape[1] * rows_w.shape[1])
+    return rows_h, rows_w, q_h, q_w, allowed.reshape(shape).contiguous(), bias.reshape(shape).contiguous()
+
+
+def _na_tiled_class(q, k, v, rpb_flat, kernel, scale, tile):
+    """Undilated 2-D NA on ``[B, Hc, Wc, h, D]`` (compute dtype) by query tiles."""
+    B, Hc, Wc, h, D = q.shape
+    th, tw = min(tile[0], Hc), min(tile[1], Wc)
+    rows_h, rows_w, q_h, q_w, allowed, bias_idx = (
+        t.to(q.device) for t in _grid_tiles_cpu(Hc, Wc, kernel[0], kernel[1], th, tw))
+    nth, ntw = rows_h.shape[0], rows_w.shape[0]
+
+    def tiles(x, ih, iw):  # [B, Hc, Wc, h, D] -> [B, h, nTh, nTw, ih.shape[1]*iw.shape[1], D]
+        x = x[:, ih[:, :, None, None], iw[None, None, :, :]]  # [B, nTh, a, nTw, b, h, D]
+        return x.permute(0, 5, 1, 3, 2, 4, 6).reshape(B, h, nth, ntw, -1, D)
+
+    qt, kt, vt = tiles(q, q_h, q_w), tiles(k, rows_h, rows_w), tiles(v, rows_h, rows_w)
+    logits = (qt @ kt.transpose(-1, -2)) * scale  # [B, h, nTh, nTw, M, N]
+    if rpb_flat is not None:
+        logits = logits + rpb_flat[:, bias_idx][None]
+    logits = logits.masked_fill(~allowed, float('-inf'))
+    out = logits.softmax(-1) @ vt  # [B, h, nTh, nTw, TH*TW, D]
+    out = out.view(B, h, nth, ntw, th, tw, D).permute(0, 2, 4, 3, 5, 1, 6).reshape(B, nth * th, ntw * tw, h, D)
+    return out[:, :Hc, :Wc]
+
+
+def na_reference_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequence[int],
+                       dilation: Sequence[int], rpb: Optional[torch.Tensor], scale: float,
+                       tile: Tuple[int, int] = (8, 8)) -> torch.Tensor:
+    """Tiled reference (see module docstring); 1-D runs as a height-1 2-D problem."""
+    one_d = q.dim() == 4
+    if one_d:
+        q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
+        kernel, dilation, tile = (1, kernel[0]), (1, dilation[0]), (1, 64)
+    ct = _compute_dtype(q.dtype)
+    h = q.shape[-2]
+    qc, kc, vc = q.to(ct), k.to(ct), v.to(ct)
+    rpb_flat = rpb.to(ct).reshape(h, -1) if rpb is not None else None
+    dh, dw = dilation
+    if dh == 1 and dw == 1:
+        out = _na_tiled_class(qc, kc, vc, rpb_flat, kernel, scale, tile)
+    else:
+        out = qc.new_empty(qc.shape)
+        for rh in range(dh):
+            for rw in range(dw):
+                sl = (slice(None), slice(rh, None, dh), slice(rw, None, dw))
+                out[sl] = _na_tiled_class(qc[sl], kc[sl], vc[sl], rpb_flat, kernel, scale, tile)
+    out = out.to(q.dtype)
+    return out.squeeze(1) if one_d else out
+
+
 def na_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequence[int],
-                 dilation: Sequence[int], rpb: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    """Reference N-d neighborhood attention on validated inputs (see module docstring)."""
-    return NeighborhoodAttentionReference.apply(q, k, v, rpb, tuple(kernel), tuple(dilation), float(scale))
+                 dilation: Sequence[int], rpb: Optional[torch.Tensor], scale: float,
+                 impl: str = 'tiled') -> torch.Tensor:
+    """Reference N-d neighborhood attention on validated inputs (see module docstring).
+
+    Args:
+        impl: ``'tiled'`` (default, fast) or ``'offsets'`` (least memory).
+    """
+    if impl == 'tiled':
+        return na_reference_tiled(q, k, v, kernel, dilation, rpb, scale)
+    if impl == 'offsets':
+        return NeighborhoodAttentionReference.apply(q, k, v, rpb, tuple(kernel), tuple(dilation), float(scale))
+    raise ValueError(f"reference impl must be 'tiled' or 'offsets', got {impl!r}")

@@ -1,0 +1,351 @@
+"""Benchmarks for densekit's local-attention ops against the baselines named in issue 3.
+
+Usage::
+
+    python benchmarks/attention.py --device cuda --json results_gpu.json   # shapes (a)-(e), bf16
+    python benchmarks/attention.py --device cpu --json results_cpu.json    # small CPU shapes, fp32
+
+Every row is measured in the same process: our backends (triton / flex / reference) and the
+baselines — compiled ``flex_attention`` with a neighborhood mask (our ``flex`` backend), dense
+SDPA with a boolean neighborhood mask (where the ``(HW)^2`` mask fits), timm's Swin attention
+(eager and fused SDPA), timm's ``HaloAttn`` — plus device-to-device copy bandwidth as the
+roofline. Reported: median ms (forward, forward+backward), effective GB/s (bytes of the op's
+inputs and outputs, i.e. q, k, v, out [+ dout, dq, dk, dv]), peak extra memory, and ratios.
+Nothing here is asserted; see ``benchmarks/RESULTS.md`` for recorded runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from densekit.ops import halo_attention, na2d, window_attention  # noqa: E402
+from densekit.ops.neighborhood.reference import flat_tables  # noqa: E402
+
+# name -> (B, H, W, heads, head_dim, kernel, dilation)
+NA_GPU = {
+    'a_nat_t_s1': (32, 56, 56, 2, 32, 7, 1),
+    'b_56_4x64': (8, 56, 56, 4, 64, 7, 1),
+    'c_det_d1': (2, 200, 336, 3, 32, 7, 1),
+    'c_det_d4': (2, 200, 336, 3, 32, 7, 4),
+}
+NA_CPU = {
+    'a_cpu_56_2x32': (1, 56, 56, 2, 32, 7, 1),
+    'b_cpu_56_4x64': (1, 56, 56, 4, 64, 7, 1),
+    'c_cpu_100x168_d4': (1, 100, 168, 3, 32, 7, 4),
+}
+# (B, H, W, C, heads, window, shift)
+WIN_GPU = {'d_swin_t_s1': (32, 56, 56, 96, 3, 7, 3)}
+WIN_CPU = {'d_cpu_swin': (2, 56, 56, 96, 3, 7, 3)}
+# (B, H, W, C, heads, block, halo)
+HALO_GPU = {'e_halo': (16, 64, 64, 256, 8, 8, 3)}
+HALO_CPU = {'e_cpu_halo': (2, 32, 32, 256, 8, 8, 3)}
+
+
+# ----------------------------------------------------------------------------- timing
+def _sync(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def bench(fn, device, warmup=3, reps=20, min_time=0.0):
+    """Median milliseconds of ``fn()``; CUDA via triton.testing.do_bench, CPU via perf_counter."""
+    if device == 'cuda':
+        from triton.testing import do_bench
+        return float(do_bench(fn, warmup=25, rep=100, return_mode='median'))
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def peak_mem_mb(fn, device):
+    """Peak extra memory of one ``fn()`` call in MiB (CUDA allocator stats; CPU: not measured here)."""
+    if device != 'cuda':
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+
+
+def copy_bandwidth_gbs(device, nbytes=256 * 2 ** 20):
+    """Device-to-device copy bandwidth (read + write bytes / time): the roofline."""
+    n = nbytes // 4
+    if device == 'cpu':
+        n //= 8
+    src = torch.empty(n, device=device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    ms = bench(lambda: dst.copy_(src), device)
+    return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+# ----------------------------------------------------------------------------- cases
+def _fwd_bwd(fn, tensors):
+    def run():
+        for t in tensors:
+            t.grad = None
+        out = fn()
+        out.backward(torch.ones_like(out))
+    return run
+
+
+def _nbytes(*ts):
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+def dense_mask_sdpa(q, k, v, kernel, dilation, rpb, scale):
+    """Baseline: dense SDPA over the flattened map with a boolean neighborhood mask (built once,
+    like a cached BlockMask); with an RPB the additive ``[h, S, S]`` bias is rebuilt per call
+    (it depends on the trainable table)."""
+    B, H, W, h, D = q.shape
+    S = H * W
+    key_idx, bias_idx = flat_tables((H, W), (kernel, kernel), (dilation, dilation), q.device)
+    mask = torch.zeros(S, S, dtype=torch.bool, device=q.device)
+    mask.scatter_(1, key_idx, True)
+
+    def run():
+        attn_mask = mask
+        if rpb is not None:
+            bias = torch.full((h, S, S), float('-inf'), device=q.device, dtype=q.dtype)
+            attn_mask = bias.scatter(2, key_idx.expand(h, S, -1), rpb.reshape(h, -1)[:, bias_idx])
+        qf, kf, vf = (t.reshape(B, S, h, D).transpose(1, 2) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(qf, kf, vf, attn_mask=attn_mask, scale=scale)
+        return out.transpose(1, 2).reshape(q.shape)
+    return run
+
+
+def na_rows(name, cfg, device, dtype, backends, with_dense):
+    B, H, W, h, D, kernel, dilation = cfg
+    g = torch.Generator(device='cpu').manual_seed(0)
+    q, k, v = (torch.randn(B, H, W, h, D, generator=g).to(device, dtype).requires_grad_() for _ in range(3))
+    rpb = torch.randn(h, 2 * kernel - 1, 2 * kernel - 1, generator=g).to(device, dtype).requires_grad_()
+    io_fwd = _nbytes(q, k, v, q)
+    io_bwd = io_fwd + _nbytes(q, q, q, q)  # + dout, dq, dk, dv
+    rows = []
+    for backend in backends:
+        fn = (lambda b=backend: na2d(q, k, v, kernel, dilation, rpb=rpb, backend=b))
+        rows.append(_measure(name, f'densekit.na2d[{backend}]', fn, [q, k, v, rpb], device, io_fwd, io_bwd))
+    if with_dense:
+        S = H * W
+        need = S * S * (h * B * 4 + 1 + h * 4)  # scores fp32 + mask + bias
+        if device == 'cuda' and need > 0.5 * torch.cuda.mem_get_info()[0]:
+            rows.append({'case': name, 'impl': 'dense SDPA + bool mask', 'skipped': f'needs ~{need / 2**30:.1f} GiB'})
+        elif device == 'cpu' and need > 6 * 2 ** 30:
+            rows.append({'case': name, 'impl': 'dense SDPA + bool mask', 'skipped': f'needs ~{need / 2**30:.1f} GiB'})
+        else:
+            fn = dense_mask_sdpa(q, k, v, kernel, dilation, rpb, D ** -0.5)
+            rows.append(_measure(name, 'dense SDPA + mask (baseline)', fn, [q, k, v, rpb], device, io_fwd, io_bwd))
+    return rows
+
+
+def _measure(case, impl, fn, leaves, device, io_fwd, io_bwd, bwd=True):
+    row = {'case': case, 'impl': impl}
+    try:
+        with torch.no_grad():
+            row['fwd_ms'] = bench(fn, device)
+        row['fwd_GBps'] = io_fwd / (row['fwd_ms'] * 1e-3) / 1e9
+        row['fwd_peak_MiB'] = peak_mem_mb(lambda: [fn() for _ in [0]] and None, device) if device == 'cuda' else None
+        if bwd:
+            run = _fwd_bwd(fn, [t for t in leaves if t is not None and t.requires_grad])
+            row['fwdbwd_ms'] = bench(run, device)
+            row['fwdbwd_GBps'] = io_bwd / (row['fwdbwd_ms'] * 1e-3) / 1e9
+            row['fwdbwd_peak_MiB'] = peak_mem_mb(run, device)
+    except Exception as e:  # a baseline that cannot run is reported, not fatal
+        row['error'] = f'{type(e).__name__}: {str(e)[:200]}'
+    return row
+
+
+def window_rows(name, cfg, device, dtype, backends):
+    from timm.models.swin_transformer import SwinTransformerBlock
+    from densekit.layers.window import rpb_table_to_dense
+    B, H, W, C, h, ws, shift = cfg
+    blk = SwinTransformerBlock(C, (H, W), num_heads=h, window_size=ws, shift_size=shift).to(device, dtype)
+    attn = blk.attn
+    x = torch.randn(B, H, W, C, device=device, dtype=dtype, requires_grad=True)
+    io = _nbytes(x, x, x, x)
+    leaves = [x] + list(attn.parameters())
+    rows = []
+    for fused in (False, True):
+        attn.fused_attn = fused
+        rows.append(_measure(name, f'timm Swin _attn ({"fused SDPA" if fused else "eager"})', lambda: blk._attn(x),
+                             leaves, device, io, 2 * io))
+
+    def ours(backend):
+        def run():
+            q, k, v = attn.qkv(x).view(B, H, W, 3, h, C // h).unbind(3)
+            out = window_attention(q, k, v, ws, shift, rpb=rpb_table_to_dense(attn.relative_position_bias_table, ws),
+                                   scale=attn.scale, backend=backend)
+            return attn.proj(out.reshape(B, H, W, C))
+        return run
+    for backend in backends:
+        rows.append(_measure(name, f'qkv + densekit.window_attention[{backend}] + proj', ours(backend), leaves,
+                             device, io, 2 * io))
+    return rows
+
+
+def halo_rows(name, cfg, device, dtype, backends):
+    from timm.layers.halo_attn import HaloAttn
+    B, H, W, C, h, block, halo = cfg
+    m = HaloAttn(C, num_heads=h, block_size=block, halo_size=halo).to(device, dtype)
+    x = torch.randn(B, C, H, W, device=device, dtype=dtype, requires_grad=True)
+    io = _nbytes(x, x, x, x)
+    leaves = [x] + list(m.parameters())
+    rows = [_measure(name, 'timm HaloAttn', lambda: m(x), leaves, device, io, 2 * io)]
+    dq, dv = m.dim_head_qk, m.dim_head_v
+
+    def ours(backend):
+        def run():
+            q = m.q(x).view(B, h, dq, H, W).permute(0, 3, 4, 1, 2)
+            kv = m.kv(x).view(B, h, dq + dv, H, W).permute(0, 3, 4, 1, 2)
+            out = halo_attention(q, kv[..., :dq], kv[..., dq:], block, halo, rel_h=m.pos_embed.height_rel,
+                                 rel_w=m.pos_embed.width_rel, scale=m.scale, backend=backend)
+            return out.permute(0, 3, 4, 1, 2).reshape(B, C, H, W)
+        return run
+    for backend in backends:
+        rows.append(_measure(name, f'q/kv conv + densekit.halo_attention[{backend}]', ours(backend), leaves,
+                             device, io, 2 * io))
+    return rows
+
+
+# ----------------------------------------------------------------------------- CPU peak memory
+def _rss_mib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def _cpu_mem_child(impl: str, cfg: tuple, with_bwd: bool):
+    """Run one NA implementation once in this (fresh) process; print its peak-RSS growth in MiB.
+
+    Inputs, index tables and the dense boolean mask exist before the reading (like a cached
+    BlockMask); the peak (VmHWM) is reset through /proc/self/clear_refs first.
+    """
+    B, H, W, h, D, kernel, dilation = cfg
+    torch.set_num_threads(int(os.environ.get('BENCH_THREADS', '2')))
+    q, k, v = (torch.randn(B, H, W, h, D, requires_grad=with_bwd) for _ in range(3))
+    rpb = torch.randn(h, 2 * kernel - 1, 2 * kernel - 1, requires_grad=with_bwd)
+    if impl == 'dense':
+        fn = dense_mask_sdpa(q, k, v, kernel, dilation, rpb, D ** -0.5)
+    else:
+        flat_tables((H, W), (kernel, kernel), (dilation, dilation), 'cpu')
+        fn = (lambda: na2d(q, k, v, kernel, dilation, rpb=rpb, backend='reference'))
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset VmHWM to the current RSS
+    base = _rss_mib('VmRSS')
+    if with_bwd:
+        out = fn()
+        out.backward(torch.ones_like(out))
+    else:
+        with torch.no_grad():
+            out = fn()
+    print(json.dumps({'peak_extra_MiB': _rss_mib('VmHWM') - base}))
+
+
+def cpu_peak_mem(impl, cfg, with_bwd):
+    cmd = [sys.executable, os.path.abspath(__file__), '--mem-child', impl, '--mem-cfg', json.dumps(cfg)]
+    if with_bwd:
+        cmd.append('--mem-bwd')
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])['peak_extra_MiB']
+
+
+# ----------------------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    ap.add_argument('--json', default=None, help='write results here')
+    ap.add_argument('--only', default=None, help='comma-separated case-name prefixes')
+    ap.add_argument('--mem-child', default=None, help=argparse.SUPPRESS)
+    ap.add_argument('--mem-cfg', default=None, help=argparse.SUPPRESS)
+    ap.add_argument('--mem-bwd', action='store_true', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mem_child:
+        return _cpu_mem_child(args.mem_child, tuple(json.loads(args.mem_cfg)), args.mem_bwd)
+
+    device = args.device
+    torch.manual_seed(0)
+    if device == 'cpu':
+        torch.set_num_threads(int(os.environ.get('BENCH_THREADS', '2')))
+    dtype = torch.bfloat16 if device == 'cuda' else torch.float32
+    backends = ['triton', 'flex', 'reference'] if device == 'cuda' else ['reference']
+    keep = (lambda n: args.only is None or any(n.startswith(p) for p in args.only.split(',')))
+    meta = {
+        'date': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'device': device,
+        'device_name': torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or platform.machine(),
+        'threads': torch.get_num_threads(), 'torch': torch.__version__, 'dtype': str(dtype),
+        'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
+    }
+    try:
+        import triton
+        meta['triton'] = triton.__version__
+    except ImportError:
+        meta['triton'] = None
+    meta['copy_GBps'] = copy_bandwidth_gbs(device)
+    rows = []
+    for name, cfg in (NA_GPU if device == 'cuda' else NA_CPU).items():
+        if keep(name):
+            rows += na_rows(name, cfg, device, dtype, backends, with_dense=True)
+    for name, cfg in (WIN_GPU if device == 'cuda' else WIN_CPU).items():
+        if keep(name):
+            rows += window_rows(name, cfg, device, dtype, backends)
+    for name, cfg in (HALO_GPU if device == 'cuda' else HALO_CPU).items():
+        if keep(name):
+            rows += halo_rows(name, cfg, device, dtype, backends)
+    if device == 'cpu':
+        cfg = NA_CPU['a_cpu_56_2x32']
+        if keep('a_cpu_56_2x32'):
+            for impl in ('reference', 'dense'):
+                for bwd in (False, True):
+                    rows.append({'case': 'a_cpu_56_2x32', 'impl': f'peak RSS growth: {impl}',
+                                 'mode': 'fwd+bwd' if bwd else 'fwd', 'peak_extra_MiB': cpu_peak_mem(impl, cfg, bwd)})
+    _add_ratios(rows)
+    for r in rows:
+        print(json.dumps(r))
+    result = {'meta': meta, 'rows': rows}
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+    print(json.dumps(meta))
+
+
+def _add_ratios(rows):
+    """Speed-up of every densekit row over each baseline row of the same case (baseline_ms / ours_ms)."""
+    by_case = {}
+    for r in rows:
+        by_case.setdefault(r['case'], []).append(r)
+    for case_rows in by_case.values():
+        bases = [r for r in case_rows if not r['impl'].startswith(('densekit', 'qkv + densekit', 'q/kv conv + densekit'))
+                 and 'fwd_ms' in r]
+        for r in case_rows:
+            if 'densekit' not in r['impl'] or 'fwd_ms' not in r:
+                continue
+            for b in bases:
+                for mode in ('fwd', 'fwdbwd'):
+                    if f'{mode}_ms' in b and f'{mode}_ms' in r:
+                        r[f'speedup_{mode}_vs[{b["impl"]}]'] = b[f'{mode}_ms'] / r[f'{mode}_ms']
+                if r.get('fwdbwd_peak_MiB') and b.get('fwdbwd_peak_MiB'):
+                    r[f'mem_ratio_vs[{b["impl"]}]'] = r['fwdbwd_peak_MiB'] / b['fwdbwd_peak_MiB']
+
+
+if __name__ == '__main__':
+    main()

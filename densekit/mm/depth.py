@@ -247,7 +247,8 @@ class DepthFixedCrop(BaseTransform):
 
     def __init__(self, box: Sequence[int]) -> None:
         if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
-            raise ValueError(f"DepthFixedCrop: box={tuple(box)} must be (x0, y0, x1, y1), x0 < x1, y0 < y1")
+            raise ValueError(f"DepthFixedCrop: box={tuple(box)} must be (x0, y0, x1, y1) with "
+                             f"x0 < x1, y0 < y1")
         self.box = tuple(int(b) for b in box)
 
     def transform(self, results: dict) -> dict:
@@ -294,7 +295,8 @@ class DepthRandomCrop(BaseTransform):
 
     def __init__(self, crop_size: Sequence[int]) -> None:
         if len(crop_size) != 2 or min(crop_size) <= 0:
-            raise ValueError(f"DepthRandomCrop: crop_size={tuple(crop_size)} must be (height, width) > 0")
+            raise ValueError(f"DepthRandomCrop: crop_size={tuple(crop_size)} must be "
+                             f"(height, width) > 0")
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
 
     def transform(self, results: dict) -> dict:
@@ -364,8 +366,10 @@ class DepthColorJitter(BaseTransform):
                  color: Sequence[float] = (0.9, 1.1), prob: float = 0.5) -> None:
         for name, rng in (('gamma', gamma), ('brightness', brightness), ('color', color)):
             if len(rng) != 2 or not 0 < rng[0] <= rng[1]:
-                raise ValueError(f"DepthColorJitter: {name}={tuple(rng)} must be (low, high), 0 < low <= high")
-        self.gamma, self.brightness, self.color, self.prob = tuple(gamma), tuple(brightness), tuple(color), prob
+                raise ValueError(f"DepthColorJitter: {name}={tuple(rng)} must be (low, high) with "
+                                 f"0 < low <= high")
+        self.gamma, self.brightness, self.color = tuple(gamma), tuple(brightness), tuple(color)
+        self.prob = prob
 
     def transform(self, results: dict) -> dict:
         if np.random.rand() >= self.prob:
@@ -464,7 +468,8 @@ class DKDepthEstimator(BaseModel):
         if data_samples is None:
             return depth
         for i, ds in enumerate(data_samples):
-            ds.set_data(dict(pred_depth_map=PixelData(data=self._to_original(depth[i:i + 1], ds.metainfo)[0])))
+            full = self._to_original(depth[i:i + 1], ds.metainfo)
+            ds.set_data(dict(pred_depth_map=PixelData(data=full[0])))
         return data_samples
 
     @staticmethod
@@ -614,7 +619,8 @@ class DepthVisualizationHook(Hook):
         if interval < 1:
             raise ValueError(f"DepthVisualizationHook: interval={interval} must be >= 1")
         if colormap not in _COLORMAPS:
-            raise ValueError(f"DepthVisualizationHook: colormap={colormap!r} must be one of {sorted(_COLORMAPS)}")
+            raise ValueError(f"DepthVisualizationHook: colormap={colormap!r} must be one of "
+                             f"{sorted(_COLORMAPS)}")
         self.draw, self.interval, self.show_dir = draw, interval, show_dir
         self.max_depth, self.colormap = max_depth, colormap
         self._test_index = 0
@@ -663,7 +669,7 @@ class DepthVisualizationHook(Hook):
             drawing = self.render(ds, self._scale(runner, 'test_dataloader', ds))
             name = osp.splitext(osp.basename(ds.metainfo.get('img_path', f'{self._test_index:06d}')))[0]
             if self.show_dir:
-                out = self.show_dir if osp.isabs(self.show_dir) else osp.join(runner.work_dir, self.show_dir)
+                out = osp.join(runner.work_dir, self.show_dir)  # no-op for an absolute show_dir
                 os.makedirs(out, exist_ok=True)
                 cv2.imwrite(osp.join(out, name + '.png'), drawing[:, :, ::-1])
             else:

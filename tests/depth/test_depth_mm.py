@@ -52,8 +52,8 @@ def test_nyu_sample_scale_and_perfect_metric():
     valid = depth[depth > 0]
     # README: uint16 millimetres, 1.49-10.0 m -> scale 1000 gives metres
     assert 1.48 <= float(valid.min()) <= 1.50 and float(valid.max()) == pytest.approx(10.0)
-    raw = cv2.imread(sample.metainfo['img_path'].replace('images', 'annotations').replace('.jpg', '.png'),
-                     cv2.IMREAD_UNCHANGED)
+    png = sample.metainfo['img_path'].replace('images', 'annotations').replace('.jpg', '.png')
+    raw = cv2.imread(png, cv2.IMREAD_UNCHANGED)
     assert raw.dtype == np.uint16
     assert torch.equal(depth[0], torch.from_numpy(raw.astype(np.float32) / 1000.0))
 
@@ -129,7 +129,8 @@ def test_color_jitter_changes_image_only():
 
 
 def test_kb_crop_and_fixed_crop():
-    r = TRANSFORMS.build(dict(type='DepthKBCrop', height=8, width=10, crop_depth=False))(_results(12, 20))
+    kb = TRANSFORMS.build(dict(type='DepthKBCrop', height=8, width=10, crop_depth=False))
+    r = kb(_results(12, 20))
     assert r['img'].shape[:2] == (8, 10) and r['gt_depth_map'].shape == (12, 20)
     assert r['kb_crop_box'] == (4, 5) and r['kb_ori_shape'] == (12, 20)
     src = _results(12, 20)

@@ -222,7 +222,8 @@ class FPNDepthHead(nn.Module):
         self.align_corners = align_corners
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.smooth = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels)
-        self.merge = nn.ModuleList(_conv_norm_act(channels, merge_channels, 3, norm) for _ in in_channels)
+        self.merge = nn.ModuleList(
+            _conv_norm_act(channels, merge_channels, 3, norm) for _ in in_channels)
         self.predict = nn.Sequential(_conv_norm_act(merge_channels, merge_channels, 3, norm),
                                      nn.Conv2d(merge_channels, 1, 1))
         self.activation = DepthActivation(activation, min_depth, max_depth)

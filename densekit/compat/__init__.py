@@ -56,7 +56,8 @@ def install() -> None:
         return
     if not any(isinstance(f, _PortableExtFinder) for f in sys.meta_path):
         sys.meta_path.append(_PortableExtFinder())
-    from densekit.compat import dist, safe_load
+    from densekit.compat import dist, pycocotools_np2, safe_load
     safe_load.install()
     dist.install()
+    pycocotools_np2.install()
     _INSTALLED = True

@@ -90,7 +90,7 @@ def window_reverse(windows: torch.Tensor, window_size: IntOrPair, H: int, W: int
     """Inverse of :func:`window_partition`: ``[B * nW, wh, ww, C]`` -> ``[B, H, W, C]``."""
     wh, ww = to_2tuple(window_size, 'window_size')
     C = windows.shape[-1]
-    x = windows.view(-1, H // wh, W // ww, wh, ww, C)
+    x = windows.reshape(-1, H // wh, W // ww, wh, ww, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 

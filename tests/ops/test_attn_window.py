@@ -147,3 +147,13 @@ def test_cuda_parity(requires_cuda, backend, dtype, shape, window, shift, with_r
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 def test_cuda_flex_parity(requires_cuda, dtype):
     check_backend(_win_op(7, 3), 'flex', (4, 56, 56, 3, 32), (3, 13, 13), dtype, device='cuda')
+
+
+def test_single_row_of_windows_batch_one():
+    # One row of windows with batch 1 makes window_partition's output non-contiguous
+    # (regression: a .view there raised "view size is not compatible").
+    q, k, v = (torch.randn(1, 9, 12, 2, 8) for _ in range(3))
+    out = window_attention(q, k, v, (9, 2), backend='reference')
+    dense = torch.cat([window_attention(q[:, :, j:j + 2], k[:, :, j:j + 2], v[:, :, j:j + 2],
+                                        (9, 2), backend='reference') for j in range(0, 12, 2)], 2)
+    torch.testing.assert_close(out, dense)

@@ -47,7 +47,7 @@ def window_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
         if shift != (0, 0):
             x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         x = window_partition(x.reshape(B, H, W, h * D), window)  # [B*nW, wh, ww, h*D]
-        return x.view(-1, N, h, D).transpose(1, 2)  # [B*nW, h, N, D]
+        return x.reshape(-1, N, h, D).transpose(1, 2)  # [B*nW, h, N, D]
 
     qw, kw, vw = to_windows(q), to_windows(k), to_windows(v)
     logits = (qw @ kw.transpose(-1, -2)) * scale  # [B*nW, h, N, N]

@@ -38,7 +38,7 @@ def _image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
 
-def make_coco(root: Path, num_images: int = 3, h: int = 96, w: int = 128, seed: int = 0) -> Path:
+def make_coco(root: Path, num_images: int = 2, h: int = 96, w: int = 128, seed: int = 0) -> Path:
     """COCO instance + panoptic annotations for the same random images."""
     from mmdet.datasets import CocoDataset, CocoPanopticDataset
 

@@ -145,11 +145,35 @@ def _patch_local_backend() -> None:
     LocalBackend.put_text = put_text
 
 
+def _patch_scheduler_state() -> None:
+    """Keeps bound methods out of mmengine scheduler state dicts.
+
+    ``OneCycleParamScheduler`` stores ``self.anneal_func = self._annealing_cos``; its state dict
+    (every attribute but the optimizer) then pickles the bound method, i.e. the whole scheduler
+    object, which a weights-only load rightly refuses. Such attributes are rebuilt by the
+    constructor when the scheduler is re-created from the config, so they need no saving.
+    """
+    import inspect
+
+    from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
+
+    if getattr(_ParamScheduler.state_dict, '__densekit__', False):
+        return
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()
+                if k != 'optimizer' and not (inspect.ismethod(v) and v.__self__ is self)}
+
+    state_dict.__densekit__ = True
+    _ParamScheduler.state_dict = state_dict
+
+
 def install() -> None:
     try:
         from mmengine.runner.checkpoint import CheckpointLoader
     except ImportError:  # mmengine absent: nothing to patch
         return
+    _patch_scheduler_state()
     CheckpointLoader.register_scheme(prefixes='', loader=_load_local, force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=_load_http,
                                      force=True)

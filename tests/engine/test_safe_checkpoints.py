@@ -92,3 +92,19 @@ def test_mmengine_backend_writes_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         backend.put(b'iter_4.pth', str(target))
     assert target.read_text() == 'iter_2.pth'
+
+
+def test_one_cycle_scheduler_state_survives_weights_only_roundtrip():
+    from mmengine.optim.scheduler import OneCycleLR
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = OneCycleLR(opt, eta_max=0.1, total_steps=10, by_epoch=False)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    state = _roundtrip({'param_schedulers': [sched.state_dict()]})['param_schedulers'][0]
+    assert 'anneal_func' not in state
+    fresh = OneCycleLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+                       eta_max=0.1, total_steps=10, by_epoch=False)
+    fresh.load_state_dict(state)
+    assert fresh.last_step == sched.last_step
+    assert fresh.anneal_func.__func__ is sched.anneal_func.__func__

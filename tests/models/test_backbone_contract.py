@@ -149,8 +149,8 @@ def test_builds_through_openmmlab(name, scope):
     assert len(out) == 1 and out[0].shape[1] == model.feature_info[last]['num_chs']
 
 
-def _attn_tolerance() -> float:
-    """fp32 output tolerance of the attention-op parity harness (``tests/ops/attn_parity.py``)."""
+def _attn_tolerances() -> dict:
+    """fp32 tolerances of the attention-op parity harness (``tests/ops/attn_parity.py``)."""
     import importlib.util
     from pathlib import Path
     path = Path(__file__).resolve().parents[1] / 'ops' / 'attn_parity.py'
@@ -159,33 +159,37 @@ def _attn_tolerance() -> float:
     spec = importlib.util.spec_from_file_location('densekit_attn_parity', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.TOL[torch.float32]['out']
+    return module.TOL[torch.float32]
 
 
-@pytest.mark.parametrize('name', TEST_VARIANTS)
-def test_attention_backends_agree(name, monkeypatch):
-    """Every attention backend that can run here gives the reference backend's features: on CPU
-    that is Triton (TRITON_INTERPRET=1) and FlexAttention's forward; on CUDA whatever is built."""
+def _run(model, x, backward: bool):
+    """Features (and parameter gradients) of one forward (+ backward) pass."""
+    model.zero_grad(set_to_none=True)
+    with torch.set_grad_enabled(backward):
+        outs = model(x)
+        if backward:
+            sum(o.square().mean() for o in outs).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return [o.detach() for o in outs], grads
+
+
+def _check_backends(name, model, x, monkeypatch, backward: bool) -> None:
+    """Every attention backend that can run gives the reference backend's features (and
+    gradients). The op tolerances assume O(1) values, so they are scaled by the magnitude of what
+    is compared; gradients of parameters sum over many positions and use the bias-gradient entry."""
     from densekit.ops._backend import BACKEND_NAMES, ENV_VAR
-    model = _build(name).eval()
-    # Small (the Triton interpreter is slow) but odd, so that every op pads.
-    x = torch.randn(1, 3, 45, 37)
     if not _uses_attention_ops(model, x):
         pytest.skip(f'{name} does not use densekit.ops attention')
-    # The op tolerance assumes O(1) values; features are compared relative to their magnitude.
-    tol = _attn_tolerance()
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    tol = _attn_tolerances()
     monkeypatch.setenv(ENV_VAR, 'reference')
-    with torch.no_grad():
-        expected = model(x)
+    expected, expected_grads = _run(model, x, backward)
     ran, skipped = [], {}
     for backend in BACKEND_NAMES:
         if backend == 'reference':
             continue
         monkeypatch.setenv(ENV_VAR, backend)
         try:
-            with torch.no_grad():
-                got = model(x)
+            got, grads = _run(model, x, backward)
         except RuntimeError as e:
             if 'cannot run this call' not in str(e):
                 raise
@@ -197,8 +201,31 @@ def test_attention_backends_agree(name, monkeypatch):
             skipped[backend] = str(e)
             continue
         for g, e in zip(got, expected):
-            torch.testing.assert_close(g, e, atol=tol * max(1.0, e.abs().max().item()), rtol=0,
+            torch.testing.assert_close(g, e, atol=tol['out'] * max(1.0, e.abs().max().item()), rtol=0,
                                        msg=lambda m, b=backend: f'{name}, backend {b}: {m}')
+        assert grads.keys() == expected_grads.keys()
+        for n, e in expected_grads.items():
+            torch.testing.assert_close(grads[n], e, atol=tol['dbias'] * max(1.0, e.abs().max().item()),
+                                       rtol=0, msg=lambda m, b=backend, n=n: f'{name}, backend {b}, {n}: {m}')
         ran.append(backend)
     if not ran:
         pytest.skip(f'no non-reference backend runs here: {skipped}')
+
+
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_attention_backends_agree(name, monkeypatch):
+    """CPU: Triton (TRITON_INTERPRET=1) and FlexAttention's forward against the reference."""
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    model = _build(name).eval()
+    # Small (the Triton interpreter is slow) but odd, so that every op pads.
+    _check_backends(name, model, torch.randn(1, 3, 45, 37), monkeypatch, backward=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_attention_backends_agree_cuda(name, requires_cuda, monkeypatch):
+    """CUDA: every built backend against the reference, features and parameter gradients, fp32."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = _build(name).cuda().eval()
+    _check_backends(name, model, torch.randn(2, 3, H, W, device='cuda'), monkeypatch, backward=True)

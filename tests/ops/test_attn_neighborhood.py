@@ -1,12 +1,11 @@
 """Neighborhood attention: independent brute-force check of the reference, gradcheck, errors,
 dispatch, and backend parity through the harness (Triton via TRITON_INTERPRET on CPU)."""
 import logging
-import os
 
 import pytest
 import torch
 
-from attn_parity import check_backend, make_inputs, reference, run, assert_parity
+from attn_parity import check_backend, make_inputs, run
 from densekit.ops import na1d, na2d
 from densekit.ops.neighborhood.reference import na_reference
 

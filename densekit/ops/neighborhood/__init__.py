@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from densekit.ops._backend import choose_backend, flex_probe, needs_grad, triton_probe
+from densekit.ops._backend import choose_backend, flex_probe, triton_probe
 
 IntOrTuple = Union[int, Sequence[int]]
 

@@ -31,7 +31,6 @@ Both are checked against a brute-force dense implementation in the tests.
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Optional, Sequence, Tuple
 
 import torch

@@ -132,10 +132,8 @@ def test_openmmlab_layout_parity():
         torch.testing.assert_close(g_, e, atol=1e-4, rtol=0)
 
 
-@pytest.mark.xfail(reason='densekit.ops.window reference: .view() on a non-contiguous window tensor fails '
-                          'for batch 1 when one window-grid side is 1 (e.g. a 7x14 padded map); '
-                          'reported to the ops owner', raises=RuntimeError, strict=False)
 def test_batch_one_odd_size():
+    """Batch 1 with a padded map one window high (7x14): a layout corner case of the window op."""
     model = build_backbone('swin_test').eval()
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 97, 131))  # stage 2: 7x9 -> padded 7x14

@@ -146,12 +146,12 @@ def _patch_local_backend() -> None:
 
 
 def _patch_scheduler_state() -> None:
-    """Keeps bound methods out of mmengine scheduler state dicts.
+    """Keeps functions out of mmengine scheduler state dicts.
 
     ``OneCycleParamScheduler`` stores ``self.anneal_func = self._annealing_cos``; its state dict
-    (every attribute but the optimizer) then pickles the bound method, i.e. the whole scheduler
-    object, which a weights-only load rightly refuses. Such attributes are rebuilt by the
-    constructor when the scheduler is re-created from the config, so they need no saving.
+    (every attribute but the optimizer) then pickles a reference to that function, which a
+    weights-only load rightly refuses (a global outside the allow-list). Such attributes are set
+    by the constructor when the scheduler is re-created from the config, so they need no saving.
     """
     import inspect
 
@@ -162,7 +162,7 @@ def _patch_scheduler_state() -> None:
 
     def state_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()
-                if k != 'optimizer' and not (inspect.ismethod(v) and v.__self__ is self)}
+                if k != 'optimizer' and not (inspect.isfunction(v) or inspect.ismethod(v))}
 
     state_dict.__densekit__ = True
     _ParamScheduler.state_dict = state_dict

@@ -135,9 +135,13 @@ def test_openmmlab_layout_parity():
 def test_batch_one_odd_size():
     """Batch 1 with a padded map one window high (7x14): a layout corner case of the window op."""
     model = build_backbone('swin_test').eval()
+    x = torch.randn(2, 3, 97, 131)
     with torch.no_grad():
-        outs = model(torch.randn(1, 3, 97, 131))  # stage 2: 7x9 -> padded 7x14
+        outs = model(x[:1])  # stage 2: 7x9 -> padded 7x14
+        batched = model(x)
     assert [o.shape[-2:] for o in outs] == [(25, 33), (13, 17), (7, 9), (4, 5)]
+    for o, b in zip(outs, batched):
+        torch.testing.assert_close(o, b[:1], atol=1e-5, rtol=0)
 
 
 def test_converter_errors():

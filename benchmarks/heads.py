@@ -119,7 +119,8 @@ def main() -> None:
     import densekit  # noqa: F401  (registers backbones, ops, constructors)
 
     backends = ['auto'] if args.device == 'cpu' else ['auto', 'reference']
-    print(f'| model | mode | device | attention backend | train img/s | inference img/s | peak GiB |')
+    print('| model | mode | device | attention backend | train img/s | inference img/s '
+          '| peak GiB |')
     print('|---|---|---|---|---|---|---|')
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

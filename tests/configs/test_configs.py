@@ -14,7 +14,9 @@ upernet}/``:
    the generated validation split with the config's own metric (COCO AP, PQ, mIoU).
 
 Size variants (which only change backbone size, drop path and optimizer numbers) stop after
-step 2: their tiny model is the recipe's tiny model. A config whose backbone is not registered
+step 2: their tiny model is the recipe's tiny model. Test-time augmentation runs through the
+real ``tools/test.py --tta`` entry point (``densekit.engine.runner.test``) for one instance
+segmentation and one semantic segmentation config. A config whose backbone is not registered
 yet (a family still being written) is skipped with the name in the reason.
 """
 from __future__ import annotations
@@ -36,7 +38,6 @@ import densekit  # noqa: E402,F401
 from mmengine.config import Config, ConfigDict  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.evaluator import Evaluator  # noqa: E402
-from mmengine.model import BaseTTAModel  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
@@ -195,7 +196,8 @@ def _require_backbone(name: str) -> None:
 def _tiny(cfg: Config, root: Path) -> Config:
     cfg = copy.deepcopy(cfg)
     full = cfg.model.backbone
-    family = re.match(r'[a-z]+', full.type).group(0)  # convnext_tiny -> convnext, halonet26t -> halonet
+    # convnext_tiny -> convnext, halonet26t -> halonet
+    family = re.match(r'[a-z]+', full.type).group(0)
     test_name = f'{family}_test'
     _require_backbone(test_name)
     bb = dict(type=test_name, out_indices=tuple(full.get('out_indices', (0, 1, 2, 3))))
@@ -276,9 +278,7 @@ def _evaluate(cfg: Config, model, dataset, outfile_prefix: Path) -> dict:
     with torch.no_grad():
         for i in range(len(dataset)):
             batch = pseudo_collate([dataset[i]])
-            # A TTA wrapper merges views in test_step; its val_step would call forward().
-            step = model.test_step if isinstance(model, BaseTTAModel) else model.val_step
-            outputs = step(batch)
+            outputs = model.val_step(batch)
             evaluator.process(data_samples=outputs, data_batch=batch)
     return evaluator.evaluate(len(dataset))
 
@@ -336,28 +336,35 @@ def test_config_builds_and_steps(path: Path, demo_root: Path, tmp_path: Path):
         assert math.isfinite(float(metrics[key])), (key, metrics[key])
 
 
-def _tta_run(path: Path, demo_root: Path, tmp_path: Path) -> dict:
+def _tta_cli(path: Path, demo_root: Path, tmp_path: Path) -> tuple[object, dict]:
+    """`tools/test.py CONFIG CKPT --tta` on the tiny copy of ``path`` (random weights)."""
+    from densekit.engine.runner import test as test_cli
+
     cfg = Config.fromfile(str(path))
     _require_backbone(cfg.model.backbone.type)
     tiny = _tiny(cfg, demo_root)
-    # What tools/test.py --tta does (mmdet / mmseg convention).
-    tiny.model = ConfigDict(**tiny.tta_model, module=tiny.model)
-    tiny.test_dataloader.dataset.pipeline = tiny.tta_pipeline
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        tiny[name].num_workers = 0
+        tiny[name].persistent_workers = False
+    torch.manual_seed(0)
     model = _build_model(tiny)
-    dataset = _dataset(tiny, 'test_dataloader')
-    sample = dataset[0]
-    assert len(sample['inputs']) > 1, 'the TTA pipeline should produce several views'
-    return _evaluate(tiny, model, dataset, tmp_path)
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, tmp_path / 'tiny.pth')
+    tiny.dump(str(tmp_path / 'tiny_config.py'))
+    runner, metrics = test_cli([str(tmp_path / 'tiny_config.py'), str(tmp_path / 'tiny.pth'),
+                                '--tta', '--work-dir', str(tmp_path / 'work')])
+    return runner, metrics
 
 
 def test_tta_detection_instance(demo_root: Path, tmp_path: Path):
-    metrics = _tta_run(REPO / 'configs/mask_rcnn/mask-rcnn_convnext-t_fpn_1x_coco.py',
-                       demo_root, tmp_path)
+    runner, metrics = _tta_cli(REPO / 'configs/mask_rcnn/mask-rcnn_convnext-t_fpn_1x_coco.py',
+                               demo_root, tmp_path)
+    assert type(runner.model).__name__ == 'InstanceTTAModel'
     for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
         assert math.isfinite(float(metrics[key])), (key, metrics)
 
 
 def test_tta_segmentation(demo_root: Path, tmp_path: Path):
-    metrics = _tta_run(REPO / 'configs/upernet/upernet_convnext-t_160k_ade20k-512x512.py',
-                       demo_root, tmp_path)
+    runner, metrics = _tta_cli(REPO / 'configs/upernet/upernet_convnext-t_160k_ade20k-512x512.py',
+                               demo_root, tmp_path)
+    assert type(runner.model).__name__ == 'SegTTAModel'
     assert math.isfinite(float(metrics['mIoU'])), metrics

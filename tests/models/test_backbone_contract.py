@@ -89,11 +89,14 @@ def test_frozen_stages(name):
     assert 0 < sum(1 for p in stem_only.parameters() if not p.requires_grad) < len(frozen_params)
 
 
+@pytest.mark.parametrize('frozen', [-1, 1])
 @pytest.mark.parametrize('name', TEST_VARIANTS)
-def test_with_cp_matches(name):
+def test_with_cp_matches(name, frozen):
+    # frozen=1: the first trained stage gets an input that needs no gradient; its blocks must
+    # still be checkpointed correctly (their parameters do need gradients).
     stages = _all_stages(name)
-    plain = _build(name, out_indices=stages).train()
-    ckpt = _build(name, out_indices=stages, with_cp=True).train()
+    plain = _build(name, out_indices=stages, frozen_stages=frozen).train()
+    ckpt = _build(name, out_indices=stages, with_cp=True, frozen_stages=frozen).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, H, W)
     results = []

@@ -441,7 +441,7 @@ class HaloNet(BackboneMixin, nn.Module):
         outs = []
         for i, stage in enumerate(self.stages):
             for blk in stage:
-                if self.with_cp and x.requires_grad:
+                if self.with_cp and torch.is_grad_enabled():
                     x = cp.checkpoint(blk, x, use_reentrant=False)
                 else:
                     x = blk(x)

@@ -9,4 +9,7 @@ model = dict(
     neck=dict(in_channels=[256, 512, 1024, 2048]))
 optim_wrapper = dict(
     optimizer=dict(lr=0.0001),
-    paramwise_cfg=dict(decay_rate=0.7, decay_type='layer_wise', num_layers=12))
+    paramwise_cfg=dict(
+        decay_rate=0.7,
+        decay_type='layer_wise',
+        num_layers=12))

@@ -11,4 +11,9 @@ model = dict(
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = dict(
     optimizer=dict(lr=0.0001),
-    paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=6, bias_decay_mult=0.0, flat_decay_mult=0.0))
+    paramwise_cfg=dict(
+        decay_rate=0.95,
+        decay_type='layer_wise',
+        num_layers=6,
+        bias_decay_mult=0.0,
+        flat_decay_mult=0.0))

@@ -10,4 +10,7 @@ model = dict(
     auxiliary_head=dict(in_channels=384))
 optim_wrapper = dict(
     optimizer=dict(lr=0.0001, weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=12))
+    paramwise_cfg=dict(
+        decay_rate=0.9,
+        decay_type='stage_wise',
+        num_layers=12))

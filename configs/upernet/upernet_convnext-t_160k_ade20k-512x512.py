@@ -13,4 +13,9 @@ model = dict(
     test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
 optim_wrapper = dict(
     optimizer=dict(lr=0.0001, weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=6, bias_decay_mult=0.0, flat_decay_mult=0.0))
+    paramwise_cfg=dict(
+        decay_rate=0.9,
+        decay_type='stage_wise',
+        num_layers=6,
+        bias_decay_mult=0.0,
+        flat_decay_mult=0.0))

@@ -12,4 +12,9 @@ model = dict(
     auxiliary_head=dict(in_channels=384))
 optim_wrapper = dict(
     optimizer=dict(lr=0.0001, weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=6, bias_decay_mult=0.0, flat_decay_mult=0.0))
+    paramwise_cfg=dict(
+        decay_rate=0.9,
+        decay_type='stage_wise',
+        num_layers=6,
+        bias_decay_mult=0.0,
+        flat_decay_mult=0.0))

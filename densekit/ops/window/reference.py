@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from densekit.layers.window import relative_position_index, shift_region_labels, window_partition, window_reverse
 
@@ -50,15 +51,23 @@ def window_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
         return x.reshape(-1, N, h, D).transpose(1, 2)  # [B*nW, h, N, D]
 
     qw, kw, vw = to_windows(q), to_windows(k), to_windows(v)
-    logits = (qw @ kw.transpose(-1, -2)) * scale  # [B*nW, h, N, N]
+    # additive mask: bias (+ -inf across shift regions), [1 or nW, h, N, N], fed to SDPA so the
+    # CPU path runs fused kernels (math backend for float64)
+    bias = None
     if rpb is not None:
         idx = relative_position_index(window, device=q.device)
-        logits = logits + rpb.to(ct).reshape(h, -1)[:, idx][None]
+        bias = rpb.to(ct).reshape(h, -1)[:, idx][None]  # [1, h, N, N]
     mask = window_mask((H, W), window, shift, q.device)
     if mask is not None:
-        nW = mask.shape[0]
-        logits = logits.view(B, nW, h, N, N).masked_fill(~mask[None, :, None], float('-inf')).view(-1, h, N, N)
-    out = logits.softmax(-1) @ vw  # [B*nW, h, N, D]
+        neg = torch.zeros(mask.shape, dtype=ct, device=q.device).masked_fill(~mask, float('-inf'))[:, None]
+        bias = neg if bias is None else bias + neg  # [nW, h, N, N]
+    if bias is not None and bias.shape[0] > 1:
+        nW = bias.shape[0]
+        out = F.scaled_dot_product_attention(qw.view(B, nW, h, N, D), kw.view(B, nW, h, N, D),
+                                             vw.view(B, nW, h, N, D), attn_mask=bias, scale=scale)
+        out = out.view(-1, h, N, D)
+    else:
+        out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=bias, scale=scale)  # [B*nW, h, N, D]
     out = window_reverse(out.transpose(1, 2).reshape(-1, wh, ww, h * D), window, H, W)
     if shift != (0, 0):
         out = torch.roll(out, shifts=shift, dims=(1, 2))

@@ -20,9 +20,23 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str = 'cpu') -> 
     return unwrap_state_dict(safe_load(path, map_location=map_location))
 
 
+def checkpoint_family(model: nn.Module) -> str | None:
+    """The converter family of a densekit backbone: the name of its family file, if it has one."""
+    from densekit.models.convert import list_converters
+    module = type(model).__module__
+    if not module.startswith('densekit.models.backbones.'):
+        return None
+    family = module.rsplit('.', 1)[-1]
+    return family if family in list_converters() else None
+
+
 def load_pretrained(model: nn.Module, path: str | os.PathLike, prefix: str | None = None,
                     strict: bool = False) -> tuple[list[str], list[str]]:
     """Loads ``path`` into ``model`` and logs missing / unexpected keys.
+
+    For a densekit backbone family with a converter, the checkpoint goes through
+    :func:`densekit.models.convert_checkpoint` first, so official and timm releases load as they
+    are (converters pass densekit's own keys through unchanged).
 
     Args:
         model: the module to load into.
@@ -40,6 +54,10 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, prefix: str | Non
         sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
         if not sd:
             raise KeyError(f"checkpoint {path} has no keys with prefix '{p}'")
+    family = checkpoint_family(model)
+    if family is not None:
+        from densekit.models.convert import convert_checkpoint
+        sd = convert_checkpoint(family, sd)
     result = model.load_state_dict(sd, strict=strict)
     if result.missing_keys:
         logger.warning('%s: %d missing keys when loading %s: %s', type(model).__name__,

@@ -14,12 +14,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from densekit.ops.neighborhood.flex import flex_call
+from densekit.ops._flex_utils import flex_call, make_block_mask
 
 
 @functools.lru_cache(maxsize=32)
 def _block_mask(H: int, W: int, block: int, halo: int, mask_pad: bool, device: str):
-    from torch.nn.attention.flex_attention import create_block_mask
     win = block + 2 * halo
     Wp = W + 2 * halo
 
@@ -32,7 +31,7 @@ def _block_mask(H: int, W: int, block: int, halo: int, mask_pad: bool, device: s
             ok = ok & (py >= halo) & (py < H + halo) & (px >= halo) & (px < W + halo)
         return ok
 
-    return create_block_mask(mask_mod, None, None, H * W, (H + 2 * halo) * Wp, device=device)
+    return make_block_mask(mask_mod, H * W, (H + 2 * halo) * Wp, device)
 
 
 def halo_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, halo: int,

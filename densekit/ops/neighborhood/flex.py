@@ -15,22 +15,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from densekit.ops._flex_utils import flex_call, make_block_mask
 from densekit.ops.neighborhood.reference import axis_windows
-
-
-@functools.lru_cache(maxsize=1)
-def compiled_flex():
-    """``flex_attention``, compiled once per process on CUDA (eager is a slow dense fallback)."""
-    from torch.nn.attention.flex_attention import flex_attention
-    return torch.compile(flex_attention, dynamic=False)
-
-
-def flex_call(q, k, v, score_mod, block_mask, scale):
-    """Run flex on ``[B, h, S, D]`` tensors, compiled on CUDA, eager on CPU."""
-    if q.device.type == 'cuda':
-        return compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
-    from torch.nn.attention.flex_attention import flex_attention
-    return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
 
 
 def _axis_start(length: int, kernel: int, dilation: int, device) -> torch.Tensor:
@@ -40,13 +26,12 @@ def _axis_start(length: int, kernel: int, dilation: int, device) -> torch.Tensor
 
 @functools.lru_cache(maxsize=32)
 def _block_mask(spatial: tuple, kernel: tuple, dilation: tuple, device: str):
-    from torch.nn.attention.flex_attention import create_block_mask
     starts = [_axis_start(L, kk, d, device) for L, kk, d in zip(spatial, kernel, dilation)]
     mask_mod = _make_mask_mod(spatial, kernel, dilation, starts)
     S = 1
     for s in spatial:
         S *= s
-    return create_block_mask(mask_mod, None, None, S, S, device=device), starts
+    return make_block_mask(mask_mod, S, S, device), starts
 
 
 def _coords(idx, spatial):

@@ -12,12 +12,11 @@ from typing import Optional, Tuple
 import torch
 
 from densekit.layers.window import shift_region_labels
-from densekit.ops.neighborhood.flex import flex_call
+from densekit.ops._flex_utils import flex_call, make_block_mask
 
 
 @functools.lru_cache(maxsize=32)
 def _block_mask(H: int, W: int, window: Tuple[int, int], shift: Tuple[int, int], device: str):
-    from torch.nn.attention.flex_attention import create_block_mask
     wh, ww = window
     lab = (shift_region_labels(H, wh, shift[0], device)[:, None] * 3
            + shift_region_labels(W, ww, shift[1], device)[None, :]).reshape(-1)
@@ -27,7 +26,7 @@ def _block_mask(H: int, W: int, window: Tuple[int, int], shift: Tuple[int, int],
         same = (qy // wh == ky // wh) & (qx // ww == kx // ww)
         return same & (lab[q_idx] == lab[kv_idx])
 
-    return create_block_mask(mask_mod, None, None, H * W, H * W, device=device)
+    return make_block_mask(mask_mod, H * W, H * W, device)
 
 
 def window_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Tuple[int, int],

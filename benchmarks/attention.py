@@ -50,6 +50,11 @@ WIN_CPU = {'d_cpu_swin': (2, 56, 56, 96, 3, 7, 3)}
 # (B, H, W, C, heads, block, halo)
 HALO_GPU = {'e_halo': (16, 64, 64, 256, 8, 8, 3)}
 HALO_CPU = {'e_cpu_halo': (2, 32, 32, 256, 8, 8, 3)}
+# --smoke: tiny shapes through every code path of the GPU run (Triton via TRITON_INTERPRET=1 on CPU)
+NA_SMOKE = {'smoke_na': (1, 12, 10, 1, 16, 3, 1), 'smoke_na_d2': (1, 12, 10, 1, 16, 3, 2)}
+WIN_SMOKE = {'smoke_win': (1, 8, 8, 32, 2, 4, 2)}
+HALO_SMOKE = {'smoke_halo': (1, 8, 8, 32, 2, 4, 1)}
+_REPS = {'warmup': 3, 'reps': 20}
 
 
 # ----------------------------------------------------------------------------- timing
@@ -58,11 +63,12 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def bench(fn, device, warmup=3, reps=20, min_time=0.0):
+def bench(fn, device):
     """Median milliseconds of ``fn()``; CUDA via triton.testing.do_bench, CPU via perf_counter."""
     if device == 'cuda':
         from triton.testing import do_bench
         return float(do_bench(fn, warmup=25, rep=100, return_mode='median'))
+    warmup, reps = _REPS['warmup'], _REPS['reps']
     for _ in range(warmup):
         fn()
     times = []
@@ -275,6 +281,8 @@ def main():
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     ap.add_argument('--json', default=None, help='write results here')
     ap.add_argument('--only', default=None, help='comma-separated case-name prefixes')
+    ap.add_argument('--smoke', action='store_true',
+                    help='tiny shapes, one repetition, every backend (run with TRITON_INTERPRET=1 on CPU)')
     ap.add_argument('--mem-child', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--mem-cfg', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--mem-bwd', action='store_true', help=argparse.SUPPRESS)
@@ -287,7 +295,12 @@ def main():
     if device == 'cpu':
         torch.set_num_threads(int(os.environ.get('BENCH_THREADS', '2')))
     dtype = torch.bfloat16 if device == 'cuda' else torch.float32
-    backends = ['triton', 'flex', 'reference'] if device == 'cuda' else ['reference']
+    backends = ['triton', 'flex', 'reference'] if device == 'cuda' or args.smoke else ['reference']
+    if args.smoke:
+        _REPS.update(warmup=0, reps=1)
+    na_cases = NA_SMOKE if args.smoke else NA_GPU if device == 'cuda' else NA_CPU
+    win_cases = WIN_SMOKE if args.smoke else WIN_GPU if device == 'cuda' else WIN_CPU
+    halo_cases = HALO_SMOKE if args.smoke else HALO_GPU if device == 'cuda' else HALO_CPU
     keep = (lambda n: args.only is None or any(n.startswith(p) for p in args.only.split(',')))
     meta = {
         'date': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'device': device,
@@ -302,16 +315,16 @@ def main():
         meta['triton'] = None
     meta['copy_GBps'] = copy_bandwidth_gbs(device)
     rows = []
-    for name, cfg in (NA_GPU if device == 'cuda' else NA_CPU).items():
+    for name, cfg in na_cases.items():
         if keep(name):
-            rows += na_rows(name, cfg, device, dtype, backends, with_dense=True)
-    for name, cfg in (WIN_GPU if device == 'cuda' else WIN_CPU).items():
+            rows += _show(na_rows(name, cfg, device, dtype, backends, with_dense=True))
+    for name, cfg in win_cases.items():
         if keep(name):
-            rows += window_rows(name, cfg, device, dtype, backends)
-    for name, cfg in (HALO_GPU if device == 'cuda' else HALO_CPU).items():
+            rows += _show(window_rows(name, cfg, device, dtype, backends))
+    for name, cfg in halo_cases.items():
         if keep(name):
-            rows += halo_rows(name, cfg, device, dtype, backends)
-    if device == 'cpu':
+            rows += _show(halo_rows(name, cfg, device, dtype, backends))
+    if device == 'cpu' and not args.smoke:
         cfg = NA_CPU['a_cpu_56_2x32']
         if keep('a_cpu_56_2x32'):
             for impl in ('reference', 'dense'):
@@ -319,6 +332,7 @@ def main():
                     rows.append({'case': 'a_cpu_56_2x32', 'impl': f'peak RSS growth: {impl}',
                                  'mode': 'fwd+bwd' if bwd else 'fwd', 'peak_extra_MiB': cpu_peak_mem(impl, cfg, bwd)})
     _add_ratios(rows)
+    print('--- with ratios ---', flush=True)
     for r in rows:
         print(json.dumps(r))
     result = {'meta': meta, 'rows': rows}
@@ -326,6 +340,13 @@ def main():
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
     print(json.dumps(meta))
+
+
+def _show(rows):
+    """Print rows as soon as they are measured (a long GPU run leaves a trace if it is cut off)."""
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    return rows
 
 
 def _add_ratios(rows):

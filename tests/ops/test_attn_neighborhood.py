@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from attn_parity import check_backend, make_inputs, run
+from attn_parity import TOL, check_backend, make_inputs, run
 from densekit.ops import na1d, na2d
 from densekit.ops.neighborhood.reference import na_reference
 
@@ -250,3 +250,20 @@ def test_cuda_flex_parity(requires_cuda, dtype, shape, kernel, dilation):
     # flex compiles per shape, so the GPU check runs it on two shapes only
     check_backend(_na_op(kernel, dilation), 'flex', shape, (shape[-2], 2 * kernel - 1, 2 * kernel - 1), dtype,
                   device='cuda')
+
+
+def test_triton_packed_qkv_views(triton_interpreter):
+    """q, k, v as strided views of one packed projection (the usual qkv.unbind pattern)."""
+    g = torch.Generator().manual_seed(3)
+    packed = torch.randn(1, 9, 10, 3, 2, 16, generator=g)
+    rpb = torch.randn(2, 5, 5, generator=g)
+    go = torch.randn(1, 9, 10, 2, 16, generator=g)
+    res = {}
+    for backend in ('reference', 'triton'):
+        x = packed.clone().requires_grad_(True)
+        r = rpb.clone().requires_grad_(True)
+        q, k, v = x.unbind(3)
+        na2d(q, k, v, 3, (1, 2), rpb=r, backend=backend).backward(go)
+        res[backend] = (x.grad, r.grad)
+    torch.testing.assert_close(res['triton'][0], res['reference'][0], atol=TOL[torch.float32]['dq'], rtol=0)
+    torch.testing.assert_close(res['triton'][1], res['reference'][1], atol=TOL[torch.float32]['dbias'], rtol=0)

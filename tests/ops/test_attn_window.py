@@ -3,7 +3,7 @@ and mmdet's (official-port) ShiftWindowMSA, gradcheck, errors, and backend parit
 import pytest
 import torch
 
-from attn_parity import check_backend, make_inputs
+from attn_parity import TOL, check_backend, make_inputs
 from densekit.layers.window import (pad_to_multiple, relative_position_bias, relative_position_index,
                                     rpb_dense_to_table, rpb_table_to_dense, shift_window_mask, unpad,
                                     window_partition, window_reverse)
@@ -157,3 +157,17 @@ def test_single_row_of_windows_batch_one():
     dense = torch.cat([window_attention(q[:, :, j:j + 2], k[:, :, j:j + 2], v[:, :, j:j + 2],
                                         (9, 2), backend='reference') for j in range(0, 12, 2)], 2)
     torch.testing.assert_close(out, dense)
+
+
+def test_triton_packed_qkv_views(triton_interpreter):
+    """q, k, v as strided views of one packed projection (timm / Swin's qkv.unbind pattern)."""
+    g = torch.Generator().manual_seed(3)
+    packed = torch.randn(1, 8, 8, 3, 2, 16, generator=g)
+    go = torch.randn(1, 8, 8, 2, 16, generator=g)
+    grads = {}
+    for backend in ('reference', 'triton'):
+        x = packed.clone().requires_grad_(True)
+        q, k, v = x.unbind(3)
+        window_attention(q, k, v, 4, 2, backend=backend).backward(go)
+        grads[backend] = x.grad
+    torch.testing.assert_close(grads['triton'], grads['reference'], atol=TOL[torch.float32]['dq'], rtol=0)

@@ -342,9 +342,8 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         delta = (dout.float() * out.float()).sum(-1).reshape(B, H * W, nh).contiguous()
         tile_h, tile_w, block_n, block_d = _config(H, W, D)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
-        dq = torch.empty_like(q)
-        dk = torch.empty_like(k)
-        dv = torch.empty_like(v)
+        # gradients are written with the strides of q / k / v (which may be views into a packed qkv)
+        dq, dk, dv = (torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in (q, k, v))
         need_drpb = has_rpb and ctx.needs_input_grad[3]
         kk = kernel[0] * kernel[1]
         ds = torch.zeros(B, H * W, nh, kk, device=q.device, dtype=torch.float32) if need_drpb else lse

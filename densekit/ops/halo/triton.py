@@ -200,11 +200,9 @@ class HaloAttentionTriton(torch.autograd.Function):
         q, k, v, th, tw, out, lse = ctx.saved_tensors
         block, halo, scale, mask_pad, wp, bm, block_d = ctx.meta
         B, H, W, nh, D = q.shape
-        dout = dout.contiguous()
-        if dout.stride() != out.stride():
-            raise RuntimeError('halo triton: unexpected gradient layout')
+        dout = dout if dout.stride(-1) == 1 else dout.contiguous()  # its own strides are passed
         delta = (dout.float() * out.float()).sum(-1).reshape(B, H * W, nh).contiguous()
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dq, dk, dv = (torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in (q, k, v))
         dth = torch.zeros_like(th) if th is not None else None
         dtw = torch.zeros_like(tw) if tw is not None else None
         grid = ((H // block) * (W // block), B * nh)

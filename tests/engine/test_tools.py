@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_seg import REPO, env_with_hooks, make_tiny_ade, write_config
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiny_seg / tiny_hooks beside this file
+from tiny_seg import REPO, env_with_hooks, make_tiny_ade, write_config  # noqa: E402
 
 pytest.importorskip('mmseg')
 

@@ -37,7 +37,9 @@ def _det_dataset(root, ann_file, img_dir, classes=None, dataset_type=None):
 def _coco_gt_as_prediction(ds, ann_file):
     """Feed every image's ground truth to ``CocoMetric`` as its prediction (score 1)."""
     from mmdet.registry import METRICS
-    metric = METRICS.build(dict(type='CocoMetric', ann_file=str(ann_file), metric=['bbox', 'segm']))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        metric = METRICS.build(dict(type='CocoMetric', ann_file=str(ann_file),
+                                    metric=['bbox', 'segm']))
     metric.dataset_meta = ds.metainfo
     n_instances = 0
     for i in range(len(ds)):
@@ -135,7 +137,8 @@ def _seg_gt_as_prediction(ds):
     from mmseg.registry import METRICS
     from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
-    metric = METRICS.build(dict(type='IoUMetric', iou_metrics=['mIoU']))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        metric = METRICS.build(dict(type='IoUMetric', iou_metrics=['mIoU']))
     metric.dataset_meta = ds.metainfo
     present = set()
     for i in range(len(ds)):

@@ -7,7 +7,10 @@
 * makes mmengine's checkpoint loading safe on torch >= 2.6 and its checkpoint writes atomic
   (see :mod:`densekit.compat.safe_load`);
 * lets mmengine's distributed launcher and DDP wrapper run on CPU with gloo
-  (see :mod:`densekit.compat.dist`).
+  (see :mod:`densekit.compat.dist`);
+* provides ``panopticapi`` (COCO panoptic PQ, for mmdet's ``CocoPanopticMetric``) from
+  :mod:`densekit.compat.panopticapi` when no real ``panopticapi`` is installed, in the same
+  last-resort way as ``mmcv._ext``.
 """
 from __future__ import annotations
 
@@ -41,6 +44,31 @@ class _PortableExtFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
 
+class _PanopticApiFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``panopticapi`` to :mod:`densekit.compat.panopticapi`, after the standard finders.
+
+    The package's submodules are registered while the package is created: the shim's own
+    ``__path__`` would otherwise let the path finder load second copies of them.
+    """
+
+    _SUBMODULES = ('evaluation', 'utils')
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != 'panopticapi':
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self, origin='densekit.compat.panopticapi',
+                                              is_package=True)
+
+    def create_module(self, spec):
+        from densekit.compat import panopticapi
+        for name in self._SUBMODULES:
+            sys.modules.setdefault(f'panopticapi.{name}', getattr(panopticapi, name))
+        return panopticapi
+
+    def exec_module(self, module):
+        return None
+
+
 def using_portable_ops() -> bool:
     """True when ``mmcv._ext`` resolves (or would resolve) to densekit's portable ops."""
     mod = sys.modules.get('mmcv._ext')
@@ -56,6 +84,8 @@ def install() -> None:
         return
     if not any(isinstance(f, _PortableExtFinder) for f in sys.meta_path):
         sys.meta_path.append(_PortableExtFinder())
+    if not any(isinstance(f, _PanopticApiFinder) for f in sys.meta_path):
+        sys.meta_path.append(_PanopticApiFinder())
     from densekit.compat import dist, pycocotools_np2, safe_load
     safe_load.install()
     dist.install()

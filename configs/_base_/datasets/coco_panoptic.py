@@ -1,7 +1,6 @@
 # COCO 2017 panoptic segmentation (80 things + 53 stuff), mmdet scope; PQ (CocoPanopticMetric)
-# plus bbox / segm AP of the thing classes. Needs the `panopticapi` module: install it with
-# `pip install --no-deps panopticapi-lite` (the PyPI build of cocodataset/panopticapi; its
-# numpy<2 pin is spurious, the modules used need only numpy and Pillow).
+# plus bbox / segm AP of the thing classes. The `panopticapi` module it needs is provided by
+# densekit (densekit/compat/panopticapi) unless a real panopticapi is installed.
 dataset_type = 'CocoPanopticDataset'
 data_root = 'data/coco/'
 backend_args = None

@@ -22,21 +22,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from timm.layers import Mlp
 from torchvision.ops import stochastic_depth
 
+from densekit.layers.drop import drop_path_schedule
 from densekit.models.backbones.base import BackboneMixin
 from densekit.models.convert import register_converter
 from densekit.models.registry import register_backbone
 
 __all__ = ['ConvNeXt', 'LayerNorm2d', 'convert_convnext']
-
-
-def drop_path_schedule(rate: float, num_blocks: int) -> list[float]:
-    """Stochastic-depth probabilities rising linearly from 0 to ``rate`` over ``num_blocks``."""
-    # Plain Python (not torch.linspace) so that models can be built on the meta device.
-    if num_blocks <= 1:
-        return [0.0] * num_blocks
-    return [rate * i / (num_blocks - 1) for i in range(num_blocks)]
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -50,19 +44,6 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
-
-
-class ConvNeXtMlp(nn.Module):
-    """Inverted-bottleneck MLP on a channels-last tensor ``[B, H, W, C]``."""
-
-    def __init__(self, dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -82,7 +63,7 @@ class ConvNeXtBlock(nn.Module):
         super().__init__()
         self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = ConvNeXtMlp(dim, int(mlp_ratio * dim))
+        self.mlp = Mlp(dim, int(mlp_ratio * dim))  # inverted bottleneck, channels-last
         self.gamma = (nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
                       if layer_scale_init_value > 0 else None)
         self.drop_path = float(drop_path)

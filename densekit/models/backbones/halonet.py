@@ -32,7 +32,7 @@ import torch.utils.checkpoint as cp
 from torchvision.ops import stochastic_depth
 
 from densekit.models.backbones.base import BackboneMixin
-from densekit.models.backbones.convnext import drop_path_schedule
+from densekit.layers.drop import drop_path_schedule
 from densekit.models.convert import register_converter
 from densekit.models.registry import register_backbone
 from densekit.ops.halo import halo_attention

@@ -31,11 +31,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from timm.layers import Mlp
 from torchvision.ops import stochastic_depth
 
+from densekit.layers.drop import drop_path_schedule
 from densekit.layers.window import pad_to_multiple, rpb_table_to_dense, to_2tuple, unpad
 from densekit.models.backbones.base import BackboneMixin
-from densekit.models.backbones.convnext import drop_path_schedule
 from densekit.models.convert import register_converter
 from densekit.models.registry import register_backbone
 from densekit.ops.window import window_attention
@@ -113,17 +114,6 @@ class SwinWindowAttention(nn.Module):
         return self.proj(out.reshape(B, H, W, C))
 
 
-class SwinMlp(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class SwinBlock(nn.Module):
     """Pre-norm (S)W-MSA and MLP residual blocks on a channels-last map ``[B, H, W, C]``.
 
@@ -145,7 +135,7 @@ class SwinBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = SwinWindowAttention(dim, num_heads, window_size, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = SwinMlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = float(drop_path)
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:

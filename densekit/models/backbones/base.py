@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import torch
 import torch.nn as nn
 
 
@@ -45,6 +46,16 @@ class BackboneMixin:
             m.eval()
             for p in m.parameters():
                 p.requires_grad = False
+
+    def _channels_last_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Runs ``self.stages`` on a channels-last map ``[B, H, W, C]`` and returns the NCHW maps
+        of ``self.out_indices``, each through its ``self.out_norms[str(i)]``."""
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(self.out_norms[str(i)](x).permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)
 
     def train(self, mode: bool = True):
         nn.Module.train(self, mode)

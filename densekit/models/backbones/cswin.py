@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
-from torch.nn.init import trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
+from densekit.layers.init import init_transformer_weights
 from densekit.layers.window import window_partition, window_reverse
 from densekit.models.backbones.base import BackboneMixin
 from densekit.models.convert import register_converter
@@ -267,29 +267,12 @@ class CSWin(BackboneMixin, nn.Module):
              for i in self.out_indices})
         self.feature_info = [dict(num_chs=self.dims[i], reduction=4 * 2 ** i, module=f'stages.{i}')
                              for i in range(num_stages)]
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         self._freeze_stages()
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # The official init (convolutions keep PyTorch's default).
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``[B, in_chans, H, W]`` -> one NCHW map per out index (stride-4 map: ``(H - 1) // 4 + 1``)."""
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(self.out_norms[str(i)](x).permute(0, 3, 1, 2).contiguous())
-        return tuple(outs)
+        return self._channels_last_outputs(self.stem(x))
 
 
 # ------------------------------------------------------------------------------------------------

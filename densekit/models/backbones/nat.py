@@ -29,6 +29,7 @@ from timm.layers import DropPath, Mlp
 from torch.nn.init import trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
+from densekit.layers.init import init_transformer_weights
 from densekit.models.backbones.base import BackboneMixin
 from densekit.models.convert import register_converter
 from densekit.models.registry import register_backbone
@@ -269,29 +270,12 @@ class NAT(BackboneMixin, nn.Module):
              for i in self.out_indices})
         self.feature_info = [dict(num_chs=self.dims[i], reduction=4 * 2 ** i, module=f'stages.{i}')
                              for i in range(num_stages)]
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         self._freeze_stages()
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # The official classification init; the dense-prediction code relies on it too.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``[B, in_chans, H, W]`` -> one ``[B, C_i, ceil(H / s_i), ceil(W / s_i)]`` per out index."""
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(self.out_norms[str(i)](x).permute(0, 3, 1, 2).contiguous())
-        return tuple(outs)
+        return self._channels_last_outputs(self.stem(x))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -178,3 +178,17 @@ def test_triton_refuses_windows_larger_than_one_tile(monkeypatch):
     q = torch.randn(1, 2, 160, 1, 16)  # a CSWin-like 2 x 160 stripe: 320 tokens
     with pytest.raises(RuntimeError, match='more than the 256 one Triton tile holds'):
         window_attention(q, q, q, (2, 160), backend='triton')
+
+
+def test_reference_tables_cached_in_inference_mode_serve_backward():
+    # The reference caches its token permutation and shift mask; a first call under
+    # torch.inference_mode() (an eval pass) must not leave inference tensors that a later
+    # training step would have to save for backward.
+    q, k, v, rpb, go = make_inputs((1, 10, 15, 2, 8), (2, 9, 9))
+    with torch.inference_mode():
+        expected = window_attention(q, k, v, 5, 2, rpb=rpb, backend='reference')
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out = window_attention(*leaves, 5, 2, rpb=rpb, backend='reference')
+    out.backward(go)
+    torch.testing.assert_close(out.detach(), expected, atol=0, rtol=0)
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)

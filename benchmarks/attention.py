@@ -9,8 +9,10 @@ Every row is measured in the same process: our backends (triton / flex / referen
 baselines — compiled ``flex_attention`` with a neighborhood mask (our ``flex`` backend), dense
 SDPA with a boolean neighborhood mask (where the ``(HW)^2`` mask fits), timm's Swin attention
 (eager and fused SDPA), timm's ``HaloAttn`` — plus device-to-device copy bandwidth as the
-roofline. Reported: median ms (forward, forward+backward), effective GB/s (bytes of the op's
-inputs and outputs, i.e. q, k, v, out [+ dout, dq, dk, dv]), peak extra memory, and ratios.
+roofline, and a dense matrix product as the arithmetic ceiling. Reported: median ms (forward,
+forward+backward), effective GB/s (bytes of the op's inputs and outputs, i.e. q, k, v, out
+[+ dout, dq, dk, dv]), peak extra memory, ratios, and each row's time over the case's floor
+(``x_floor``: max of bytes / copy bandwidth and FLOPs / matmul rate, see ``floors``).
 Nothing here is asserted; see ``benchmarks/RESULTS.md`` for recorded runs.
 """
 from __future__ import annotations
@@ -101,6 +103,53 @@ def copy_bandwidth_gbs(device, nbytes=256 * 2 ** 20):
     dst = torch.empty_like(src)
     ms = bench(lambda: dst.copy_(src), device)
     return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+def matmul_tflops(device, dtype):
+    """Dense matrix-product rate (TFLOP/s) of the device in ``dtype``: the arithmetic ceiling."""
+    n = 8192 if device == 'cuda' else 1024
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    ms = bench(lambda: a @ b, device)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e12
+
+
+def floors(case_cfgs, dtype):
+    """Lower bounds per case from counting: the fewest bytes the op must move (each input read
+    once, each output written once) and the matrix FLOPs it must do, forward and forward+backward
+    (backward = recomputed logits + four products, flash-attention style). Window and halo cases
+    include their qkv / output projections, as the timed rows do."""
+    es = torch.empty((), dtype=dtype).element_size()
+    out = {}
+    for name, (kind, cfg) in case_cfgs.items():
+        if kind == 'na':
+            B, H, W, h, D, k, _ = cfg
+            S, keys, extra_f, io_tokens = B * H * W * h, k * k, 0, B * H * W * h * D
+            io_f, io_b = 4 * io_tokens, 8 * io_tokens  # q k v out | bwd reads q k v out dout, writes dq dk dv
+        else:
+            B, H, W, C, h, a, b = cfg
+            T = B * H * W
+            S, D = T * h, C // h
+            keys = a * a if kind == 'window' else (a + 2 * b) ** 2
+            # Swin: qkv (3C) + output projection (C); timm HaloAttn: q (C) + kv (2C), no output projection
+            extra_f = 2 * T * C * (4 * C if kind == 'window' else 3 * C)
+            io_f, io_b = 2 * T * C, 3 * T * C  # x in, y out | bwd reads x and dy, writes dx
+        attn_f = 4 * S * keys * D
+        out[name] = dict(bytes_fwd=io_f * es, bytes_fwdbwd=(io_f + io_b) * es,
+                         flops_fwd=attn_f + extra_f, flops_fwdbwd=attn_f + 2.5 * attn_f + 3 * extra_f)
+    return out
+
+
+def _add_floors(rows, case_floors, copy_gbps, tflops):
+    """``floor_<mode>_ms`` = max(bytes / copy bandwidth, flops / matmul rate); ``x_floor`` = ms / floor."""
+    for r in rows:
+        f = case_floors.get(r['case'])
+        if f is None:
+            continue
+        for mode in ('fwd', 'fwdbwd'):
+            floor = max(f[f'bytes_{mode}'] / (copy_gbps * 1e9), f[f'flops_{mode}'] / (tflops * 1e12)) * 1e3
+            r[f'floor_{mode}_ms'] = floor
+            if f'{mode}_ms' in r:
+                r[f'{mode}_x_floor'] = r[f'{mode}_ms'] / floor
 
 
 # ----------------------------------------------------------------------------- cases
@@ -314,16 +363,28 @@ def main():
     except ImportError:
         meta['triton'] = None
     meta['copy_GBps'] = copy_bandwidth_gbs(device)
+    meta['matmul_TFLOPs'] = matmul_tflops(device, dtype)
+    case_floors = floors({**{n: ('na', c) for n, c in na_cases.items()}, **{n: ('window', c) for n, c in win_cases.items()},
+                          **{n: ('halo', c) for n, c in halo_cases.items()}}, dtype)
     rows = []
+
+    def save():  # after every case, so a run cut off by a time limit keeps what it measured
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump({'meta': meta, 'rows': rows}, f, indent=1)
+
     for name, cfg in na_cases.items():
         if keep(name):
             rows += _show(na_rows(name, cfg, device, dtype, backends, with_dense=True))
+            save()
     for name, cfg in win_cases.items():
         if keep(name):
             rows += _show(window_rows(name, cfg, device, dtype, backends))
+            save()
     for name, cfg in halo_cases.items():
         if keep(name):
             rows += _show(halo_rows(name, cfg, device, dtype, backends))
+            save()
     if device == 'cpu' and not args.smoke:
         cfg = NA_CPU['a_cpu_56_2x32']
         if keep('a_cpu_56_2x32'):
@@ -332,13 +393,11 @@ def main():
                     rows.append({'case': 'a_cpu_56_2x32', 'impl': f'peak RSS growth: {impl}',
                                  'mode': 'fwd+bwd' if bwd else 'fwd', 'peak_extra_MiB': cpu_peak_mem(impl, cfg, bwd)})
     _add_ratios(rows)
+    _add_floors(rows, case_floors, meta['copy_GBps'], meta['matmul_TFLOPs'])
     print('--- with ratios ---', flush=True)
     for r in rows:
         print(json.dumps(r))
-    result = {'meta': meta, 'rows': rows}
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=1)
+    save()
     print(json.dumps(meta))
 
 

@@ -267,3 +267,16 @@ def test_triton_packed_qkv_views(triton_interpreter):
         res[backend] = (x.grad, r.grad)
     torch.testing.assert_close(res['triton'][0], res['reference'][0], atol=TOL[torch.float32]['dq'], rtol=0)
     torch.testing.assert_close(res['triton'][1], res['reference'][1], atol=TOL[torch.float32]['dbias'], rtol=0)
+
+
+def test_reference_tables_cached_in_inference_mode_serve_backward():
+    # The tiled reference caches its index tables; a first call under torch.inference_mode()
+    # (an eval pass) must not leave inference tensors that a later training step saves for backward.
+    q, k, v, rpb, go = make_inputs((1, 11, 13, 2, 8), (2, 5, 5))
+    with torch.inference_mode():
+        expected = na2d(q, k, v, 3, (2, 3), rpb=rpb, backend='reference')
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, rpb)]
+    out = na2d(*leaves[:3], 3, (2, 3), rpb=leaves[3], backend='reference')
+    out.backward(go)
+    torch.testing.assert_close(out.detach(), expected, atol=0, rtol=0)
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)

@@ -17,11 +17,15 @@ in window units. ``L >= k * d`` is required so that every class holds a full win
 
 Two implementations of these semantics live here; neither forms an ``L x L`` score matrix:
 
-* ``'tiled'`` (the default): per residue class, queries are cut into 8x8 tiles; each tile
-  attends to the ``(8+kh-1) x (8+kw-1)`` key region that contains all of its windows through one
-  batched matmul, an exact window mask and the gathered bias; plain autograd. Dense GEMMs make it
-  the fast CPU path; it computes ~4x the necessary logits (k=7) and keeps ~3 gathered copies of
-  k and v for backward.
+* ``'tiled'`` (the default): the sub-grid of every residue class is cut into query tiles of
+  ``th x tw`` (about 4-12 a side, picked per sub-grid size by a CPU cost model); each tile
+  attends to the ``(th+kh-1) x (tw+kw-1)`` key region that contains all of its windows through
+  one batched matmul, with the bias and the exact window mask added as one gathered term (the
+  flat bias table is extended by a ``-inf`` entry for keys outside a query's window); plain
+  autograd. The residue classes of an axis have at most two sub-axis lengths, so the ``d^2``
+  classes run as at most four batched groups, gathered straight from the map. Dense GEMMs make
+  it the fast CPU path; it computes ~3-4x the necessary logits (k=7) and keeps ~3-5 gathered
+  copies of k and v for backward.
 * ``'offsets'``: loops over chunks of kernel offsets, gathering only the keys of that chunk,
   with its own ``torch.autograd.Function`` that recomputes the probabilities in backward
   (flash-attention style): the least memory, but many small contractions (slower on CPU).
@@ -202,61 +206,140 @@ def _axis_tiles(Lc: int, kernel: int, tile: int):
     return rows, qpos, allowed, bias
 
 
+@functools.lru_cache(maxsize=128)
+def _choose_tile(Hc: int, Wc: int, kh: int, kw: int) -> Tuple[int, int]:
+    """Query tile of a ``Hc x Wc`` sub-grid from a CPU cost model fitted to timings on 2 cores: a tile of
+    ``M`` queries and ``N`` region keys costs about ``N * (M + 32)`` (logits and softmax, plus the
+    gathered key / value copies). Small maps prefer tiles that divide them (no padded queries)."""
+    def axis(L, k, t):
+        t = min(t, L)
+        return -(-L // t), t, min(t + k - 1, L)
+    best = None
+    for th in range(4, 13):
+        for tw in range(4, 13):
+            nh, th_, rh = axis(Hc, kh, th)
+            nw, tw_, rw = axis(Wc, kw, tw)
+            key = (nh * nw * rh * rw * (th_ * tw_ + 32), -th_ * tw_)
+            if best is None or key < best[0]:
+                best = (key, (th_, tw_))
+    return best[1]
+
+
+def _axis_groups(length: int, dilation: int):
+    """Residue classes of one axis batched by sub-axis length: ``[(r0, r1, Lc), ...]`` (at most
+    two: the first ``length % dilation`` classes are one longer than the rest)."""
+    long_len, n_long = -(-length // dilation), length % dilation
+    if n_long == 0:
+        return [(0, dilation, length // dilation)]
+    return [(0, n_long, long_len), (n_long, dilation, long_len - 1)]
+
+
+def _group_tile(Hc: int, Wc: int, kernel: Tuple[int, int], tile: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    if tile is None:
+        return _choose_tile(Hc, Wc, kernel[0], kernel[1])
+    return min(tile[0], Hc), min(tile[1], Wc)
+
+
 @functools.lru_cache(maxsize=64)
-def _grid_tiles_cpu(Hc: int, Wc: int, kh: int, kw: int, th: int, tw: int):
-    rows_h, q_h, al_h, b_h = _axis_tiles(Hc, kh, th)
-    rows_w, q_w, al_w, b_w = _axis_tiles(Wc, kw, tw)
-    nth, nt_w = rows_h.shape[0], rows_w.shape[0]
-    # [nTh, nTw, TH, TW, RH, RW] -> [nTh, nTw, TH*TW, RH*RW]
-    allowed = (al_h[:, None, :, None, :, None] & al_w[None, :, None, :, None, :])
-    bias = b_h[:, None, :, None, :, None] * (2 * kw - 1) + b_w[None, :, None, :, None, :]
-    shape = (nth, nt_w, th * tw, rows_h.shape[1] * rows_w.shape[1])
-    return rows_h, rows_w, q_h, q_w, allowed.reshape(shape).contiguous(), bias.reshape(shape).contiguous()
+def _group_tiles_cpu(group_h: Tuple[int, int, int], group_w: Tuple[int, int, int], dilation: Tuple[int, int],
+                     kernel: Tuple[int, int], tile: Optional[Tuple[int, int]]):
+    """Index tables of one group of residue classes (all of sub-grid size ``Hc x Wc``).
+
+    Returns global key rows / columns ``[nres*nT*R]`` and query rows / columns ``[nres*nT*T]``
+    (ordered residue, tile, position) and the bias index ``[nTh, nTw, TH*TW, RH*RW]`` into the
+    flat ``(2kh-1)(2kw-1)`` table extended by one ``-inf`` entry that marks keys outside a query's
+    window (so bias and mask are one gather). Built outside inference mode: a cached inference
+    tensor could not be saved for a later backward.
+    """
+    with torch.inference_mode(False):
+        (rh0, rh1, Hc), (rw0, rw1, Wc) = group_h, group_w
+        (kh, kw), (dh, dw) = kernel, dilation
+        th, tw = _group_tile(Hc, Wc, kernel, tile)
+        rows_h, q_h, al_h, b_h = _axis_tiles(Hc, kh, th)
+        rows_w, q_w, al_w, b_w = _axis_tiles(Wc, kw, tw)
+
+        def to_global(local, r0, r1, d):  # class coordinates -> map coordinates, residue outermost
+            return (torch.arange(r0, r1)[:, None, None] + d * local[None]).reshape(-1)
+
+        # [nTh, nTw, TH, TW, RH, RW] -> [nTh, nTw, TH*TW, RH*RW]
+        allowed = al_h[:, None, :, None, :, None] & al_w[None, :, None, :, None, :]
+        bias = b_h[:, None, :, None, :, None] * (2 * kw - 1) + b_w[None, :, None, :, None, :]
+        bias = bias.masked_fill(~allowed, (2 * kh - 1) * (2 * kw - 1))
+        shape = (rows_h.shape[0], rows_w.shape[0], th * tw, rows_h.shape[1] * rows_w.shape[1])
+        return (to_global(rows_h, rh0, rh1, dh), to_global(rows_w, rw0, rw1, dw),
+                to_global(q_h, rh0, rh1, dh), to_global(q_w, rw0, rw1, dw), bias.reshape(shape).contiguous())
 
 
-def _na_tiled_class(q, k, v, rpb_flat, kernel, scale, tile):
-    """Undilated 2-D NA on ``[B, Hc, Wc, h, D]`` (compute dtype) by query tiles."""
-    B, Hc, Wc, h, D = q.shape
-    th, tw = min(tile[0], Hc), min(tile[1], Wc)
-    rows_h, rows_w, q_h, q_w, allowed, bias_idx = (
-        t.to(q.device) for t in _grid_tiles_cpu(Hc, Wc, kernel[0], kernel[1], th, tw))
-    nth, ntw = rows_h.shape[0], rows_w.shape[0]
+def _na_tiled_group(q, k, v, bias_ext, group_h, group_w, kernel, dilation, scale, tile):
+    """NA of one group of residue classes of ``[B, H, W, h, D]`` (compute dtype) by query tiles.
 
-    def tiles(x, ih, iw):  # [B, Hc, Wc, h, D] -> [B, h, nTh, nTw, ih.shape[1]*iw.shape[1], D]
-        x = x[:, ih[:, :, None, None], iw[None, None, :, :]]  # [B, nTh, a, nTw, b, h, D]
-        return x.permute(0, 5, 1, 3, 2, 4, 6).reshape(B, h, nth, ntw, -1, D)
+    Every tile attends to the key region that contains all of its windows through one batched
+    matmul; the classes of the group and their tiles form the batch. Returns
+    ``[B, Hc, nres_h, Wc, nres_w, h, D]`` (query ``(i, r)`` of an axis sits at ``r + d * i``).
+    """
+    B, H, W, h, D = q.shape
+    (rh0, rh1, Hc), (rw0, rw1, Wc) = group_h, group_w
+    nrh, nrw = rh1 - rh0, rw1 - rw0
+    th, tw = _group_tile(Hc, Wc, kernel, tile)
+    rows_h, rows_w, q_h, q_w, bias_idx = (t.to(q.device) for t in _group_tiles_cpu(
+        group_h, group_w, tuple(dilation), tuple(kernel), tile))
+    nth, ntw, M, N = bias_idx.shape
 
-    qt, kt, vt = tiles(q, q_h, q_w), tiles(k, rows_h, rows_w), tiles(v, rows_h, rows_w)
-    logits = (qt @ kt.transpose(-1, -2)) * scale  # [B, h, nTh, nTw, M, N]
-    if rpb_flat is not None:
-        logits = logits + rpb_flat[:, bias_idx][None]
-    logits = logits.masked_fill(~allowed, float('-inf'))
-    out = logits.softmax(-1) @ vt  # [B, h, nTh, nTw, TH*TW, D]
-    out = out.view(B, h, nth, ntw, th, tw, D).permute(0, 2, 4, 3, 5, 1, 6).reshape(B, nth * th, ntw * tw, h, D)
-    return out[:, :Hc, :Wc]
+    def tiles(x, ih, iw):  # -> [B*nrh*nrw, h, nTh, nTw, a*b, D]; two gathers, each a cheap copy backward
+        x = x.index_select(1, ih).index_select(2, iw)
+        x = x.view(B, nrh, nth, ih.numel() // (nrh * nth), nrw, ntw, iw.numel() // (nrw * ntw), h, D)
+        return x.permute(0, 1, 4, 7, 2, 5, 3, 6, 8).reshape(B * nrh * nrw, h, nth, ntw, -1, D)
+
+    qt, kt, vt = tiles(q * scale, q_h, q_w), tiles(k, rows_h, rows_w), tiles(v, rows_h, rows_w)
+    logits = qt @ kt.transpose(-1, -2)  # [B*nrh*nrw, h, nTh, nTw, M, N]
+    # bias and window mask in one gather, shared by the batch and the classes of the group (the
+    # leading dim, so its gradient is a cheap leading-dim sum); added in place: the matmul's
+    # backward needs its inputs, not its output
+    logits += bias_ext.index_select(1, bias_idx.reshape(-1)).view(-1, nth, ntw, M, N)
+    out = logits.softmax(-1) @ vt  # [B*nrh*nrw, h, nTh, nTw, TH*TW, D]
+    out = out.view(B, nrh, nrw, h, nth, ntw, th, tw, D).permute(0, 4, 6, 1, 5, 7, 2, 3, 8)
+    return out.reshape(B, nth * th, nrh, ntw * tw, nrw, h, D)[:, :Hc, :, :Wc]
 
 
 def na_reference_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequence[int],
                        dilation: Sequence[int], rpb: Optional[torch.Tensor], scale: float,
-                       tile: Tuple[int, int] = (8, 8)) -> torch.Tensor:
-    """Tiled reference (see module docstring); 1-D runs as a height-1 2-D problem."""
+                       tile: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Tiled reference (see module docstring); 1-D runs as a height-1 2-D problem.
+
+    Args:
+        tile: query tile ``(th, tw)``; None picks one per sub-grid (:func:`_choose_tile`).
+    """
     one_d = q.dim() == 4
     if one_d:
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
-        kernel, dilation, tile = (1, kernel[0]), (1, dilation[0]), (1, 64)
+        kernel, dilation, tile = (1, kernel[0]), (1, dilation[0]), (1, 64) if tile is None else tile
+    kernel, dilation = tuple(kernel), tuple(dilation)
+    tile = tuple(tile) if tile is not None else None
     ct = _compute_dtype(q.dtype)
-    h = q.shape[-2]
+    B, H, W, h, D = q.shape
     qc, kc, vc = q.to(ct), k.to(ct), v.to(ct)
-    rpb_flat = rpb.to(ct).reshape(h, -1) if rpb is not None else None
-    dh, dw = dilation
-    if dh == 1 and dw == 1:
-        out = _na_tiled_class(qc, kc, vc, rpb_flat, kernel, scale, tile)
+    # flat bias table plus one -inf column: the index of keys outside a query's window
+    R = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
+    if rpb is not None:
+        table = rpb.to(ct).reshape(h, R)
     else:
-        out = qc.new_empty(qc.shape)
-        for rh in range(dh):
-            for rw in range(dw):
-                sl = (slice(None), slice(rh, None, dh), slice(rw, None, dw))
-                out[sl] = _na_tiled_class(qc[sl], kc[sl], vc[sl], rpb_flat, kernel, scale, tile)
+        table = qc.new_zeros(1, R)
+    bias_ext = torch.cat([table, table.new_full((table.shape[0], 1), float('-inf'))], 1)
+    groups_h, groups_w = _axis_groups(H, dilation[0]), _axis_groups(W, dilation[1])
+    dh, dw = dilation
+    if len(groups_h) == 1 and len(groups_w) == 1:
+        # every class has the same sub-grid: [B, Hc, dh, Wc, dw] is the map itself
+        out = _na_tiled_group(qc, kc, vc, bias_ext, groups_h[0], groups_w[0], kernel, dilation, scale, tile)
+        out = out.reshape(B, H, W, h, D)
+    else:
+        Hp, Wp = -(-H // dh) * dh, -(-W // dw) * dw
+        out = qc.new_empty(B, Hp // dh, dh, Wp // dw, dw, h, D)
+        for gh in groups_h:
+            for gw in groups_w:
+                (rh0, rh1, Hc), (rw0, rw1, Wc) = gh, gw
+                out[:, :Hc, rh0:rh1, :Wc, rw0:rw1] = _na_tiled_group(qc, kc, vc, bias_ext, gh, gw, kernel,
+                                                                    dilation, scale, tile)
+        out = out.view(B, Hp, Wp, h, D)[:, :H, :W].contiguous()
     out = out.to(q.dtype)
     return out.squeeze(1) if one_d else out
 

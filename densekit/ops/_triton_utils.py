@@ -46,3 +46,4 @@ def upcast(t: torch.Tensor) -> bool:
 @triton.jit
 def sum_axis(x, AXIS: tl.constexpr):
     return tl.reduce(x, AXIS, SUM_COMBINE)
+

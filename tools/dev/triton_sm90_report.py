@@ -8,6 +8,11 @@ memory per program, and the matrix instruction in the machine code.
 
     python tools/dev/triton_sm90_report.py                 # bf16, sm_90, markdown table
     python tools/dev/triton_sm90_report.py --dtype float32 --arch 80 --json out.json
+    python tools/dev/triton_sm90_report.py --small ...     # small shapes (tests/ops/test_triton_compile.py)
+
+Run it in a fresh process without ``TRITON_INTERPRET``: ``@triton.jit`` decides at definition time
+whether a kernel is compiled or interpreted, so kernels imported under the interpreter cannot be
+compiled here (and the other way round).
 """
 from __future__ import annotations
 
@@ -80,9 +85,43 @@ def cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
     return out
 
 
-def report(dtype: torch.dtype, arch: int) -> List[dict]:
+def small_cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
+    """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
+    windows, halo, MSDA (what ``tests/ops/test_triton_compile.py`` compiles)."""
+    from densekit.ops.halo.triton import halo_triton
+    from densekit.ops.ms_deform_attn.triton import ms_deform_attn_triton
+    from densekit.ops.neighborhood.triton import na_triton
+    from densekit.ops.window.triton import window_triton
+
+    def na2d():
+        q, k, v = (_leaf(1, 16, 18, 2, 32, dtype=dtype) for _ in range(3))
+        return na_triton(q, k, v, (7, 5), (2, 1), _leaf(2, 13, 9, dtype=dtype), 0.2)
+
+    def na1d():
+        q, k, v = (_leaf(2, 40, 2, 64, dtype=dtype) for _ in range(3))
+        return na_triton(q, k, v, (9,), (1,), _leaf(2, 17, dtype=dtype), 0.125)
+
+    def window():
+        q, k, v = (_leaf(1, 14, 14, 3, 32, dtype=dtype) for _ in range(3))
+        return window_triton(q, k, v, (7, 7), (3, 3), _leaf(3, 13, 13, dtype=dtype), 32 ** -0.5)
+
+    def halo():
+        q, k, v = (_leaf(1, 16, 16, 2, 32, dtype=dtype) for _ in range(3))
+        rel_h, rel_w = (_leaf(27, 32, dtype=dtype) for _ in range(2))
+        return halo_triton(q, k, v, 8, 3, rel_h, rel_w, 32 ** -0.5, False, 'zeros')
+
+    def msda():
+        shapes, starts = torch.tensor([[6, 8], [3, 4]]), torch.tensor([0, 48])
+        loc = torch.rand(1, 5, 2, 2, 4, 2).to(dtype).requires_grad_()
+        attn = torch.rand(1, 5, 2, 2, 4).to(dtype).requires_grad_()
+        return ms_deform_attn_triton(_leaf(1, 60, 2, 32, dtype=dtype), shapes, starts, loc, attn)
+
+    return {'na2d': na2d, 'na1d': na1d, 'window': window, 'halo': halo, 'msda': msda}
+
+
+def report(dtype: torch.dtype, arch: int, small: bool = False) -> List[dict]:
     rows = []
-    for name, run in cases(dtype).items():
+    for name, run in (small_cases if small else cases)(dtype).items():
         with _triton_aot.compile_only(arch, constants_shown=_SHOWN) as reports:
             y = run()
             y.backward(torch.ones_like(y))
@@ -96,12 +135,15 @@ def main():
     ap.add_argument('--dtype', default='bfloat16', choices=('bfloat16', 'float16', 'float32'))
     ap.add_argument('--arch', type=int, default=90, help='compute capability x10 (90 = Hopper, 80 = Ampere)')
     ap.add_argument('--json', default=None)
+    ap.add_argument('--small', action='store_true', help='small test shapes instead of the benchmark shapes')
     args = ap.parse_args()
+    if os.environ.get('TRITON_INTERPRET') == '1':
+        sys.exit('unset TRITON_INTERPRET: interpreted kernels cannot be compiled')
     ok, why = _triton_aot.available()
     if not ok:
         sys.exit(f'cannot compile ahead of time: {why}')
     import triton
-    rows = report(getattr(torch, args.dtype), args.arch)
+    rows = report(getattr(torch, args.dtype), args.arch, args.small)
     print(f'triton {triton.__version__}, torch {torch.__version__}, target sm_{args.arch}, {args.dtype}\n')
     print('| case | kernel | constants | warps | stages | regs | spill B | smem KiB | MMA |')
     print('|---|---|---|---|---|---|---|---|---|')

@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from densekit.ops._buffers import grad_buffers
 from densekit.ops._triton_utils import dot as _dot
 from densekit.ops._triton_utils import precision as _precision
 from densekit.ops._triton_utils import row_max, row_sum
@@ -343,7 +344,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         tile_h, tile_w, block_n, block_d = _config(H, W, D)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)
-        dq, dk, dv = (torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in (q, k, v))
+        dq, dk, dv = grad_buffers(q, k, v)
         need_drpb = has_rpb and ctx.needs_input_grad[3]
         kk = kernel[0] * kernel[1]
         ds = torch.zeros(B, H * W, nh, kk, device=q.device, dtype=torch.float32) if need_drpb else lse

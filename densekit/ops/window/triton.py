@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from densekit.layers.window import relative_position_index
+from densekit.ops._buffers import grad_buffers
 from densekit.ops._triton_utils import dot, precision, row_max, row_sum, upcast
 
 
@@ -170,7 +171,7 @@ class WindowAttentionTriton(torch.autograd.Function):
         dout = dout.contiguous()
         delta = (dout.float() * out.float()).sum(-1).reshape(B, H * W, nh).contiguous()
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)
-        dq, dk, dv = (torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in (q, k, v))
+        dq, dk, dv = grad_buffers(q, k, v)
         need_drpb = has_rpb and ctx.needs_input_grad[3]
         ds = torch.zeros(B, n_win, nh, N, N, device=q.device, dtype=torch.float32) if need_drpb else lse
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)

@@ -65,3 +65,21 @@ def test_one_tensor_as_q_k_and_v(triton_interpreter, op):
         grads[backend] = x.grad
     tol = TOL[torch.float32]  # x.grad = dq + dk + dv: the three tolerances add
     torch.testing.assert_close(grads['triton'], grads['reference'], atol=tol['dq'] + tol['dk'] + tol['dv'], rtol=0)
+
+
+@pytest.mark.parametrize('min_programs,chunks', [(8, 1), (16, 2), (24, 3)])
+def test_window_bias_gradient_summed_over_image_chunks(triton_interpreter, monkeypatch, min_programs, chunks):
+    """With a bias gradient the window backward sums dS over chunks of images; force one chunk of
+    3 images, chunks of 2 + 1 (uneven) and 1 + 1 + 1, and compare every gradient with the reference."""
+    from attn_parity import check_backend
+    import densekit.ops.window.triton as wt
+    monkeypatch.setattr(wt, '_MIN_PROGRAMS', min_programs)
+    allocated = []
+    zeros = torch.zeros
+    monkeypatch.setattr(wt.torch, 'zeros', lambda *a, **kw: allocated.append(a) or zeros(*a, **kw))
+
+    def op(q, k, v, rpb, backend=None):
+        return window_attention(q, k, v, 4, 2, rpb=rpb, backend=backend)
+    # 8x8 map, window 4, 2 heads: 4 windows x 2 heads = 8 programs per image
+    check_backend(op, 'triton', (3, 8, 8, 2, 16), (2, 7, 7), torch.float32)
+    assert (chunks, 4, 2, 16, 16) in allocated  # the dS buffer: [chunks, windows, heads, N, N]

@@ -168,3 +168,18 @@ def test_triton_packed_qkv_views(triton_interpreter):
         grads[backend] = (x.grad, r.grad)
     torch.testing.assert_close(grads['triton'][0], grads['reference'][0], atol=TOL[torch.float32]['dq'], rtol=0)
     torch.testing.assert_close(grads['triton'][1], grads['reference'][1], atol=TOL[torch.float32]['dbias'], rtol=0)
+
+
+@pytest.mark.parametrize('padding', ['zeros', 'mask'])
+def test_reference_tables_cached_in_inference_mode_serve_backward(padding):
+    # The reference caches its window row indices; a first call under torch.inference_mode()
+    # (an eval pass) must not leave inference tensors that a later training step saves for backward.
+    q, k, v, rel, go = make_inputs((1, 10, 15, 2, 8), (2, 17, 8))  # win = 5 + 2 * 2
+    with torch.inference_mode():
+        expected = halo_attention(q, k, v, 5, 2, rel_h=rel[0], rel_w=rel[1], padding=padding, backend='reference')
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, rel)]
+    out = halo_attention(*leaves[:3], 5, 2, rel_h=leaves[3][0], rel_w=leaves[3][1], padding=padding,
+                         backend='reference')
+    out.backward(go)
+    torch.testing.assert_close(out.detach(), expected, atol=0, rtol=0)
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)

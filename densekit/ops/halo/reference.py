@@ -16,9 +16,16 @@ absolute coordinates (timm's ``rel_logits_1d``), or ``scale * (q.k + rel)`` when
 * ``'zeros'`` — timm ``HaloAttn`` numerics: the keys / values there are zero vectors (timm pads
   *after* the kv projection), so they still take part in the softmax with logit ``rel`` only;
 * ``'mask'`` — they are excluded from the softmax (what a masked kernel would do).
+
+Implementation (CPU-minded, exact): the key / value windows are two ``index_select`` gathers of
+the zero-padded map (their gradient is two ``index_add``, where ``unfold``'s is a slow generic
+fold); the relative logits are one small matmul per axis, ``q . rel`` over all ``2*win-1``
+offsets, read back per key through a strided view (offset ``ky - qy`` is a constant stride step,
+no gather) and added to the ``q . k`` logits in timm's order of operations.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -32,6 +39,25 @@ def halo_rel_logits(q: torch.Tensor, rel: Optional[torch.Tensor]) -> Optional[to
     return torch.einsum('bhwnd,rd->bhwnr', q, rel.to(q.dtype))
 
 
+@functools.lru_cache(maxsize=64)
+def _window_rows_cpu(n_blocks: int, block: int, halo: int) -> torch.Tensor:
+    """Rows of the halo-padded axis read by each block's window: ``[n_blocks * win]``."""
+    with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward
+        win = block + 2 * halo
+        return (torch.arange(n_blocks)[:, None] * block + torch.arange(win)[None, :]).reshape(-1)
+
+
+def _rel_to_abs(tab: torch.Tensor, block: int, win: int, axis: int) -> torch.Tensor:
+    """``tab [..., b(qy), b(qx), 2*win-1]`` (contiguous) -> ``[..., b, b, win]`` holding
+    ``tab[..., qy, qx, k - q + win - 1]`` for key ``k`` and query coordinate ``q`` = qy (axis 0) or
+    qx (axis 1): a strided view, since that offset moves by one entry per step of ``q``."""
+    R = 2 * win - 1
+    lead = tab.shape[:-3]
+    lead_strides = tab.stride()[:-3]
+    strides = (block * R - 1, R, 1) if axis == 0 else (block * R, R - 1, 1)
+    return tab.as_strided((*lead, block, block, win), (*lead_strides, *strides), tab.storage_offset() + win - 1)
+
+
 def halo_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, halo: int,
                    rel_h: Optional[torch.Tensor], rel_w: Optional[torch.Tensor], scale: float,
                    scale_pos_embed: bool, padding: str) -> torch.Tensor:
@@ -41,43 +67,36 @@ def halo_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int
     nbh, nbw = H // block, W // block
     ct = torch.float64 if q.dtype == torch.float64 else torch.float32
     q, k, v = q.to(ct), k.to(ct), v.to(ct)
+    rows = _window_rows_cpu(nbh, block, halo).to(q.device)
+    cols = _window_rows_cpu(nbw, block, halo).to(q.device)
 
     # queries: [B, nbh, nbw, h, b*b, D]
     qb = q.view(B, nbh, block, nbw, block, h, D).permute(0, 1, 3, 5, 2, 4, 6).reshape(B, nbh, nbw, h, block * block, D)
 
     def windows(x):  # [B, H, W, h, D] -> [B, nbh, nbw, h, win*win, D]
-        x = F.pad(x, (0, 0, 0, 0, halo, halo, halo, halo))
-        x = x.unfold(1, win, block).unfold(2, win, block)  # [B, nbh, nbw, h, D, win, win]
-        return x.permute(0, 1, 2, 3, 5, 6, 4).reshape(*x.shape[:4], win * win, x.shape[4])
+        x = F.pad(x, (0, 0, 0, 0, halo, halo, halo, halo)).index_select(1, rows).index_select(2, cols)
+        x = x.view(x.shape[0], nbh, win, nbw, win, *x.shape[3:])
+        return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(x.shape[0], nbh, nbw, x.shape[5], win * win, x.shape[6])
 
     kb, vb = windows(k), windows(v)
+    # timm's order of operations: scale * q.k + q.rel, or scale * (q.k + q.rel). The scalings are in
+    # place (neither the matmul nor the add needs its output for backward); the rel add is not, as
+    # an in-place add through a view makes autograd copy the whole gradient.
     logits = qb @ kb.transpose(-1, -2)  # [B, nbh, nbw, h, b*b, win*win]
-    rel = None
-    # relative logits: query (qy, qx) in block, key (ky, kx) in window -> index ky - qy + win - 1
-    t = torch.arange(block, device=q.device)
-    u = torch.arange(win, device=q.device)
-    ridx = (u[None, :] - t[:, None] + win - 1)  # [b, win]
-    if rel_h is not None or rel_w is not None:
-        rel = 0
-        for table, axis in ((rel_h, 0), (rel_w, 1)):
-            if table is None:
-                continue
-            tab = torch.einsum('bnmhqd,rd->bnmhqr', qb, table.to(ct))  # [.., b*b, 2win-1]
-            tab = tab.view(B, nbh, nbw, h, block, block, 2 * win - 1)
-            if axis == 0:  # depends on (qy, ky): gather along r with ridx[qy]
-                g = tab[..., ridx]  # [.., qy, qx, b(qy'), win]
-                g = torch.diagonal(g, dim1=4, dim2=6)  # [.., qx, win, qy]
-                g = g.permute(0, 1, 2, 3, 6, 4, 5)[..., :, :, :, None]  # [.., qy, qx, win(ky), 1]
-            else:
-                g = tab[..., ridx]  # [.., qy, qx, b(qx'), win]
-                g = torch.diagonal(g, dim1=5, dim2=6)  # [.., qy, win, qx]
-                g = g.transpose(-1, -2)[..., :, :, None, :]  # [.., qy, qx, 1, win(kx)]
-            rel = rel + g
-        rel = rel.reshape(B, nbh, nbw, h, block * block, win * win)
+    if not scale_pos_embed:
+        logits *= scale
+    rel = None  # [.., qy, qx, ky, kx], the two axes summed first as timm does
+    for table, axis in ((rel_h, 0), (rel_w, 1)):
+        if table is None:
+            continue
+        tab = (qb @ table.to(ct).t()).view(B, nbh, nbw, h, block, block, 2 * win - 1)
+        g = _rel_to_abs(tab, block, win, axis)  # [.., qy, qx, win]: ky (axis 0) or kx (axis 1)
+        g = g[..., :, None] if axis == 0 else g[..., None, :]
+        rel = g if rel is None else rel + g
+    if rel is not None:
+        logits = (logits.view(B, nbh, nbw, h, block, block, win, win) + rel).view(logits.shape)
     if scale_pos_embed:
-        logits = (logits + rel) * scale if rel is not None else logits * scale
-    else:
-        logits = logits * scale + rel if rel is not None else logits * scale
+        logits *= scale
     if padding == 'mask' and halo > 0:
         ones = torch.ones(1, H, W, 1, 1, dtype=ct, device=q.device)
         valid = windows(ones)[0, :, :, 0, :, 0] > 0  # [nbh, nbw, win*win]

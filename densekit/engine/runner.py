@@ -188,6 +188,9 @@ def _enable_out(cfg, out: str) -> None:
             else [cfg.test_evaluator]
         cfg.test_evaluator = [*evaluators, dict(type='DumpDetResults', out_file_path=out)]
     else:
+        # mmseg's IoUMetric creates output_dir on the main process only, and the other ranks of a
+        # distributed test can write their first prediction before it exists: create it on every rank
+        os.makedirs(out, exist_ok=True)
         cfg.test_evaluator['output_dir'] = out
         cfg.test_evaluator['keep_results'] = True
 

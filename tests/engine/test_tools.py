@@ -1,6 +1,8 @@
 """tools/train.py and tools/test.py as a user runs them: distributed CPU, kill-and-resume, errors."""
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +37,8 @@ def tiny(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_distributed_two_processes_cpu(tiny, tmp_path):
-    """tools/dist_train.sh -> torchrun -> 2 gloo ranks; DDP keeps the weights identical."""
+    """tools/dist_train.sh -> torchrun -> 2 gloo ranks; DDP keeps the weights identical; then
+    tools/dist_test.sh on the result."""
     wd = tmp_path / 'dist'
     r = _run(['bash', str(REPO / 'tools' / 'dist_train.sh'), str(tiny), '2', '--work-dir', str(wd),
               '--cfg-options', 'train_cfg.max_iters=4'], tmp_path)
@@ -51,6 +54,26 @@ def test_distributed_two_processes_cpu(tiny, tmp_path):
     b1 = torch.load(wd / 'weights_rank1.pt')['buffers']
     assert any(not torch.equal(b0[k], b1[k]) for k in b0 if 'running_mean' in k)
     assert (wd / 'iter_4.pth').is_file()
+
+    # tools/dist_test.sh: 2 ranks each evaluate a shard; the collected metrics and the dumped
+    # predictions equal a single-process evaluation of the same checkpoint
+    single = _run([sys.executable, str(REPO / 'tools' / 'test.py'), str(tiny), str(wd / 'iter_4.pth'),
+                   '--work-dir', str(tmp_path / 'test1'), '--out', str(tmp_path / 'preds1')], tmp_path)
+    dist = _run(['bash', str(REPO / 'tools' / 'dist_test.sh'), str(tiny), str(wd / 'iter_4.pth'), '2',
+                 '--work-dir', str(tmp_path / 'test2'), '--out', str(tmp_path / 'preds2')], tmp_path,
+                env={'PORT': str(_free_port())})
+    metrics = [re.findall(r'\b(aAcc|mIoU|mAcc): ([0-9.]+)', r.stdout + r.stderr) for r in (single, dist)]
+    assert metrics[0] and metrics[0][-3:] == metrics[1][-3:], metrics
+    preds = [sorted((tmp_path / d).glob('*.png')) for d in ('preds1', 'preds2')]
+    assert [p.name for p in preds[0]] == [p.name for p in preds[1]] and len(preds[0]) == 8
+    for a, b in zip(*preds):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def test_kill_and_resume_matches_uninterrupted(tiny, tmp_path):

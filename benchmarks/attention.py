@@ -195,9 +195,15 @@ def na_rows(name, cfg, device, dtype, backends, with_dense):
     io_fwd = _nbytes(q, k, v, q)
     io_bwd = io_fwd + _nbytes(q, q, q, q)  # + dout, dq, dk, dv
     rows = []
+    with torch.no_grad():  # correctness next to speed: each backend's output vs the fp32 reference
+        ref = na2d(q.float(), k.float(), v.float(), kernel, dilation, rpb=rpb.float(), backend='reference')
     for backend in backends:
         fn = (lambda b=backend: na2d(q, k, v, kernel, dilation, rpb=rpb, backend=b))
-        rows.append(_measure(name, f'densekit.na2d[{backend}]', fn, [q, k, v, rpb], device, io_fwd, io_bwd))
+        row = _measure(name, f'densekit.na2d[{backend}]', fn, [q, k, v, rpb], device, io_fwd, io_bwd)
+        if 'error' not in row:
+            with torch.no_grad():
+                row['max_abs_err_vs_fp32_ref'] = (fn().float() - ref).abs().max().item()
+        rows.append(row)
     if with_dense:
         S = H * W
         need = S * S * (h * B * 4 + 1 + h * 4)  # scores fp32 + mask + bias
@@ -373,18 +379,23 @@ def main():
             with open(args.json, 'w') as f:
                 json.dump({'meta': meta, 'rows': rows}, f, indent=1)
 
+    def case(name, make_rows):  # a case that breaks (e.g. another timm version) is reported, not fatal
+        try:
+            new = make_rows()
+        except Exception as e:
+            new = [{'case': name, 'impl': 'case setup', 'error': f'{type(e).__name__}: {str(e)[:300]}'}]
+        rows.extend(_show(new))
+        save()
+
     for name, cfg in na_cases.items():
         if keep(name):
-            rows += _show(na_rows(name, cfg, device, dtype, backends, with_dense=True))
-            save()
+            case(name, lambda: na_rows(name, cfg, device, dtype, backends, with_dense=True))
     for name, cfg in win_cases.items():
         if keep(name):
-            rows += _show(window_rows(name, cfg, device, dtype, backends))
-            save()
+            case(name, lambda: window_rows(name, cfg, device, dtype, backends))
     for name, cfg in halo_cases.items():
         if keep(name):
-            rows += _show(halo_rows(name, cfg, device, dtype, backends))
-            save()
+            case(name, lambda: halo_rows(name, cfg, device, dtype, backends))
     if device == 'cpu' and not args.smoke:
         cfg = NA_CPU['a_cpu_56_2x32']
         if keep('a_cpu_56_2x32'):

@@ -208,9 +208,10 @@ def _axis_tiles(Lc: int, kernel: int, tile: int):
 
 @functools.lru_cache(maxsize=128)
 def _choose_tile(Hc: int, Wc: int, kh: int, kw: int) -> Tuple[int, int]:
-    """Query tile of a ``Hc x Wc`` sub-grid from a CPU cost model fitted to timings on 2 cores: a tile of
-    ``M`` queries and ``N`` region keys costs about ``N * (M + 32)`` (logits and softmax, plus the
-    gathered key / value copies). Small maps prefer tiles that divide them (no padded queries)."""
+    """Query tile (4-12 a side) of a ``Hc x Wc`` sub-grid minimising a CPU cost model fitted to
+    timings on a 2-core x86 CPU: a tile of ``M`` queries and ``N`` region keys costs about
+    ``N * (M + 32)`` (logits and softmax, plus the gathered key / value copies), summed over the
+    tiles, so padded queries of a tile that does not divide the sub-grid count as work."""
     def axis(L, k, t):
         t = min(t, L)
         return -(-L // t), t, min(t + k - 1, L)

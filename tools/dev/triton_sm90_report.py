@@ -17,6 +17,7 @@ compiled here (and the other way round).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -45,78 +46,66 @@ def _leaf(*shape, dtype):
     return torch.empty(*shape, dtype=dtype).normal_().requires_grad_()
 
 
-def cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
-    """Case name -> a function running forward + backward of one op at that shape."""
-    from densekit.ops.halo.triton import halo_triton
-    from densekit.ops.ms_deform_attn.triton import ms_deform_attn_triton
+# One runner per op (forward output; the caller runs backward). Shapes follow benchmarks/attention.py:
+# NA (B, H, W, heads, D, kernel, dilation) with H = None for 1-D; window (B, H, W, C, heads, window,
+# shift); halo (B, H, W, C, heads, block, halo); MSDA (batch, queries, heads, D, level sizes, points).
+def _na(dtype, B, H, W, h, D, k, d):
     from densekit.ops.neighborhood.triton import na_triton
-    from densekit.ops.window.triton import window_triton
+    spatial = (W,) if H is None else (H, W)
+    kern = (k,) * len(spatial) if isinstance(k, int) else k
+    dil = (d,) * len(spatial) if isinstance(d, int) else d
+    q, kk, v = (_leaf(B, *spatial, h, D, dtype=dtype) for _ in range(3))
+    rpb = _leaf(h, *(2 * x - 1 for x in kern), dtype=dtype)
+    return na_triton(q, kk, v, kern, dil, rpb, D ** -0.5)
 
+
+def _window(dtype, B, H, W, C, h, ws, shift):
+    from densekit.ops.window.triton import window_triton
+    q, kk, v = (_leaf(B, H, W, h, C // h, dtype=dtype) for _ in range(3))
+    rpb = _leaf(h, 2 * ws - 1, 2 * ws - 1, dtype=dtype)
+    return window_triton(q, kk, v, (ws, ws), (shift, shift), rpb, (C // h) ** -0.5)
+
+
+def _halo(dtype, B, H, W, C, h, bs, hs):
+    from densekit.ops.halo.triton import halo_triton
+    D = C // h
+    q, kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(3))
+    rel_h, rel_w = (_leaf(2 * (bs + 2 * hs) - 1, D, dtype=dtype) for _ in range(2))
+    return halo_triton(q, kk, v, bs, hs, rel_h, rel_w, D ** -0.5, False, 'zeros')
+
+
+def _msda(dtype, bs, nq, nh, d, levels, points):
+    from densekit.ops.ms_deform_attn.triton import ms_deform_attn_triton
+    shapes = torch.tensor(levels)
+    starts = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
+    value = _leaf(bs, int(shapes.prod(1).sum()), nh, d, dtype=dtype)
+    loc = torch.rand(bs, nq, nh, len(levels), points, 2).to(dtype).requires_grad_()
+    attn = torch.rand(bs, nq, nh, len(levels), points).to(dtype).requires_grad_()
+    return ms_deform_attn_triton(value, shapes, starts, loc, attn)
+
+
+def cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
+    """The benchmark shapes (a)-(e) and a DINO-sized MSDA: case name -> forward of that op."""
     na, win, halo = _bench_cases()
     out: Dict[str, Callable[[], torch.Tensor]] = {}
-    for name, (B, H, W, h, D, k, d) in na.items():
-        def run(B=B, H=H, W=W, h=h, D=D, k=k, d=d):
-            q, kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(3))
-            rpb = _leaf(h, 2 * k - 1, 2 * k - 1, dtype=dtype)
-            return na_triton(q, kk, v, (k, k), (d, d), rpb, D ** -0.5)
-        out[name] = run
-    for name, (B, H, W, C, h, ws, shift) in win.items():
-        def run(B=B, H=H, W=W, C=C, h=h, ws=ws, shift=shift):
-            q, kk, v = (_leaf(B, H, W, h, C // h, dtype=dtype) for _ in range(3))
-            rpb = _leaf(h, 2 * ws - 1, 2 * ws - 1, dtype=dtype)
-            return window_triton(q, kk, v, (ws, ws), (shift, shift), rpb, (C // h) ** -0.5)
-        out[name] = run
-    for name, (B, H, W, C, h, bs, hs) in halo.items():
-        def run(B=B, H=H, W=W, C=C, h=h, bs=bs, hs=hs):
-            D = C // h
-            q, kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(3))
-            rel_h, rel_w = (_leaf(2 * (bs + 2 * hs) - 1, D, dtype=dtype) for _ in range(2))
-            return halo_triton(q, kk, v, bs, hs, rel_h, rel_w, D ** -0.5, False, 'zeros')
-        out[name] = run
-
-    def msda(bs=2, nq=900, nh=8, d=32, levels=((100, 168), (50, 84), (25, 42), (13, 21)), points=4):
-        shapes = torch.tensor(levels)
-        starts = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
-        value = _leaf(bs, int(shapes.prod(1).sum()), nh, d, dtype=dtype)
-        loc = torch.rand(bs, nq, nh, len(levels), points, 2, dtype=dtype).requires_grad_()
-        attn = torch.rand(bs, nq, nh, len(levels), points, dtype=dtype).requires_grad_()
-        return ms_deform_attn_triton(value, shapes, starts, loc, attn)
-    out['msda_dino_4scale'] = msda
+    out.update({name: functools.partial(_na, dtype, *cfg) for name, cfg in na.items()})
+    out.update({name: functools.partial(_window, dtype, *cfg) for name, cfg in win.items()})
+    out.update({name: functools.partial(_halo, dtype, *cfg) for name, cfg in halo.items()})
+    out['msda_dino_4scale'] = functools.partial(_msda, dtype, 2, 900, 8, 32,
+                                                ((100, 168), (50, 84), (25, 42), (13, 21)), 4)
     return out
 
 
 def small_cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
     windows, halo, MSDA (what ``tests/ops/test_triton_compile.py`` compiles)."""
-    from densekit.ops.halo.triton import halo_triton
-    from densekit.ops.ms_deform_attn.triton import ms_deform_attn_triton
-    from densekit.ops.neighborhood.triton import na_triton
-    from densekit.ops.window.triton import window_triton
-
-    def na2d():
-        q, k, v = (_leaf(1, 16, 18, 2, 32, dtype=dtype) for _ in range(3))
-        return na_triton(q, k, v, (7, 5), (2, 1), _leaf(2, 13, 9, dtype=dtype), 0.2)
-
-    def na1d():
-        q, k, v = (_leaf(2, 40, 2, 64, dtype=dtype) for _ in range(3))
-        return na_triton(q, k, v, (9,), (1,), _leaf(2, 17, dtype=dtype), 0.125)
-
-    def window():
-        q, k, v = (_leaf(1, 14, 14, 3, 32, dtype=dtype) for _ in range(3))
-        return window_triton(q, k, v, (7, 7), (3, 3), _leaf(3, 13, 13, dtype=dtype), 32 ** -0.5)
-
-    def halo():
-        q, k, v = (_leaf(1, 16, 16, 2, 32, dtype=dtype) for _ in range(3))
-        rel_h, rel_w = (_leaf(27, 32, dtype=dtype) for _ in range(2))
-        return halo_triton(q, k, v, 8, 3, rel_h, rel_w, 32 ** -0.5, False, 'zeros')
-
-    def msda():
-        shapes, starts = torch.tensor([[6, 8], [3, 4]]), torch.tensor([0, 48])
-        loc = torch.rand(1, 5, 2, 2, 4, 2).to(dtype).requires_grad_()
-        attn = torch.rand(1, 5, 2, 2, 4).to(dtype).requires_grad_()
-        return ms_deform_attn_triton(_leaf(1, 60, 2, 32, dtype=dtype), shapes, starts, loc, attn)
-
-    return {'na2d': na2d, 'na1d': na1d, 'window': window, 'halo': halo, 'msda': msda}
+    return {
+        'na2d': functools.partial(_na, dtype, 1, 16, 18, 2, 32, (7, 5), (2, 1)),
+        'na1d': functools.partial(_na, dtype, 2, None, 40, 2, 64, 9, 1),
+        'window': functools.partial(_window, dtype, 1, 14, 14, 96, 3, 7, 3),
+        'halo': functools.partial(_halo, dtype, 1, 16, 16, 64, 2, 8, 3),
+        'msda': functools.partial(_msda, dtype, 1, 5, 2, 32, ((6, 8), (3, 4)), 4),
+    }
 
 
 def report(dtype: torch.dtype, arch: int, small: bool = False) -> List[dict]:

@@ -31,9 +31,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-# Hopper's opt-in shared-memory limit per block (227 KiB) and the per-thread register cap.
+# Hopper's opt-in shared-memory limit per block (227 KiB)
 SM90_MAX_SHARED_BYTES = 232448
-MAX_REGISTERS = 255
 
 
 @dataclass
@@ -49,11 +48,6 @@ class KernelReport:
     mma: Optional[str]  # 'HGMMA', 'HMMA' or None
     compile_s: float
     sass_ops: Dict[str, int] = field(default_factory=dict)
-
-    def row(self) -> str:
-        consts = ', '.join(f'{k}={v}' for k, v in self.constants.items())
-        return (f'| {self.kernel} | {consts} | {self.num_warps} | {self.num_stages} | {self.registers} | '
-                f'{self.local_bytes} | {self.shared_bytes / 1024:.1f} | {self.mma or "none"} |')
 
 
 def _triton_bin(name: str) -> str:

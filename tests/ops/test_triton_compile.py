@@ -30,13 +30,14 @@ SHARED_LIMIT = {90: _triton_aot.SM90_MAX_SHARED_BYTES, 80: 166912}
 TENSOR_CORE_OP = {90: 'HGMMA', 80: 'HMMA'}
 # kernels launched by forward + backward of each op
 EXPECTED = {
-    'na2d': ['_na_fwd', '_na_bwd_dq', '_na_bwd_dkdv'],
-    'na1d': ['_na_fwd', '_na_bwd_dq', '_na_bwd_dkdv'],
-    'window': ['_window_fwd', '_window_bwd'],
-    'halo': ['_halo_fwd_or_dq', '_halo_fwd_or_dq', '_halo_dkdv'],
+    'na2d': ['_na_fwd', '_row_dot_kernel', '_na_bwd_dq', '_na_bwd_dkdv'],
+    'na1d': ['_na_fwd', '_row_dot_kernel', '_na_bwd_dq', '_na_bwd_dkdv'],
+    'window': ['_window_fwd', '_row_dot_kernel', '_window_bwd'],
+    'halo': ['_halo_fwd_or_dq', '_row_dot_kernel', '_halo_fwd_or_dq', '_halo_dkdv'],
     'msda': ['_msda_fwd_kernel', '_msda_bwd_kernel'],
 }
-GATHER_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel'}  # no dot products: no MMA expected
+# no dot products: no MMA expected
+ELEMENTWISE_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel', '_row_dot_kernel'}
 
 
 def _compile(dtype: str, arch: int, tmp_path) -> list:
@@ -63,7 +64,7 @@ def test_kernels_compile_for_gpu(dtype, arch, tmp_path):
         where = f"{r['case']}: {r['kernel']} ({dtype}, sm_{arch}, constants {r['constants']})"
         assert r['shared_bytes'] <= SHARED_LIMIT[arch], f"{where}: {r['shared_bytes']} B of shared memory"
         assert r['local_bytes'] == 0, f"{where}: {r['local_bytes']} B spilled to local memory"
-        if r['kernel'] in GATHER_KERNELS:
+        if r['kernel'] in ELEMENTWISE_KERNELS:
             continue
         if dtype == 'float32':
             assert r['mma'] is None, f"{where}: fp32 dots must stay exact (no TF32), got {r['sass_ops']}"

@@ -83,3 +83,15 @@ def test_window_bias_gradient_summed_over_image_chunks(triton_interpreter, monke
     # 8x8 map, window 4, 2 heads: 4 windows x 2 heads = 8 programs per image
     check_backend(op, 'triton', (3, 8, 8, 2, 16), (2, 7, 7), torch.float32)
     assert (chunks, 4, 2, 16, 16) in allocated  # the dS buffer: [chunks, windows, heads, N, N]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_row_dot_matches_torch_on_strided_inputs(triton_interpreter, dtype):
+    """delta = sum(dout * out, -1) in fp32 from a kernel (no full-size fp32 temporaries), for
+    strided inputs: dout a permuted view, out a view into a packed tensor, D not a power of two."""
+    from densekit.ops._triton_utils import row_dot
+    g = torch.Generator().manual_seed(7)
+    dout = torch.randn(2, 3, 5, 6, 2, 24, generator=g).to(dtype).permute(0, 2, 1, 3, 4, 5)[:, :, :, 1]  # [2, 5, 3, 2, 24]
+    out = torch.randn(2, 5, 3, 3, 2, 24, generator=g).to(dtype)[:, :, :, 2]
+    expected = (dout.double() * out.double()).sum(-1).reshape(2, 15, 2).float()
+    torch.testing.assert_close(row_dot(dout, out), expected, atol=1e-5, rtol=1e-6)

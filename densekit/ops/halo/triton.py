@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from densekit.ops._triton_utils import dot, precision, row_max, row_sum, sum_axis, upcast
+from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum, sum_axis, upcast
 
 
 @triton.jit
@@ -201,7 +201,7 @@ class HaloAttentionTriton(torch.autograd.Function):
         block, halo, scale, mask_pad, wp, bm, block_d = ctx.meta
         B, H, W, nh, D = q.shape
         dout = dout if dout.stride(-1) == 1 else dout.contiguous()  # its own strides are passed
-        delta = (dout.float() * out.float()).sum(-1).reshape(B, H * W, nh).contiguous()
+        delta = row_dot(dout, out)
         dq, dk, dv = (torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in (q, k, v))
         dth = torch.zeros_like(th) if th is not None else None
         dtw = torch.zeros_like(tw) if tw is not None else None

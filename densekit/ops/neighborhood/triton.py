@@ -28,7 +28,7 @@ import triton.language as tl
 from densekit.ops._buffers import grad_buffers
 from densekit.ops._triton_utils import dot as _dot
 from densekit.ops._triton_utils import precision as _precision
-from densekit.ops._triton_utils import row_max, row_sum
+from densekit.ops._triton_utils import row_dot, row_max, row_sum
 from densekit.ops._triton_utils import upcast as _upcast
 from densekit.ops.neighborhood.reference import axis_windows
 
@@ -340,7 +340,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         kernel, dilation, scale, has_rpb = ctx.meta
         B, H, W, nh, D = q.shape
         dout = dout.contiguous()
-        delta = (dout.float() * out.float()).sum(-1).reshape(B, H * W, nh).contiguous()
+        delta = row_dot(dout, out)
         tile_h, tile_w, block_n, block_d = _config(H, W, D)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)

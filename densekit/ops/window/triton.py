@@ -21,7 +21,7 @@ import triton.language as tl
 
 from densekit.layers.window import relative_position_index
 from densekit.ops._buffers import grad_buffers
-from densekit.ops._triton_utils import dot, precision, row_max, row_sum, upcast
+from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum, upcast
 
 
 @triton.jit
@@ -192,7 +192,7 @@ class WindowAttentionTriton(torch.autograd.Function):
         N = wh * ww
         n_win = (H // wh) * (W // ww)
         dout = dout.contiguous()
-        delta = (dout.float() * out.float()).sum(-1).reshape(B, H * W, nh).contiguous()
+        delta = row_dot(dout, out)
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)
         dq, dk, dv = grad_buffers(q, k, v)
         need_drpb = has_rpb and ctx.needs_input_grad[3]

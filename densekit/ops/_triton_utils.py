@@ -48,6 +48,10 @@ def sum_axis(x, AXIS: tl.constexpr):
     return tl.reduce(x, AXIS, SUM_COMBINE)
 
 
+def strides4(t: torch.Tensor):
+    """Strides of the four outer dims of a ``[B, H, W, heads, D]`` tensor (D is contiguous)."""
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
 
 @triton.jit
 def _row_dot_kernel(DO, O, DELTA, n_rows, H, W, NHEADS, D,
@@ -79,6 +83,6 @@ def row_dot(dout: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     block_d = max(16, triton.next_power_of_2(D))
     block_r = max(16, min(128, 4096 // block_d))
     _row_dot_kernel[(triton.cdiv(n_rows, block_r),)](
-        dout, out, delta, n_rows, H, W, nh, D, *dout.stride()[:4], *out.stride()[:4],
+        dout, out, delta, n_rows, H, W, nh, D, *strides4(dout), *strides4(out),
         BLOCK_R=block_r, BLOCK_D=block_d, num_warps=4)
     return delta

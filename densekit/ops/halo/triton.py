@@ -21,7 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum, sum_axis, upcast
+from densekit.ops._buffers import grad_buffers
+from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum, strides4, sum_axis, upcast
 
 
 @triton.jit
@@ -166,9 +167,6 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
     tl.store(DV + v_off, dv.to(DV.dtype.element_ty), mask=km)
 
 
-def _strides4(t):
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
-
 
 class HaloAttentionTriton(torch.autograd.Function):
     """Autograd wrapper; q, k, v ``[B, H, W, heads, D]``; th / tw fp32 ``[B, H, W, heads, 2win-1]`` or None."""
@@ -189,7 +187,7 @@ class HaloAttentionTriton(torch.autograd.Function):
                     HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=8)
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               out, lse, out, lse, lse,
-                              *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(out),
+                              *strides4(q), *strides4(k), *strides4(v), *strides4(out),
                               H, W, nh, D, scale, BACKWARD=False, **meta)
         ctx.save_for_backward(q, k, v, th, tw, out, lse)
         ctx.meta = (block, halo, scale, mask_pad, wp, bm, block_d)
@@ -202,7 +200,7 @@ class HaloAttentionTriton(torch.autograd.Function):
         B, H, W, nh, D = q.shape
         dout = dout if dout.stride(-1) == 1 else dout.contiguous()  # its own strides are passed
         delta = row_dot(dout, out)
-        dq, dk, dv = (torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in (q, k, v))
+        dq, dk, dv = grad_buffers(q, k, v)
         dth = torch.zeros_like(th) if th is not None else None
         dtw = torch.zeros_like(tw) if tw is not None else None
         grid = ((H // block) * (W // block), B * nh)
@@ -210,11 +208,11 @@ class HaloAttentionTriton(torch.autograd.Function):
                      num_warps=8)
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               dout, delta, dq, dth if dth is not None else lse, dtw if dtw is not None else lse,
-                              *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(dout),
+                              *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
                               H, W, nh, D, scale, BS=block, HALO=halo, WP=wp, BM=bm, BLOCK_D=block_d,
                               MASK_PAD=mask_pad, BACKWARD=True, **flags)
         _halo_dkdv[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, lse, dout, delta,
-                         dk, dv, *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(dout),
+                         dk, dv, *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
                          H, W, nh, D, scale, BS=block, HALO=halo, BM=bm, BLOCK_D=block_d, **flags)
         return dq, dk, dv, dth, dtw, None, None, None, None
 

@@ -28,7 +28,7 @@ import triton.language as tl
 from densekit.ops._buffers import grad_buffers
 from densekit.ops._triton_utils import dot as _dot
 from densekit.ops._triton_utils import precision as _precision
-from densekit.ops._triton_utils import row_dot, row_max, row_sum
+from densekit.ops._triton_utils import row_dot, row_max, row_sum, strides4
 from densekit.ops._triton_utils import upcast as _upcast
 from densekit.ops.neighborhood.reference import axis_windows
 
@@ -292,9 +292,6 @@ def _grid(H, W, kernel, dilation, tile_h, tile_w, BH):
     return (dh * dw * n_th * n_tw, BH), n_th, n_tw
 
 
-def _strides4(t):
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
-
 
 def _drpb_from_ds(ds: torch.Tensor, H: int, W: int, kernel, dilation) -> torch.Tensor:
     """Reduce compact dS ``[B, H*W, heads, kh*kw]`` onto ``[heads, 2kh-1, 2kw-1]`` (one-hot matmuls)."""
@@ -325,7 +322,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         rpb_t = rpb if has_rpb else q
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
         _na_fwd[grid](q, k, v, rpb_t, out, lse,
-                      *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(out), *rs,
+                      *strides4(q), *strides4(k), *strides4(v), *strides4(out), *rs,
                       H, W, nh, D, n_th, n_tw, scale,
                       KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1],
                       TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n, BLOCK_D=block_d,
@@ -352,7 +349,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
         common = dict(KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1], TILE_H=tile_h, TILE_W=tile_w,
                       BLOCK_D=block_d, HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=4)
-        strides = (*_strides4(q), *_strides4(k), *_strides4(v), *_strides4(dout), *rs)
+        strides = (*strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs)
         _na_bwd_dq[grid](q, k, v, rpb_t, dout, lse, delta, dq, ds, *strides,
                          H, W, nh, D, n_th, n_tw, scale, BLOCK_N=block_n, WRITE_DS=need_drpb, **common)
         _na_bwd_dkdv[grid](q, k, v, rpb_t, dout, lse, delta, dk, dv, *strides,

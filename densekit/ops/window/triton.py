@@ -21,7 +21,7 @@ import triton.language as tl
 
 from densekit.layers.window import relative_position_index
 from densekit.ops._buffers import grad_buffers
-from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum, upcast
+from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum, strides4, upcast
 
 
 @triton.jit
@@ -48,11 +48,17 @@ def _window_tokens(pid, H, W, WH: tl.constexpr, WW: tl.constexpr, SH: tl.constex
 
 
 @triton.jit
+def _window_allowed(lab, ok):
+    """Query-key pairs that may attend: both real tokens of the same shift region."""
+    return ok[:, None] & ok[None, :] & (lab[:, None] == lab[None, :])
+
+
+@triton.jit
 def _window_logits(q, k, ty, tx, lab, ok, rpb_ptr, s_ra, s_rb, scale,
                    WH: tl.constexpr, WW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr,
                    UPCAST: tl.constexpr):
     s = dot(q, tl.trans(k), PREC, UPCAST) * scale
-    allowed = ok[:, None] & ok[None, :] & (lab[:, None] == lab[None, :])
+    allowed = _window_allowed(lab, ok)
     if HAS_RPB:
         bptr = rpb_ptr + (ty[:, None] - ty[None, :] + WH - 1) * s_ra + (tx[:, None] - tx[None, :] + WW - 1) * s_rb
         s += tl.load(bptr, mask=allowed, other=0.0).to(tl.float32)
@@ -114,7 +120,7 @@ def _window_bwd(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, DS,
     if WRITE_DS:
         N: tl.constexpr = WH * WW
         t = tl.arange(0, BLOCK)
-        allowed = ok[:, None] & ok[None, :] & (lab[:, None] == lab[None, :])
+        allowed = _window_allowed(lab, ok)
         base = ((chunk * tl.num_programs(0) + pid) * NHEADS + head) * N * N
         tl.store(DS + base + t[:, None] * N + t[None, :], ds_sum, mask=allowed)
 
@@ -154,8 +160,11 @@ def _window_bwd_one(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, b, head, ty, tx, y
 _MIN_PROGRAMS = 1024
 
 
-def _strides4(t):
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+def _image_chunks(batch: int, programs_per_image: int):
+    """(chunks, images per chunk) so that about ``_MIN_PROGRAMS`` backward programs run."""
+    b_per = triton.cdiv(batch, min(batch, triton.cdiv(_MIN_PROGRAMS, programs_per_image)))
+    return triton.cdiv(batch, b_per), b_per
+
 
 
 class WindowAttentionTriton(torch.autograd.Function):
@@ -175,7 +184,7 @@ class WindowAttentionTriton(torch.autograd.Function):
         has_rpb = rpb is not None
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
         _window_fwd[(n_win, B * nh)](q, k, v, rpb if has_rpb else q, out, lse,
-                                     *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(out), *rs,
+                                     *strides4(q), *strides4(k), *strides4(v), *strides4(out), *rs,
                                      H, W, nh, D, scale, WH=wh, WW=ww, SH=shift[0], SW=shift[1],
                                      BLOCK=block, BLOCK_D=block_d, HAS_RPB=has_rpb, PREC=precision(q.dtype),
                                      UPCAST=upcast(q), num_warps=4 if block <= 64 else 8)
@@ -199,13 +208,11 @@ class WindowAttentionTriton(torch.autograd.Function):
         # With a bias gradient, a program sums dS over a chunk of images, so the fp32 dS buffer is
         # [chunks, windows, heads, N, N] instead of one [N, N] per image (for Swin-T stage 1 at
         # batch 32: 11 MB instead of 59 MB); chunks keep >= ~_MIN_PROGRAMS programs in flight.
-        chunks = min(B, triton.cdiv(_MIN_PROGRAMS, n_win * nh)) if need_drpb else B
-        b_per = triton.cdiv(B, chunks)
-        chunks = triton.cdiv(B, b_per)
+        chunks, b_per = _image_chunks(B, n_win * nh) if need_drpb else (B, 1)
         ds = torch.zeros(chunks, n_win, nh, N, N, device=q.device, dtype=torch.float32) if need_drpb else lse
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
         _window_bwd[(n_win, chunks * nh)](q, k, v, rpb if has_rpb else q, dout, lse, delta, dq, dk, dv, ds,
-                                     *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(dout), *rs,
+                                     *strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs,
                                      B, H, W, nh, D, b_per, scale, WH=wh, WW=ww, SH=shift[0], SW=shift[1],
                                      BLOCK=block, BLOCK_D=block_d, HAS_RPB=has_rpb, WRITE_DS=need_drpb,
                                      PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=4 if block <= 64 else 8)

@@ -2,9 +2,10 @@
 
 ``nms`` uses torchvision's compiled kernel when it is available and ``offset == 0``: its greedy
 rule (``IoU > threshold``, IoU in the boxes' dtype) is mmcv's. Two details differ and are
-neutralised here: torchvision orders equal scores differently (so it is fed the rank in mmcv's
-order as the score), and it compares IoU with the threshold in double precision where mmcv
-uses float32 (so the threshold is rounded to float32 first). Checked against mmcv's kernel by
+neutralised here: torchvision orders equal scores differently (so it is fed as the score the
+rank in mmcv's CPU order, on every device: :func:`reference.score_order`), and it compares IoU
+with the threshold in double precision where mmcv uses float32 (so the threshold is rounded to
+float32 first). Checked against mmcv's kernel by
 ``tests/ops/test_mmcv_nms.py``. The pure-PyTorch reference covers ``offset == 1``.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) ->
     tv_nms = _torchvision_nms() if offset == 0 else None
     if tv_nms is None or boxes.shape[0] == 0:
         return reference.nms(boxes, scores, float(iou_threshold), offset)
-    order = torch.sort(scores, descending=True).indices  # mmcv's order, ties included
+    order = reference.score_order(scores)  # mmcv's CPU order, ties included, on every device
     rank = torch.arange(order.numel(), 0, -1, device=boxes.device, dtype=torch.float32)
     thr = float(torch.tensor(float(iou_threshold), dtype=torch.float32))
     keep = tv_nms(boxes[order].float() if boxes.dtype == torch.float16 else boxes[order],

@@ -10,9 +10,9 @@ Semantics followed (mmcv's CPU kernels):
   ``inter / (area_i + area_j - inter)`` evaluated in the boxes' dtype.
 * ``nms`` drops a box when ``IoU > iou_threshold``; ``nms_match`` and the naive/linear
   ``soft_nms`` use ``IoU >= iou_threshold``.
-* Boxes are visited in the order of ``scores.sort(descending=True)`` -- the same (non-stable)
-  call mmcv's kernels make, so equal scores come out in the same order as mmcv's on the same
-  device and torch version (on CPU today: the later index first).
+* Boxes are visited in the order of ``scores.sort(descending=True)`` evaluated on CPU -- the
+  same (non-stable) call mmcv's CPU kernel makes, so equal scores come out in mmcv's CPU order on
+  every device (see :func:`score_order`).
 """
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ from torch import Tensor
 
 # IoU matrices are built in row blocks so that memory stays bounded for many boxes.
 _IOU_BLOCK = 2048
+
+
+def score_order(scores: Tensor) -> Tensor:
+    """Indices of ``scores`` by descending score, equal scores in the order of mmcv's CPU kernel.
+
+    mmcv's kernels call the non-stable ``scores.sort(descending=True)`` on the scores' device, and
+    torch's CPU and CUDA sorts order equal scores differently. With tied boxes that suppress each
+    other that choice decides which box is kept: in the golden fixture boxes 64 and 65 are the
+    same box with the same score; mmcv's CPU kernel keeps 65, a CUDA sort visits 64 first and kept
+    64 (the H200 run). Sorting a CPU copy makes the result independent of the device, equal to
+    mmcv's CPU kernel (the semantics followed here and the golden fixtures); the cost is one small
+    host round trip per call (torchvision's CUDA NMS synchronises with the host anyway).
+    """
+    return torch.sort(scores.detach().cpu(), descending=True).indices.to(scores.device)
 
 
 def _pairwise_iou(boxes: Tensor, areas: Tensor, rows: Tensor, offset: float) -> Tensor:
@@ -65,7 +79,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) ->
     """
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
-    order = torch.sort(scores, descending=True).indices
+    order = score_order(scores)
     # Work in score order; the thresholded IoU is computed in the boxes' dtype, like mmcv.
     sup = _suppression_matrix(boxes[order], iou_threshold, offset, inclusive=False)
     n = sup.shape[0]
@@ -94,7 +108,7 @@ def nms_match(dets: Tensor, iou_threshold: float) -> list[list[int]]:
     """
     if dets.shape[0] == 0:
         return []
-    order = torch.sort(dets[:, 4], descending=True).indices
+    order = score_order(dets[:, 4])
     sup = _suppression_matrix(dets[order, :4], iou_threshold, 0, inclusive=True)
     order_l = order.tolist()
     n = sup.shape[0]

@@ -11,7 +11,10 @@ from the dQ kernel and flow to q and rel_h / rel_w through autograd.
   ``win x win`` key window (padded to ``WP x WP``, WP a power of two) is one tile, so the softmax
   is exact. Out-of-map keys load as zeros (``'zeros'``: timm numerics) or are masked (``'mask'``).
 * dK / dV: one program per key block, looping over the neighbouring query blocks whose windows
-  reach it; deterministic, no atomics.
+  reach it; deterministic, no atomics. It computes ``S^T = K Q^T`` (keys as rows) so that no dot
+  result is ever transposed: on sm_90, triton >= 3.4 miscompiles ``tl.dot(tl.trans(<computed>),
+  ...)`` for some configurations (flash-linear-attention issue 640; garbage dK seen on an H200 in
+  the neighborhood kernel).
 """
 from __future__ import annotations
 
@@ -36,6 +39,20 @@ def _halo_logits(q, k, q_row, ty, tx, uy, ux, allowed, TH, TW, scale,
     if HAS_TW:
         s += tl.load(TW + q_row[:, None] * R + (ux[None, :] - tx[:, None] + WIN - 1), mask=allowed, other=0.0)
     return tl.where(allowed, s, float('-inf'))
+
+
+@triton.jit
+def _halo_logits_t(k, q_t, q_row, ty, tx, uy, ux, allowed_t, TH, TW, scale,
+                   WIN: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr,
+                   UPCAST: tl.constexpr):
+    """``_halo_logits`` transposed (key rows, query columns; ``q_t`` is ``[D, M]``), for dK / dV."""
+    R: tl.constexpr = 2 * WIN - 1
+    s = dot(k, q_t, PREC, UPCAST) * scale
+    if HAS_TH:
+        s += tl.load(TH + q_row[None, :] * R + (uy[:, None] - ty[None, :] + WIN - 1), mask=allowed_t, other=0.0)
+    if HAS_TW:
+        s += tl.load(TW + q_row[None, :] * R + (ux[:, None] - tx[None, :] + WIN - 1), mask=allowed_t, other=0.0)
+    return tl.where(allowed_t, s, float('-inf'))
 
 
 @triton.jit
@@ -146,23 +163,24 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
             q_ok = t_ok & blk_ok
             y = qbi * BS + ty
             x = qbj * BS + tx
-            qm = q_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :],
-                        mask=qm, other=0.0)
-            do = tl.load(DO + b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :],
-                         mask=qm, other=0.0)
+            qm_t = d_ok[:, None] & q_ok[None, :]
+            q_t = tl.load(Q + b * sqb + y[None, :] * sqy + x[None, :] * sqx + head * sqh + offs_d[:, None],
+                          mask=qm_t, other=0.0)  # [D, BM]
+            do_t = tl.load(DO + b * sob + y[None, :] * soy + x[None, :] * sox + head * soh + offs_d[:, None],
+                           mask=qm_t, other=0.0)  # [D, BM]
             q_row = (b * H * W + y * W + x) * NHEADS + head
             lse = tl.load(LSE + q_row, mask=q_ok, other=0.0)
             delta = tl.load(DELTA + q_row, mask=q_ok, other=0.0)
             uy = ky - (qbi * BS - HALO)  # key position inside that query block's window
             ux = kx - (qbj * BS - HALO)
             k_in = t_ok & (uy >= 0) & (uy < WIN) & (ux >= 0) & (ux < WIN)
-            allowed = q_ok[:, None] & k_in[None, :]
-            s = _halo_logits(q, k, q_row, ty, tx, uy, ux, allowed, TH, TW, scale, WIN, HAS_TH, HAS_TW, PREC, UPCAST)
-            p = tl.exp(s - lse[:, None])
-            dv += dot(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
-            ds = p * (dot(do, tl.trans(v), PREC, UPCAST) - delta[:, None])
-            dk += dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST)
+            allowed_t = k_in[:, None] & q_ok[None, :]
+            s_t = _halo_logits_t(k, q_t, q_row, ty, tx, uy, ux, allowed_t, TH, TW, scale, WIN, HAS_TH, HAS_TW,
+                                 PREC, UPCAST)
+            p_t = tl.exp(s_t - lse[None, :])  # [keys, queries]
+            dv += dot(p_t.to(do_t.dtype), tl.trans(do_t), PREC, UPCAST)
+            ds_t = p_t * (dot(v, do_t, PREC, UPCAST) - delta[None, :])
+            dk += dot(ds_t.to(q_t.dtype), tl.trans(q_t), PREC, UPCAST)
     tl.store(DK + k_off, (dk * scale).to(DK.dtype.element_ty), mask=km)
     tl.store(DV + v_off, dv.to(DV.dtype.element_ty), mask=km)
 

@@ -13,7 +13,8 @@ Scheme (flash-attention style, adapted to a 2-D neighbourhood):
   query step), which is streamed in ``BLOCK_N`` chunks: ``tl.dot`` scores, an exact
   per-pair window mask, the RPB gathered by relative offset, and an online softmax.
 * dK / dV: a program owns a tile of keys and streams the (again contiguous) region of queries
-  whose windows can contain them, so no atomics are needed and results are deterministic.
+  whose windows can contain them, so no atomics are needed and results are deterministic. It
+  computes in the transposed orientation (``S^T = K Q^T``) so no dot result is ever transposed.
 * dRPB: the dQ kernel writes dS compactly (``[B, S, heads, kh*kw]``, only when the bias needs a
   gradient); the reduction onto ``[heads, 2kh-1, 2kw-1]`` is two small one-hot matmuls.
 """
@@ -205,6 +206,20 @@ def _na_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
 
 
 @triton.jit
+def _scores_t(k, q_t, kr, kc, qi, qj, sh, sw, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb, scale,
+              KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Transposed masked logits ``[N, M]``: key rows against query columns (``q_t`` is ``[D, M]``)."""
+    s = _dot(k, q_t, PREC, UPCAST) * scale
+    dr = kr[:, None] - sh[None, :]
+    dc = kc[:, None] - sw[None, :]
+    allowed = (dr >= 0) & (dr < KH) & (dc >= 0) & (dc < KW) & key_ok[:, None] & q_ok[None, :]
+    if HAS_RPB:
+        bptr = rpb_ptr + (kr[:, None] - qi[None, :] + KH - 1) * s_ra + (kc[:, None] - qj[None, :] + KW - 1) * s_rb
+        s += tl.load(bptr, mask=allowed, other=0.0).to(tl.float32)
+    return tl.where(allowed, s, float('-inf'))
+
+
+@triton.jit
 def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
                  sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
                  s_rh, s_ra, s_rb,
@@ -212,6 +227,10 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
                  KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
                  TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                  HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    # Works in the transposed orientation (S^T = K Q^T, P^T, dP^T = V dO^T, dS^T), so every
+    # ``tl.trans`` is of a tile loaded from memory, never of a dot result: on sm_90, triton >= 3.4
+    # miscompiles ``tl.dot(tl.trans(<computed>), ...)`` for some configurations (seen on an H200:
+    # garbage dK in fp32; flash-linear-attention issue 640 reports the same for dK).
     BLOCK_N: tl.constexpr = TILE_H * TILE_W
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -256,19 +275,21 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
         x = rw + DW * qj
         sh = _win_start(qi, Hc, KH)
         sw = _win_start(qj, Wc, KW)
-        qm = q_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :], mask=qm, other=0.0)
-        do = tl.load(DO + b * sdb + y[:, None] * sdy + x[:, None] * sdx + head * sdh + offs_d[None, :], mask=qm, other=0.0)
+        qm_t = d_ok[:, None] & q_ok[None, :]
+        q_t = tl.load(Q + b * sqb + y[None, :] * sqy + x[None, :] * sqx + head * sqh + offs_d[:, None],
+                      mask=qm_t, other=0.0)  # [D, M]
+        do_t = tl.load(DO + b * sdb + y[None, :] * sdy + x[None, :] * sdx + head * sdh + offs_d[:, None],
+                       mask=qm_t, other=0.0)  # [D, M]
         row = (b * H * W + y * W + x) * NHEADS + head
         lse = tl.load(LSE + row, mask=q_ok, other=0.0)
         delta = tl.load(DELTA + row, mask=q_ok, other=0.0)
-        s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
-                                     scale, KH, KW, HAS_RPB, PREC, UPCAST)
-        p = tl.exp(s - lse[:, None])  # [M, N], zero where not allowed
-        dv += _dot(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
-        dp = _dot(do, tl.trans(v), PREC, UPCAST)
-        ds = p * (dp - delta[:, None])
-        dk += _dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST)
+        s_t = _scores_t(k, q_t, kr, kc, qi, qj, sh, sw, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb, scale,
+                        KH, KW, HAS_RPB, PREC, UPCAST)
+        p_t = tl.exp(s_t - lse[None, :])  # [N, M], zero where not allowed
+        dv += _dot(p_t.to(do_t.dtype), tl.trans(do_t), PREC, UPCAST)
+        dp_t = _dot(v, do_t, PREC, UPCAST)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), PREC, UPCAST)
     tl.store(DK + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
              (dk * scale).to(DK.dtype.element_ty), mask=kmask)
     tl.store(DV + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],

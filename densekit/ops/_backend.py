@@ -15,6 +15,7 @@ error, never a silent fallback.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Callable, Mapping, Optional
@@ -89,22 +90,85 @@ def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max:
     return None
 
 
-def flex_probe(explicit: bool, *tensors: Optional[torch.Tensor]) -> Optional[str]:
-    """Common reasons ``torch.nn.attention.flex_attention`` cannot run (``None`` if it can)."""
+# Limits of the compiled FlexAttention kernel that torch only reports while lowering (an
+# InductorError deep inside torch.compile) or in its front end; the probe checks them up front so
+# that automatic dispatch falls back and an explicit request fails with the reason. Sources, in
+# the torch installed here (2.14) and on the GPU machine (2.11):
+# - torch/_inductor/kernel/flex/flex_attention.py, ``flex_attention`` lowering: "NYI: embedding
+#   dimension of the query, key, and value must be at least 16" (tl.dot needs K >= 16), for the
+#   query/key head dim E and the value head dim Ev alike (torch 2.5: kernel/flex_attention.py);
+# - same file, backward lowering: "Backward pass with mixed query, key, and value dtype is not
+#   supported";
+# - same file: "Query length must be greater than 0" / "Key length must be greater than 0";
+# - torch/nn/attention/flex_attention.py, ``_validate_embed_dim``: E of query and key must agree;
+#   older torch (the 2.5 line) also raised "NYI: Currently non power of 2 embedding dimension are
+#   not supported" there, so the probe asks that function itself (on meta tensors) instead of
+#   hard-coding one torch version's rule;
+# - the kernel templates run float32 / float16 / bfloat16 only (no float64 kernel configs).
+# A captured tensor indexed twice in one score_mod is refused by the backward lowering
+# (``validate_joint_graph``); the score_mods in ``densekit.ops.*.flex`` index each capture once.
+FLEX_MIN_HEAD_DIM = 16
+FLEX_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=64)
+def _flex_front_end_reason(e_qk: int, e_v: int) -> Optional[str]:
+    """What torch's own flex front end says about these head dims (``None``: accepted)."""
+    try:
+        from torch.nn.attention.flex_attention import _validate_embed_dim
+    except ImportError:
+        return None
+    meta = {'device': 'meta'}
+    try:
+        _validate_embed_dim(torch.empty(1, 1, 1, e_qk, **meta), torch.empty(1, 1, 1, e_qk, **meta),
+                            torch.empty(1, 1, 1, e_v, **meta))
+    except (ValueError, NotImplementedError) as e:
+        return f'torch {torch.__version__} flex_attention rejects head dims {e_qk}/{e_v}: {e}'
+    return None
+
+
+def flex_kernel_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Optional[str]:
+    """Why the compiled flex kernel cannot take ``q, k, v`` (``[..., head_dim]``), or ``None``.
+
+    Device independent on purpose: the CPU flex path is a test vehicle for the CUDA kernel, and a
+    CPU run that accepts what the CUDA lowering refuses would hide exactly that failure.
+    """
+    e_qk, e_v = q.shape[-1], v.shape[-1]
+    if e_qk < FLEX_MIN_HEAD_DIM or e_v < FLEX_MIN_HEAD_DIM:
+        return (f'head_dim {e_qk} (query/key) / {e_v} (value) is below {FLEX_MIN_HEAD_DIM}, the '
+                f'smallest the compiled flex_attention kernel supports (tl.dot needs K >= 16)')
+    if k.shape[-1] != e_qk:
+        return f'query head_dim {e_qk} != key head_dim {k.shape[-1]}'
+    if not (q.dtype == k.dtype == v.dtype):
+        return f'mixed dtypes {q.dtype}/{k.dtype}/{v.dtype} (flex has no backward for them)'
+    if q.dtype not in FLEX_DTYPES:
+        return f'dtype {q.dtype} is not supported by flex kernels (float32/float16/bfloat16 only)'
+    if q.numel() == 0 or k.numel() == 0:
+        return 'empty inputs (flex needs query and key lengths > 0)'
+    return _flex_front_end_reason(e_qk, e_v)
+
+
+def flex_probe(explicit: bool, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               *extras: Optional[torch.Tensor]) -> Optional[str]:
+    """Common reasons ``torch.nn.attention.flex_attention`` cannot run (``None`` if it can).
+
+    ``q, k, v`` are ``[..., head_dim]`` with heads and tokens in any leading layout; ``extras``
+    (biases, relative tables) only count for whether a backward is needed.
+    """
     try:
         from torch.nn.attention import flex_attention  # noqa: F401
     except ImportError:
         return f'torch {torch.__version__} has no torch.nn.attention.flex_attention'
-    t = tensors[0]
-    if t.device.type == 'cpu':
+    reason = flex_kernel_reason(q, k, v)
+    if reason is not None:
+        return reason
+    if q.device.type == 'cpu':
         # Verified on torch 2.14: CPU flex runs the forward but raises on backward.
-        if needs_grad(*tensors):
+        if needs_grad(q, k, v, *extras):
             return 'flex_attention has no CPU backward in this torch'
         if not explicit:
             # The CPU forward works but is a slow dense fallback: only when asked for by name.
             return 'flex on CPU is a slow dense fallback; it runs only when requested by name'
-    elif t.device.type != 'cuda':
-        return f'inputs are on {t.device.type}'
-    if t.dtype == torch.float64:
-        return 'float64 is not supported by flex kernels'
+    elif q.device.type != 'cuda':
+        return f'inputs are on {q.device.type}'
     return None

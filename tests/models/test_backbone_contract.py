@@ -7,6 +7,8 @@ new family is covered by adding that variant. Checks on an odd input (97x131): o
 building through mmdet's and mmseg's ``MODELS``.
 """
 import os
+import sys
+from typing import Dict, Set, Tuple
 
 import pytest
 import torch
@@ -176,32 +178,67 @@ def _run(model, x, backward: bool):
     return [o.detach() for o in outs], grads
 
 
+def _refusals(model, x, backward: bool) -> Tuple[list, list, Dict[str, Set[str]]]:
+    """One reference pass of ``model`` (features and gradients) that also asks every attention
+    call's backend probes, as for an explicit request, whether they can run it. Returns the
+    features, the gradients and ``backend -> {reason}`` over all calls (empty: it runs them all)."""
+    from densekit.ops import _backend
+    from densekit.ops._backend import BACKEND_NAMES
+    real = _backend.choose_backend
+    refusals: Dict[str, Set[str]] = {name: set() for name in BACKEND_NAMES}
+
+    def spy(op, probes, requested=None):
+        for name, probe in probes.items():
+            reason = probe(True)
+            if reason is not None:
+                refusals.setdefault(name, set()).add(reason)
+        return real(op, probes, requested)
+
+    # Each op package imported choose_backend by name; patch it where it is looked up.
+    users = [m for n, m in list(sys.modules.items())
+             if n.startswith('densekit.ops.') and getattr(m, 'choose_backend', None) is real]
+    assert users, 'no densekit.ops package dispatches through choose_backend'
+    for m in users:
+        m.choose_backend = spy
+    try:
+        expected, grads = _run(model, x, backward)
+    finally:
+        for m in users:
+            m.choose_backend = real
+    return expected, grads, refusals
+
+
 def _check_backends(name, model, x, monkeypatch, backward: bool) -> None:
-    """Every attention backend that can run gives the reference backend's features (and
-    gradients). The op tolerances assume O(1) values, so they are scaled by the magnitude of what
-    is compared; gradients of parameters sum over many positions and use the bias-gradient entry."""
+    """Every attention backend that the ops' probes accept for all of the model's attention calls
+    gives the reference backend's features (and gradients); every other one is refused up front
+    with the probe's reason (no crash inside a compiler). The op tolerances assume O(1) values, so
+    they are scaled by the magnitude of what is compared; gradients of parameters sum over many
+    positions and use the bias-gradient entry."""
     from densekit.ops._backend import BACKEND_NAMES, ENV_VAR
     if not _uses_attention_ops(model, x):
         pytest.skip(f'{name} does not use densekit.ops attention')
     tol = _attn_tolerances()
     monkeypatch.setenv(ENV_VAR, 'reference')
-    expected, expected_grads = _run(model, x, backward)
-    ran, skipped = [], {}
+    expected, expected_grads, refusals = _refusals(model, x, backward)
+    ran, refused = [], {}
     for backend in BACKEND_NAMES:
         if backend == 'reference':
             continue
         monkeypatch.setenv(ENV_VAR, backend)
+        if refusals[backend]:
+            with pytest.raises(RuntimeError) as info:
+                _run(model, x, backward)
+            msg = str(info.value)
+            assert f"backend '{backend}' (from {ENV_VAR} environment variable) cannot run this call: " in msg, msg
+            assert any(r in msg for r in refusals[backend]), (msg, refusals[backend])
+            refused[backend] = msg
+            continue
         try:
             got, grads = _run(model, x, backward)
-        except RuntimeError as e:
-            if 'cannot run this call' not in str(e):
-                raise
-            skipped[backend] = str(e)
-            continue
         except ModuleNotFoundError as e:  # backend not written yet for this op
             if not (e.name or '').startswith('densekit.ops.'):
                 raise
-            skipped[backend] = str(e)
+            refused[backend] = str(e)
             continue
         for g, e in zip(got, expected):
             torch.testing.assert_close(g, e, atol=tol['out'] * max(1.0, e.abs().max().item()), rtol=0,
@@ -212,7 +249,7 @@ def _check_backends(name, model, x, monkeypatch, backward: bool) -> None:
                                        rtol=0, msg=lambda m, b=backend, n=n: f'{name}, backend {b}, {n}: {m}')
         ran.append(backend)
     if not ran:
-        pytest.skip(f'no non-reference backend runs here: {skipped}')
+        pytest.skip(f'no non-reference backend runs here (refusals checked): {refused}')
 
 
 @pytest.mark.parametrize('name', TEST_VARIANTS)

@@ -46,10 +46,16 @@ def halo_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, hal
         t = F.pad(t, (0, 0, 0, 0, halo, halo, halo, halo))
         return t.reshape(B, -1, h, D).transpose(1, 2)
 
+    # The relative logits are formed and kept in float32 (float64 for float64 inputs), as the
+    # reference does: flex adds them to its float32 scores, and q . rel is large (|q . rel| ~ 30 for
+    # O(1) q and tables, HaloNet's own init gives ~ sqrt(head_dim)), where one bfloat16 rounding
+    # of the table moves a logit by up to 0.125 and the softmax weight by ~13%.
+    ct = torch.float64 if q.dtype == torch.float64 else torch.float32
+
     def table(rel):  # [B, h, H*W, 2win-1]; flex applies ``scale`` to q.k only
         if rel is None:
             return None
-        t = torch.einsum('bhwnd,rd->bnhwr', q, rel.to(q.dtype)).reshape(B, h, H * W, 2 * win - 1)
+        t = torch.einsum('bhwnd,rd->bnhwr', q.to(ct), rel.to(ct)).reshape(B, h, H * W, 2 * win - 1)
         return t * scale if scale_pos_embed else t
 
     th, tw = table(rel_h), table(rel_w)

@@ -102,6 +102,10 @@ TRITON_CASES = [
     ((1, 14, 21, 2, 16), 7, 3, True),
     ((2, 8, 12, 1, 32), (4, 6), (2, 3), True),
     ((1, 6, 6, 1, 64), 3, 0, False),
+    # windows of several chunks (see triton._tiling): Swin-B/L 384's 12x12 (144 tokens, the last
+    # chunk mostly padding) and an awkward 9x10 (90 tokens) with head_dim 24
+    ((1, 12, 24, 2, 16), 12, 6, True),
+    ((1, 9, 20, 1, 24), (9, 10), (4, 5), True),
 ]
 
 
@@ -119,8 +123,19 @@ def test_triton_parity_fp32(triton_interpreter, shape, window, shift, with_rpb):
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_triton_parity_low_precision(triton_interpreter, dtype):
-    check_backend(_win_op(7, 3), 'triton', (1, 14, 14, 2, 32), (2, 13, 13), dtype)
+@pytest.mark.parametrize('shape,window,shift', [((1, 14, 14, 2, 32), 7, 3), ((1, 12, 12, 1, 32), 12, 6)])
+def test_triton_parity_low_precision(triton_interpreter, dtype, shape, window, shift):
+    check_backend(_win_op(window, shift), 'triton', shape, (shape[-2], 2 * window - 1, 2 * window - 1), dtype)
+
+
+def test_triton_multi_chunk_bias_gradient_summed_over_images(triton_interpreter, monkeypatch):
+    """A 12x12 window spans several key chunks, so each backward program adds its dS columns of
+    every image into the dS buffer (read-add-write); force chunks of 2 + 1 images."""
+    import densekit.ops.window.triton as wt
+    monkeypatch.setattr(wt, '_MIN_PROGRAMS', 10)
+    # fp32: one window x 5 key chunks of 32 tokens x 1 head = 5 programs per image
+    assert wt._tiling(144, 16, torch.float32)[:2] == (32, 5) and wt._image_chunks(3, 5) == (2, 2)
+    check_backend(_win_op(12, 6), 'triton', (3, 12, 12, 1, 16), (1, 23, 23), torch.float32)
 
 
 def test_flex_forward_on_cpu_matches_reference():
@@ -136,7 +151,8 @@ def test_flex_forward_on_cpu_matches_reference():
 @pytest.mark.parametrize('backend', ['reference', 'triton'])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('shape,window,shift,with_rpb', TRITON_CASES + [((4, 56, 56, 3, 32), 7, 3, True),
-                                                                        ((2, 24, 36, 4, 32), 12, 6, True)])
+                                                                        ((2, 24, 36, 4, 32), 12, 6, True),
+                                                                        ((2, 28, 42, 2, 32), 14, 7, True)])
 def test_cuda_parity(requires_cuda, backend, dtype, shape, window, shift, with_rpb):
     w = (window, window) if isinstance(window, int) else window
     check_backend(_win_op(window, shift), backend, shape,

@@ -3,17 +3,29 @@
 Semantics and layouts are those of ``reference.py``: q, k, v, out ``[B, H, W, heads, D]`` with
 window multiples; rpb ``[heads, 2wh-1, 2ww-1]`` (query-minus-key offset).
 
-One program owns one window of one (batch, head): the whole ``wh*ww`` window (padded to a power
-of two) fits a single tile, so the softmax is exact without an online pass. The cyclic shift is
-folded into the addressing (rolled position ``r`` reads row ``(r + shift) % H``) and the
-shifted-window mask is recomputed from region labels, so no rolled copies or mask tensors are
-materialised. The backward is one kernel per window as well (a key belongs to exactly one
-window, so dK / dV need no cross-program reduction). dRPB: dS is written compactly per window and
-reduced with Swin's relative index outside the kernel (only when the bias needs a gradient).
+The ``N = wh*ww`` tokens of a window are cut into ``BLOCK``-token chunks (:func:`_tiling`: one
+chunk for windows up to 64 tokens, e.g. Swin's 7x7; 64-token chunks beyond, e.g. 12x12 = 144
+tokens in three chunks), so shared memory and registers stay bounded for every window size the
+op accepts. The cyclic shift is folded into the addressing (rolled position ``r`` reads row
+``(r + shift) % H``) and the shifted-window mask is recomputed from region labels, so no rolled
+copies or mask tensors are materialised.
+
+* Forward: a program owns one query chunk of one window and streams the window's key chunks with
+  an online softmax.
+* dK / dV: a program owns one key chunk and streams the window's query chunks in the transposed
+  orientation (``S^T = K Q^T``, ``dP^T = V dO^T``), so every ``tl.trans`` is applied to a tile
+  loaded from memory, never to a dot result (Triton >= 3.4 miscompiles ``dot(trans(x), y)`` for
+  a computed ``x`` on sm_90, triton-lang/triton#6124). A key belongs to exactly one window, so
+  dK / dV need no cross-program reduction and are deterministic.
+* dQ: with a single chunk the dK / dV program also has every query and computes
+  ``dQ^T = K^T dS^T``; otherwise a separate kernel streams key chunks in the normal orientation.
+* dRPB (only when the bias needs a gradient): the dK / dV program sums dS over a chunk of images
+  into ``[chunks, windows, heads, N, N]`` (no atomics: each program owns its key columns), and
+  Swin's relative index reduces it outside the kernel.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import triton
@@ -25,13 +37,14 @@ from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum
 
 
 @triton.jit
-def _window_tokens(pid, H, W, WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+def _window_tokens(win, start, H, W, WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                    BLOCK: tl.constexpr):
-    """Tokens of window ``pid``: in-window coords, real (un-rolled) coords, region label, validity."""
+    """Tokens ``start .. start + BLOCK`` of window ``win``: in-window coords, real (un-rolled)
+    coords, shift-region label, validity."""
     n_ww = W // WW
-    wy0 = (pid // n_ww) * WH
-    wx0 = (pid % n_ww) * WW
-    t = tl.arange(0, BLOCK)
+    wy0 = (win // n_ww) * WH
+    wx0 = (win % n_ww) * WW
+    t = start + tl.arange(0, BLOCK)
     ty = t // WW
     tx = t % WW
     ok = t < WH * WW
@@ -44,23 +57,18 @@ def _window_tokens(pid, H, W, WH: tl.constexpr, WW: tl.constexpr, SH: tl.constex
         lab += (ry >= H - WH).to(tl.int32) + (ry >= H - SH).to(tl.int32)
     if SW > 0:
         lab += 3 * ((rx >= W - WW).to(tl.int32) + (rx >= W - SW).to(tl.int32))
-    return ty, tx, y, x, lab, ok
+    return t, ty, tx, y, x, lab, ok
 
 
 @triton.jit
-def _window_allowed(lab, ok):
-    """Query-key pairs that may attend: both real tokens of the same shift region."""
-    return ok[:, None] & ok[None, :] & (lab[:, None] == lab[None, :])
-
-
-@triton.jit
-def _window_logits(q, k, ty, tx, lab, ok, rpb_ptr, s_ra, s_rb, scale,
-                   WH: tl.constexpr, WW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr,
-                   UPCAST: tl.constexpr):
-    s = dot(q, tl.trans(k), PREC, UPCAST) * scale
-    allowed = _window_allowed(lab, ok)
+def _bias_mask(s, qy, qx, qlab, qok, ky, kx, klab, kok, rpb_ptr, s_ra, s_rb,
+               WH: tl.constexpr, WW: tl.constexpr, HAS_RPB: tl.constexpr):
+    """Add the relative position bias to scaled logits ``s`` and set pairs that may not attend
+    (padding, different shift regions) to -inf. The query and key vectors come broadcast to the
+    orientation of ``s`` (``[:, None]`` / ``[None, :]`` for S, the other way round for S^T)."""
+    allowed = qok & kok & (qlab == klab)
     if HAS_RPB:
-        bptr = rpb_ptr + (ty[:, None] - ty[None, :] + WH - 1) * s_ra + (tx[:, None] - tx[None, :] + WW - 1) * s_rb
+        bptr = rpb_ptr + (qy - ky + WH - 1) * s_ra + (qx - kx + WW - 1) * s_rb
         s += tl.load(bptr, mask=allowed, other=0.0).to(tl.float32)
     return tl.where(allowed, s, float('-inf')), allowed
 
@@ -70,90 +78,161 @@ def _window_fwd(Q, K, V, RPB, O, LSE,
                 sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
                 s_rh, s_ra, s_rb, H, W, NHEADS, D, scale,
                 WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr,
-                UPCAST: tl.constexpr):
+                BLOCK: tl.constexpr, CHUNKS: tl.constexpr, BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr,
+                PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Program (window x query chunk, batch x head): output and log-sum-exp of ``BLOCK`` queries."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
+    win = pid // CHUNKS
     b = bh // NHEADS
     head = bh % NHEADS
-    ty, tx, y, x, lab, ok = _window_tokens(pid, H, W, WH, WW, SH, SW, BLOCK)
+    rpb_ptr = RPB + head * s_rh
+    qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, (pid % CHUNKS) * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
     offs_d = tl.arange(0, BLOCK_D)
-    m = ok[:, None] & (offs_d[None, :] < D)
-    q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :], mask=m, other=0.0)
-    k = tl.load(K + b * skb + y[:, None] * sky + x[:, None] * skx + head * skh + offs_d[None, :], mask=m, other=0.0)
-    v = tl.load(V + b * svb + y[:, None] * svy + x[:, None] * svx + head * svh + offs_d[None, :], mask=m, other=0.0)
-    s, allowed = _window_logits(q, k, ty, tx, lab, ok, RPB + head * s_rh, s_ra, s_rb, scale,
-                                WH, WW, HAS_RPB, PREC, UPCAST)
-    mx = row_max(s)
-    mx = tl.where(ok, mx, 0.0)
-    p = tl.exp(s - mx[:, None])
-    l = row_sum(p)
-    l = tl.where(ok, l, 1.0)
-    out = dot(p.to(v.dtype), v, PREC, UPCAST) / l[:, None]
-    tl.store(O + b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :],
-             out.to(O.dtype.element_ty), mask=m)
-    tl.store(LSE + (b * H * W + y * W + x) * NHEADS + head, mx + tl.log(l), mask=ok)
+    dok = offs_d[None, :] < D
+    qm = qok[:, None] & dok
+    q = tl.load(Q + b * sqb + qy[:, None] * sqy + qx[:, None] * sqx + head * sqh + offs_d[None, :], mask=qm, other=0.0)
+    m_i = tl.full([BLOCK], float('-inf'), tl.float32)
+    l_i = tl.full([BLOCK], 0.0, tl.float32)
+    acc = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
+    for j in range(0, CHUNKS):
+        kt, kty, ktx, ky, kx, klab, kok = _window_tokens(win, j * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
+        km = kok[:, None] & dok
+        k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+                    mask=km, other=0.0)
+        v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
+                    mask=km, other=0.0)
+        s = dot(q, tl.trans(k), PREC, UPCAST) * scale
+        s, allowed = _bias_mask(s, qty[:, None], qtx[:, None], qlab[:, None], qok[:, None],
+                                kty[None, :], ktx[None, :], klab[None, :], kok[None, :], rpb_ptr, s_ra, s_rb,
+                                WH, WW, HAS_RPB)
+        m_new = tl.maximum(m_i, row_max(s))
+        # a row with no allowed key yet (or a padding row) keeps -inf: shift by 0 so exp gives 0, not NaN
+        m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
+        alpha = tl.exp(m_i - m_use)
+        p = tl.exp(s - m_use[:, None])
+        l_i = l_i * alpha + row_sum(p)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, PREC, UPCAST)
+        m_i = m_new
+    m_i = tl.where(qok, m_i, 0.0)
+    l_i = tl.where(qok, l_i, 1.0)
+    tl.store(O + b * sob + qy[:, None] * soy + qx[:, None] * sox + head * soh + offs_d[None, :],
+             (acc / l_i[:, None]).to(O.dtype.element_ty), mask=qm)
+    tl.store(LSE + (b * H * W + qy * W + qx) * NHEADS + head, m_i + tl.log(l_i), mask=qok)
 
 
 @triton.jit
-def _window_bwd(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, DS,
-                sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
-                s_rh, s_ra, s_rb, B, H, W, NHEADS, D, B_PER, scale,
-                WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr, WRITE_DS: tl.constexpr,
-                PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """Program (window, chunk of B_PER images x head): dq, dk, dv of each image's window; with
-    WRITE_DS the logit gradients summed over the chunk go to DS ``[chunks, windows, heads, N, N]``."""
+def _window_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, DS,
+                     sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
+                     s_rh, s_ra, s_rb, B, H, W, NHEADS, D, B_PER, scale,
+                     WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                     BLOCK: tl.constexpr, CHUNKS: tl.constexpr, BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr,
+                     WRITE_DS: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Program (window x key chunk, chunk of B_PER images x head): dK, dV of those keys for each
+    image (and dQ when the window is one chunk); with WRITE_DS the logit gradients of its key
+    columns, summed over the images, go to DS ``[chunks, windows, heads, N, N]``."""
     pid = tl.program_id(0)
     ch = tl.program_id(1)
+    win = pid // CHUNKS
     chunk = ch // NHEADS
     head = ch % NHEADS
-    ty, tx, y, x, lab, ok = _window_tokens(pid, H, W, WH, WW, SH, SW, BLOCK)
+    rpb_ptr = RPB + head * s_rh
+    N: tl.constexpr = WH * WW
+    ONE_CHUNK: tl.constexpr = CHUNKS == 1
+    kt, kty, ktx, ky, kx, klab, kok = _window_tokens(win, (pid % CHUNKS) * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
     offs_d = tl.arange(0, BLOCK_D)
-    m = ok[:, None] & (offs_d[None, :] < D)
-    ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
+    dok = offs_d[None, :] < D
+    km = kok[:, None] & dok
+    ds_base = DS + ((chunk * (tl.num_programs(0) // CHUNKS) + win) * NHEADS + head) * N * N
+    ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)  # dS^T summed over images (one chunk only)
     for b in range(chunk * B_PER, tl.minimum(chunk * B_PER + B_PER, B)):
-        ds_sum += _window_bwd_one(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, b, head, ty, tx, y, x, lab, ok, m,
-                                  offs_d, sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh,
-                                  sdb, sdy, sdx, sdh, s_rh, s_ra, s_rb, H, W, NHEADS, scale,
-                                  WH, WW, HAS_RPB, PREC, UPCAST)
+        k_off = b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :]
+        v_off = b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :]
+        k = tl.load(K + k_off, mask=km, other=0.0)
+        v = tl.load(V + v_off, mask=km, other=0.0)
+        dk = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
+        dv = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
+        for i in range(0, CHUNKS):
+            qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, i * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
+            qm = qok[:, None] & dok
+            q_off = b * sqb + qy[:, None] * sqy + qx[:, None] * sqx + head * sqh + offs_d[None, :]
+            q = tl.load(Q + q_off, mask=qm, other=0.0)
+            do = tl.load(DO + b * sdb + qy[:, None] * sdy + qx[:, None] * sdx + head * sdh + offs_d[None, :],
+                         mask=qm, other=0.0)
+            row = (b * H * W + qy * W + qx) * NHEADS + head
+            lse = tl.load(LSE + row, mask=qok, other=0.0)
+            delta = tl.load(DELTA + row, mask=qok, other=0.0)
+            st = dot(k, tl.trans(q), PREC, UPCAST) * scale  # [keys, queries]
+            st, allowed_t = _bias_mask(st, qty[None, :], qtx[None, :], qlab[None, :], qok[None, :],
+                                       kty[:, None], ktx[:, None], klab[:, None], kok[:, None], rpb_ptr, s_ra, s_rb,
+                                       WH, WW, HAS_RPB)
+            pt = tl.exp(st - lse[None, :])
+            dv += dot(pt.to(do.dtype), do, PREC, UPCAST)
+            dpt = dot(v, tl.trans(do), PREC, UPCAST)
+            dst = pt * (dpt - delta[None, :])
+            dk += dot(dst.to(q.dtype), q, PREC, UPCAST)
+            if ONE_CHUNK:
+                # every query of the window is here: dQ^T = K^T dS^T (k is a loaded tile)
+                dqt = dot(tl.trans(k), dst.to(k.dtype), PREC, UPCAST) * scale  # [D, queries]
+                dqt_ptr = DQ + b * sqb + qy[None, :] * sqy + qx[None, :] * sqx + head * sqh + offs_d[:, None]
+                tl.store(dqt_ptr, dqt.to(DQ.dtype.element_ty), mask=qok[None, :] & (offs_d[:, None] < D))
+            if WRITE_DS:
+                if ONE_CHUNK:
+                    ds_sum += dst
+                else:
+                    # this program alone owns these key columns: a plain read-add-write, deterministic
+                    ds_ptr = ds_base + qt[None, :] * N + kt[:, None]
+                    tl.store(ds_ptr, tl.load(ds_ptr, mask=allowed_t, other=0.0) + dst, mask=allowed_t)
+        tl.store(DK + k_off, (dk * scale).to(DK.dtype.element_ty), mask=km)
+        tl.store(DV + v_off, dv.to(DV.dtype.element_ty), mask=km)
     if WRITE_DS:
-        N: tl.constexpr = WH * WW
-        t = tl.arange(0, BLOCK)
-        allowed = _window_allowed(lab, ok)
-        base = ((chunk * tl.num_programs(0) + pid) * NHEADS + head) * N * N
-        tl.store(DS + base + t[:, None] * N + t[None, :], ds_sum, mask=allowed)
+        if ONE_CHUNK:
+            allowed_t = kok[:, None] & kok[None, :] & (klab[:, None] == klab[None, :])
+            tl.store(ds_base + kt[None, :] * N + kt[:, None], ds_sum, mask=allowed_t)
 
 
 @triton.jit
-def _window_bwd_one(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, b, head, ty, tx, y, x, lab, ok, m, offs_d,
-                    sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
-                    s_rh, s_ra, s_rb, H, W, NHEADS, scale,
-                    WH: tl.constexpr, WW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr,
-                    UPCAST: tl.constexpr):
-    """Backward of one image's window for one head; returns the logit gradient dS (fp32)."""
-    q_off = b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :]
-    k_off = b * skb + y[:, None] * sky + x[:, None] * skx + head * skh + offs_d[None, :]
-    v_off = b * svb + y[:, None] * svy + x[:, None] * svx + head * svh + offs_d[None, :]
-    q = tl.load(Q + q_off, mask=m, other=0.0)
-    k = tl.load(K + k_off, mask=m, other=0.0)
-    v = tl.load(V + v_off, mask=m, other=0.0)
-    do = tl.load(DO + b * sdb + y[:, None] * sdy + x[:, None] * sdx + head * sdh + offs_d[None, :], mask=m, other=0.0)
-    row = (b * H * W + y * W + x) * NHEADS + head
-    lse = tl.load(LSE + row, mask=ok, other=0.0)
-    delta = tl.load(DELTA + row, mask=ok, other=0.0)
-    s, allowed = _window_logits(q, k, ty, tx, lab, ok, RPB + head * s_rh, s_ra, s_rb, scale,
-                                WH, WW, HAS_RPB, PREC, UPCAST)
-    p = tl.exp(s - lse[:, None])
-    dv = dot(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
-    dp = dot(do, tl.trans(v), PREC, UPCAST)
-    ds = p * (dp - delta[:, None])
-    dq = dot(ds.to(k.dtype), k, PREC, UPCAST) * scale
-    dk = dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST) * scale
-    tl.store(DQ + q_off, dq.to(DQ.dtype.element_ty), mask=m)
-    tl.store(DK + k_off, dk.to(DK.dtype.element_ty), mask=m)
-    tl.store(DV + v_off, dv.to(DV.dtype.element_ty), mask=m)
-    return ds
+def _window_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ,
+                   sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
+                   s_rh, s_ra, s_rb, H, W, NHEADS, D, scale,
+                   WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                   BLOCK: tl.constexpr, CHUNKS: tl.constexpr, BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr,
+                   PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Program (window x query chunk, batch x head): dQ of ``BLOCK`` queries, streaming the
+    window's key chunks (windows of more than one chunk)."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    win = pid // CHUNKS
+    b = bh // NHEADS
+    head = bh % NHEADS
+    rpb_ptr = RPB + head * s_rh
+    qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, (pid % CHUNKS) * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    dok = offs_d[None, :] < D
+    qm = qok[:, None] & dok
+    q_off = b * sqb + qy[:, None] * sqy + qx[:, None] * sqx + head * sqh + offs_d[None, :]
+    q = tl.load(Q + q_off, mask=qm, other=0.0)
+    do = tl.load(DO + b * sdb + qy[:, None] * sdy + qx[:, None] * sdx + head * sdh + offs_d[None, :], mask=qm, other=0.0)
+    row = (b * H * W + qy * W + qx) * NHEADS + head
+    lse = tl.load(LSE + row, mask=qok, other=0.0)
+    delta = tl.load(DELTA + row, mask=qok, other=0.0)
+    dq = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
+    for j in range(0, CHUNKS):
+        kt, kty, ktx, ky, kx, klab, kok = _window_tokens(win, j * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
+        km = kok[:, None] & dok
+        k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+                    mask=km, other=0.0)
+        v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
+                    mask=km, other=0.0)
+        s = dot(q, tl.trans(k), PREC, UPCAST) * scale
+        s, allowed = _bias_mask(s, qty[:, None], qtx[:, None], qlab[:, None], qok[:, None],
+                                kty[None, :], ktx[None, :], klab[None, :], kok[None, :], rpb_ptr, s_ra, s_rb,
+                                WH, WW, HAS_RPB)
+        p = tl.exp(s - lse[:, None])
+        dp = dot(do, tl.trans(v), PREC, UPCAST)
+        ds = p * (dp - delta[:, None])
+        dq += dot(ds.to(k.dtype), k, PREC, UPCAST)
+    tl.store(DQ + q_off, (dq * scale).to(DQ.dtype.element_ty), mask=qm)
 
 
 # programs the backward keeps in flight when it sums dS over images (~8 per SM of an H100 / H200)
@@ -166,6 +245,40 @@ def _image_chunks(batch: int, programs_per_image: int):
     return triton.cdiv(batch, b_per), b_per
 
 
+class _Tiling(NamedTuple):
+    block: int  # tokens per chunk
+    chunks: int  # chunks per window
+    block_d: int
+    warps: int  # forward and dQ kernels
+    kv_warps: int  # dK / dV kernel
+    kv_stages: int  # software pipelining of the dK / dV query loop
+    dq_stages: int  # and of the dQ key loop
+
+
+def _tiling(n_tokens: int, head_dim: int, dtype: torch.dtype) -> _Tiling:
+    """Launch configuration for a window of ``n_tokens`` tokens.
+
+    The one-tile kernel of earlier versions needed 324 KiB of shared memory for Swin's 12x12
+    (144 tokens padded to 256; the limit is 227 KiB on sm_90, 163 KiB on sm_80). Chunks bound the
+    footprint for every window size, and their size keeps the sm_90 compile free of register
+    spills (tests/ops/test_triton_compile.py): 64 tokens on the tensor cores up to head_dim 64
+    (Swin's 7x7 and 8x8 windows are one chunk), 32 beyond; the exact fp32 dots run on the FMA
+    units, whose operands live in registers, so fp32 takes 32 tokens (16 beyond head_dim 32).
+    The dK / dV kernel holds the most live tiles (two accumulators, S^T, dP^T, the dS sum): 8
+    warps with 64-token chunks, and no software pipelining of its query loop when there are
+    several chunks (the prefetched tiles spilled registers for 12x12 in bf16); the dQ kernel
+    prefetches one key chunk ahead up to head_dim 64 (two stages; three spilled for 14x14 in
+    fp32, two for head_dim 128 in bf16)."""
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    if dtype == torch.float32:
+        cap = 32 if block_d <= 32 else 16
+    else:
+        cap = 64 if block_d <= 64 else 32
+    block = max(16, min(cap, triton.next_power_of_2(n_tokens)))
+    chunks = triton.cdiv(n_tokens, block)
+    return _Tiling(block, chunks, block_d, 4, 8 if block == 64 else 4, 3 if chunks == 1 else 1,
+                   2 if block_d <= 64 else 1)
+
 
 class WindowAttentionTriton(torch.autograd.Function):
     """Autograd wrapper; inputs validated ``[B, H, W, heads, D]``."""
@@ -177,45 +290,52 @@ class WindowAttentionTriton(torch.autograd.Function):
         n_win = (H // wh) * (W // ww)
         if B * nh > 65535:
             raise ValueError(f'window_attention triton: batch * heads = {B * nh} exceeds the grid limit 65535')
-        block = max(16, triton.next_power_of_2(wh * ww))
-        block_d = max(16, triton.next_power_of_2(D))
+        block, chunks, block_d, warps, _, _, _ = _tiling(wh * ww, D, q.dtype)
         out = torch.empty_like(q)
         lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
         has_rpb = rpb is not None
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
-        _window_fwd[(n_win, B * nh)](q, k, v, rpb if has_rpb else q, out, lse,
-                                     *strides4(q), *strides4(k), *strides4(v), *strides4(out), *rs,
-                                     H, W, nh, D, scale, WH=wh, WW=ww, SH=shift[0], SW=shift[1],
-                                     BLOCK=block, BLOCK_D=block_d, HAS_RPB=has_rpb, PREC=precision(q.dtype),
-                                     UPCAST=upcast(q), num_warps=4 if block <= 64 else 8)
+        _window_fwd[(n_win * chunks, B * nh)](q, k, v, rpb if has_rpb else q, out, lse,
+                                              *strides4(q), *strides4(k), *strides4(v), *strides4(out), *rs,
+                                              H, W, nh, D, scale, WH=wh, WW=ww, SH=shift[0], SW=shift[1],
+                                              BLOCK=block, CHUNKS=chunks, BLOCK_D=block_d, HAS_RPB=has_rpb,
+                                              PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=warps)
         ctx.save_for_backward(q, k, v, rpb, out, lse)
-        ctx.meta = (window, shift, scale, has_rpb, block, block_d)
+        ctx.meta = (window, shift, scale, has_rpb)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, rpb, out, lse = ctx.saved_tensors
-        window, shift, scale, has_rpb, block, block_d = ctx.meta
+        window, shift, scale, has_rpb = ctx.meta
         B, H, W, nh, D = q.shape
         wh, ww = window
         N = wh * ww
         n_win = (H // wh) * (W // ww)
+        block, chunks, block_d, warps, kv_warps, kv_stages, dq_stages = _tiling(N, D, q.dtype)
         dout = dout.contiguous()
         delta = row_dot(dout, out)
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)
         dq, dk, dv = grad_buffers(q, k, v)
         need_drpb = has_rpb and ctx.needs_input_grad[3]
         # With a bias gradient, a program sums dS over a chunk of images, so the fp32 dS buffer is
-        # [chunks, windows, heads, N, N] instead of one [N, N] per image (for Swin-T stage 1 at
-        # batch 32: 11 MB instead of 59 MB); chunks keep >= ~_MIN_PROGRAMS programs in flight.
-        chunks, b_per = _image_chunks(B, n_win * nh) if need_drpb else (B, 1)
-        ds = torch.zeros(chunks, n_win, nh, N, N, device=q.device, dtype=torch.float32) if need_drpb else lse
+        # [image chunks, windows, heads, N, N] instead of one [N, N] per image (for Swin-T stage 1
+        # at batch 32: 11 MB instead of 59 MB); chunks keep >= ~_MIN_PROGRAMS programs in flight.
+        img_chunks, b_per = _image_chunks(B, n_win * chunks * nh) if need_drpb else (B, 1)
+        ds = (torch.zeros(img_chunks, n_win, nh, N, N, device=q.device, dtype=torch.float32) if need_drpb
+              else lse)
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
-        _window_bwd[(n_win, chunks * nh)](q, k, v, rpb if has_rpb else q, dout, lse, delta, dq, dk, dv, ds,
-                                     *strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs,
-                                     B, H, W, nh, D, b_per, scale, WH=wh, WW=ww, SH=shift[0], SW=shift[1],
-                                     BLOCK=block, BLOCK_D=block_d, HAS_RPB=has_rpb, WRITE_DS=need_drpb,
-                                     PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=4 if block <= 64 else 8)
+        common = dict(WH=wh, WW=ww, SH=shift[0], SW=shift[1], BLOCK=block, CHUNKS=chunks, BLOCK_D=block_d,
+                      HAS_RPB=has_rpb, PREC=precision(q.dtype), UPCAST=upcast(q))
+        strides = (*strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs)
+        _window_bwd_dkdv[(n_win * chunks, img_chunks * nh)](
+            q, k, v, rpb if has_rpb else q, dout, lse, delta, dq, dk, dv, ds, *strides,
+            B, H, W, nh, D, b_per, scale, WRITE_DS=need_drpb, num_warps=kv_warps,
+            num_stages=kv_stages, **common)
+        if chunks > 1:
+            _window_bwd_dq[(n_win * chunks, B * nh)](q, k, v, rpb if has_rpb else q, dout, lse, delta, dq, *strides,
+                                                     H, W, nh, D, scale, num_warps=warps, num_stages=dq_stages,
+                                                     **common)
         drpb = None
         if need_drpb:
             idx = relative_position_index(window, device=q.device).reshape(-1)

@@ -140,7 +140,9 @@ def test_large_windows_compile_within_limits(case, dtype, arch):
     assert [r['kernel'] for r in rows] == WINDOW_CHUNKED
     _check_rows(rows, dtype, arch, mma='HMMA' if case in WARP_MMA_CASES else None)
     if arch != 90:
-        return  # the launch configuration is tuned for sm_90; on sm_80 the bf16 12x12 dK / dV kernel spills
+        # the launch configuration is tuned for sm_90; on sm_80 (triton 3.8) the 12x12 dK / dV
+        # kernel keeps a stack frame (144 B bf16, 16 B fp32): a speed question there, not a limit
+        return
     for r in rows:
         assert r['stack_bytes'] == 0, f"{case}: {r['kernel']} ({dtype}, sm_{arch}): {r['stack_bytes']} B stack (spills)"
 

@@ -6,7 +6,7 @@ rejects, and it widens bf16 to fp32, so it says nothing about the tensor-core pa
 runs a densekit op's Python wrapper as usual, but every Triton launch inside it is replaced by an
 ahead-of-time compilation for the target (default: Hopper, ``sm_90``) with exactly the
 arguments, constexprs and launch options the wrapper would use; nothing is launched. The result
-is the compiler's resource report per kernel: registers, spilled (local) bytes, shared memory,
+is the compiler's resource report per kernel: registers, the stack frame (where ptxas spills), shared memory,
 and which matrix instructions the machine code uses (``HGMMA`` = Hopper warpgroup MMA, ``HMMA``
 = the older warp MMA, none = the dot runs on the FMA units).
 
@@ -44,10 +44,13 @@ class KernelReport:
     num_stages: int
     shared_bytes: int
     registers: int
-    local_bytes: int  # spilled registers / stack arrays in local memory; 0 is the goal
+    local_bytes: int  # cuobjdump's LOCAL figure (stays 0 even when ptxas spills; see stack_bytes)
     mma: Optional[str]  # 'HGMMA', 'HMMA' or None
     compile_s: float
     sass_ops: Dict[str, int] = field(default_factory=dict)
+    # the per-thread stack frame: where ptxas puts spilled registers ('spill stores' in ptxas -v)
+    # and register arrays it cannot keep in registers; 0 is the goal
+    stack_bytes: int = 0
 
 
 def _triton_bin(name: str) -> str:
@@ -72,8 +75,9 @@ def available() -> Tuple[bool, str]:
     return True, ''
 
 
-def _resources(cubin: bytes, name: str) -> Tuple[int, int, Dict[str, int]]:
-    """Registers, local bytes and a count of matrix instructions, read off the cubin."""
+def _resources(cubin: bytes, name: str) -> Tuple[int, int, Dict[str, int], int]:
+    """Registers, local bytes, a count of matrix instructions and the stack frame (bytes), read
+    off the cubin."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, f'{name}.cubin')
         with open(path, 'wb') as f:
@@ -82,13 +86,13 @@ def _resources(cubin: bytes, name: str) -> Tuple[int, int, Dict[str, int]]:
                                capture_output=True, text=True, check=True).stdout
         sass = subprocess.run([_triton_bin('cuobjdump'), '--dump-sass', path],
                               capture_output=True, text=True, check=True).stdout
-    m = re.search(r'REG:(\d+).*?LOCAL:(\d+)', usage)
+    m = re.search(r'REG:(\d+).*?STACK:(\d+).*?LOCAL:(\d+)', usage)
     if m is None:
         raise RuntimeError(f'cannot read the resource usage of {name}: {usage!r}')
     ops: Dict[str, int] = {}
     for op in re.findall(r'\b(HGMMA|HMMA|QGMMA|IMMA)\.', sass):
         ops[op] = ops.get(op, 0) + 1
-    return int(m.group(1)), int(m.group(2)), ops
+    return int(m.group(1)), int(m.group(3)), ops, int(m.group(2))
 
 
 @contextlib.contextmanager
@@ -129,12 +133,12 @@ def compile_only(arch: int = 90, constants_shown: Optional[Tuple[str, ...]] = No
                                 options=options.__dict__)
         dt = time.perf_counter() - t0
         name = self.fn.__name__
-        regs, local, ops = _resources(kernel.asm['cubin'], name)
+        regs, local, ops, stack = _resources(kernel.asm['cubin'], name)
         consts = {p.name: bound_args[p.name] for p in self.params if p.is_constexpr
                   and (constants_shown is None or p.name in constants_shown)}
         mma = next((op for op in ('HGMMA', 'HMMA') if ops.get(op)), None)
         reports.append(KernelReport(name, consts, kernel.metadata.num_warps, kernel.metadata.num_stages,
-                                    kernel.metadata.shared, regs, local, mma, dt, ops))
+                                    kernel.metadata.shared, regs, local, mma, dt, ops, stack))
         return kernel
 
     JITFunction.run = run

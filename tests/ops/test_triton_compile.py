@@ -3,7 +3,8 @@
 The interpreter tests (``TRITON_INTERPRET=1``) check what the kernels compute; these check what
 only the real compiler knows: every kernel of every op compiles, with the wrapper's own launch
 arguments, for the target; it fits the per-block shared-memory limit (exceeding it fails only at
-launch time, on a GPU); no register spills to local memory; and half-precision inputs reach the
+launch time, on a GPU); no register spills (the stack frame; a few kernels have known, bounded
+spills listed in ``KNOWN_SM90_STACK``); and half-precision inputs reach the
 tensor cores (``HGMMA`` on Hopper, ``HMMA`` on Ampere) while float32 stays on exact FMA dots,
 which the fp32 parity tolerances assume.
 
@@ -39,6 +40,14 @@ EXPECTED = {
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
 WINDOW_CHUNKED = EXPECTED['window'] + ['_window_bwd_dq']
+# Spills (the per-thread stack frame, bytes) known at sm_90 and not yet tuned away; everything
+# else must compile with no stack. The half-precision NA backward kernels sit at the 255-register
+# cap in the configuration measured on the H200 (8-48 B there); the halo forward / dQ kernel holds
+# the block's whole padded window. fp32 NA kernels kept 7-14 KB before their chunks shrank to 16.
+KNOWN_SM90_STACK = {
+    ('_na_bwd_dq', 'half'): 64, ('_na_bwd_dkdv', 'half'): 64,
+    ('_halo_fwd_or_dq', 'half'): 320, ('_halo_fwd_or_dq', 'float32'): 3200, ('_halo_dkdv', 'float32'): 64,
+}
 # no dot products: no MMA expected
 ELEMENTWISE_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel', '_row_dot_kernel'}
 
@@ -73,6 +82,9 @@ def _check_rows(rows, dtype, arch, mma=None):
         where = f"{r['case']}: {r['kernel']} ({dtype}, sm_{arch}, constants {r['constants']})"
         assert r['shared_bytes'] <= SHARED_LIMIT[arch], f"{where}: {r['shared_bytes']} B of shared memory"
         assert r['local_bytes'] == 0, f"{where}: {r['local_bytes']} B spilled to local memory"
+        if arch == 90:  # the stack frame is where ptxas spills (cuobjdump's LOCAL stays 0)
+            allowed = KNOWN_SM90_STACK.get((r['kernel'], 'float32' if dtype == 'float32' else 'half'), 0)
+            assert r['stack_bytes'] <= allowed, f"{where}: {r['stack_bytes']} B of stack (spills), {allowed} known"
         if r['kernel'] in ELEMENTWISE_KERNELS:
             continue
         if dtype == 'float32':
@@ -93,32 +105,17 @@ LARGE_WINDOWS = {
 # head_dim 128 takes 32-token chunks, fewer rows than Hopper's warpgroup MMA (HGMMA) needs
 WARP_MMA_CASES = {'w12_d128'}
 
-# Child process (see the module docstring): compile forward + backward of one window case and
-# also record the stack frame of each kernel from cuobjdump, since ptxas puts spilled registers
-# on the stack (its 'spill stores') while the LOCAL figure stays 0.
+# Child process (see the module docstring): compile forward + backward of one window case.
 _WINDOW_CHILD = '''
-import json, re, subprocess, sys, tempfile, os
+import json, os, sys
 import torch
 sys.path.insert(0, os.path.join(sys.argv[1], 'tools', 'dev'))
 import triton_sm90_report as report
 from densekit.ops import _triton_aot
-stacks = []
-resources = _triton_aot._resources
-def _resources(cubin, name):
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, name + '.cubin')
-        with open(path, 'wb') as f:
-            f.write(cubin)
-        usage = subprocess.run([_triton_aot._triton_bin('cuobjdump'), '--dump-resource-usage', path],
-                               capture_output=True, text=True, check=True).stdout
-    stacks.append(int(re.search(r'STACK:(\\d+)', usage).group(1)))
-    return resources(cubin, name)
-_triton_aot._resources = _resources
 with _triton_aot.compile_only(int(sys.argv[3])) as reports:
     y = report._window(getattr(torch, sys.argv[2]), *json.loads(sys.argv[4]))
     y.backward(torch.ones_like(y))
-rows = [dict(r.__dict__, case='window', stack_bytes=s) for r, s in zip(reports, stacks)]
-print(json.dumps(rows, default=str))
+print(json.dumps([dict(r.__dict__, case='window') for r in reports], default=str))
 '''
 
 
@@ -138,13 +135,9 @@ def test_large_windows_compile_within_limits(case, dtype, arch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [r['kernel'] for r in rows] == WINDOW_CHUNKED
+    # on sm_80 (triton 3.8) the 12x12 dK / dV kernel keeps a stack frame (144 B bf16, 16 B fp32):
+    # the launch configuration is tuned for sm_90, so _check_rows checks stacks there only
     _check_rows(rows, dtype, arch, mma='HMMA' if case in WARP_MMA_CASES else None)
-    if arch != 90:
-        # the launch configuration is tuned for sm_90; on sm_80 (triton 3.8) the 12x12 dK / dV
-        # kernel keeps a stack frame (144 B bf16, 16 B fp32): a speed question there, not a limit
-        return
-    for r in rows:
-        assert r['stack_bytes'] == 0, f"{case}: {r['kernel']} ({dtype}, sm_{arch}): {r['stack_bytes']} B stack (spills)"
 
 
 def test_compile_only_restores_launching():

@@ -134,12 +134,12 @@ def main():
     import triton
     rows = report(getattr(torch, args.dtype), args.arch, args.small)
     print(f'triton {triton.__version__}, torch {torch.__version__}, target sm_{args.arch}, {args.dtype}\n')
-    print('| case | kernel | constants | warps | stages | regs | spill B | smem KiB | MMA |')
+    print('| case | kernel | constants | warps | stages | regs | stack B (spills) | smem KiB | MMA |')
     print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         consts = ', '.join(f'{k}={v}' for k, v in r['constants'].items())
         print(f"| {r['case']} | {r['kernel']} | {consts} | {r['num_warps']} | {r['num_stages']} | {r['registers']} | "
-              f"{r['local_bytes']} | {r['shared_bytes'] / 1024:.1f} | {r['mma'] or 'none'} |")
+              f"{r['stack_bytes']} | {r['shared_bytes'] / 1024:.1f} | {r['mma'] or 'none'} |")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(triton=triton.__version__, torch=torch.__version__, arch=args.arch, dtype=args.dtype,

@@ -192,7 +192,7 @@ def test_triton_packed_qkv_views(triton_interpreter):
 def test_triton_refuses_windows_larger_than_one_tile(monkeypatch):
     monkeypatch.setenv('TRITON_INTERPRET', '1')
     q = torch.randn(1, 2, 160, 1, 16)  # a CSWin-like 2 x 160 stripe: 320 tokens
-    with pytest.raises(RuntimeError, match='more than the 256 one Triton tile holds'):
+    with pytest.raises(RuntimeError, match='more than the 256 the Triton kernels are checked for'):
         window_attention(q, q, q, (2, 160), backend='triton')
 
 

@@ -12,7 +12,8 @@ import torch
 from densekit.layers.window import to_2tuple
 from densekit.ops._backend import choose_backend, flex_probe, triton_probe
 
-# Largest window (in tokens) the fused Triton kernel takes: Swin's 12x12 (144) fits.
+# Largest window (in tokens) the fused Triton kernels take: Swin's 12x12 (144) and 16x16 compile
+# for sm_90 without spills (tests/ops/test_triton_compile.py); larger ones are not checked.
 MAX_TRITON_WINDOW = 256
 
 __all__ = ['window_attention']
@@ -63,12 +64,12 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
-        # The kernel keeps a whole window (and its window x window logits) in one tile; beyond
-        # MAX_TRITON_WINDOW tokens (e.g. CSWin's long stripes at detection resolution) it would
-        # spill or fail to compile, so larger windows go to flex / the reference.
+        # The kernels walk a window in token chunks, but each program still loops over all of its
+        # window's chunks; beyond MAX_TRITON_WINDOW tokens (e.g. CSWin's long stripes at detection
+        # resolution) no configuration was checked, so larger windows go to flex / the reference.
         if window[0] * window[1] > MAX_TRITON_WINDOW:
             return (f'window {window} has {window[0] * window[1]} tokens, more than the '
-                    f'{MAX_TRITON_WINDOW} one Triton tile holds')
+                    f'{MAX_TRITON_WINDOW} the Triton kernels are checked for')
         return triton_probe(explicit, q)
 
     def _flex(explicit):

@@ -224,6 +224,20 @@ def test_flex_forward_on_cpu_matches_reference():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize('shape,kernel,dilation', [((2, 9, 10, 2, 16), (3, 3), (2, 3)),
+                                                    ((1, 13, 11, 2, 16), (5, 3), (1, 2)), ((1, 23, 2, 16), (5,), (4,))])
+def test_flex_per_query_bias_matches_reference(shape, kernel, dilation):
+    # the layout flex uses when the bias needs a gradient (one entry per query and window tap)
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    from densekit.ops.neighborhood.flex import na_flex
+    q, k, v, rpb, _ = make_inputs(shape, (shape[-2],) + tuple(2 * kk - 1 for kk in kernel))
+    fn = na2d if len(kernel) == 2 else na1d
+    with torch.no_grad():
+        ref = fn(q, k, v, kernel, dilation, rpb=rpb, backend='reference')
+        out = na_flex(q, k, v, kernel, dilation, rpb, shape[-1] ** -0.5, expand_bias=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
 def test_flex_refuses_cpu_backward():
     pytest.importorskip('torch.nn.attention.flex_attention')
     q = torch.randn(1, 7, 7, 1, 16, requires_grad=True)

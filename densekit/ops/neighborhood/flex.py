@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from densekit.ops._flex_utils import flex_call, make_block_mask
-from densekit.ops.neighborhood.reference import axis_windows
+from densekit.ops.neighborhood.reference import axis_windows, flat_tables
 
 
 def _axis_start(length: int, kernel: int, dilation: int, device) -> torch.Tensor:
@@ -56,14 +56,49 @@ def _make_mask_mod(spatial, kernel, dilation, starts):
     return mask_mod
 
 
+@functools.lru_cache(maxsize=16)
+def _bias_index(spatial: tuple, kernel: tuple, dilation: tuple, device: str) -> torch.Tensor:
+    """Flat rpb index of every (query, window tap), ``[prod(spatial), prod(kernel)]``, on ``device``."""
+    return flat_tables(spatial, kernel, dilation, device)[1]
+
+
+def _tap(qc, kc, starts, kernel, dilation):
+    """Flat window tap (row-major over the kernel axes) of key ``kc`` for query ``qc``; masked
+    pairs are clamped into range."""
+    tap = None
+    for a in range(len(kernel)):
+        t = torch.clamp((kc[a] - starts[a][qc[a]]) // dilation[a], 0, kernel[a] - 1)
+        tap = t if tap is None else tap * kernel[a] + t
+    return tap
+
+
 def na_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequence[int], dilation: Sequence[int],
-            rpb: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    """Neighborhood attention through FlexAttention on validated inputs."""
+            rpb: Optional[torch.Tensor], scale: float, expand_bias: Optional[bool] = None) -> torch.Tensor:
+    """Neighborhood attention through FlexAttention on validated inputs.
+
+    When the bias needs a gradient (or ``expand_bias=True``), ``score_mod`` reads a per-query copy
+    of it, ``[heads, prod(spatial), prod(kernel)]`` in float32, instead of the ``[heads, 2k-1,
+    2k-1]`` table: flex accumulates a captured tensor's gradient with atomic adds
+    (``scatter_mode="atomic_add"`` in torch/_inductor/kernel/flex/common.py), and on the table
+    every query-key pair of the map adds into the same few hundred addresses (the H200 run,
+    2026-11-26: our flex backward 19-156x slower than our Triton kernels). Per query, each entry
+    receives one add per batch element; the reduction onto the table is the gather's backward.
+    """
     spatial = tuple(q.shape[1:-2])
     B, h, D = q.shape[0], q.shape[-2], q.shape[-1]
-    block_mask, _ = _block_mask(spatial, tuple(kernel), tuple(dilation), str(q.device))
+    kernel, dilation = tuple(kernel), tuple(dilation)
+    block_mask, starts = _block_mask(spatial, kernel, dilation, str(q.device))
     score_mod = None
-    if rpb is not None:
+    if expand_bias is None:
+        expand_bias = rpb is not None and rpb.requires_grad and torch.is_grad_enabled()
+    if rpb is not None and expand_bias:
+        idx = _bias_index(spatial, kernel, dilation, str(q.device))
+        per_query = rpb.float().reshape(h, -1)[:, idx]  # [h, S, K]
+
+        def score_mod(score, b, hh, q_idx, kv_idx):
+            tap = _tap(_coords(q_idx, spatial), _coords(kv_idx, spatial), starts, kernel, dilation)
+            return score + per_query[hh, q_idx, tap]
+    elif rpb is not None:
         rpb_c = rpb.to(q.dtype)
 
         def score_mod(score, b, hh, q_idx, kv_idx):

@@ -1,6 +1,7 @@
 """Neighborhood attention: independent brute-force check of the reference, gradcheck, errors,
 dispatch, and backend parity through the harness (Triton via TRITON_INTERPRET on CPU)."""
 import logging
+import os
 
 import pytest
 import torch
@@ -294,3 +295,37 @@ def test_reference_tables_cached_in_inference_mode_serve_backward():
     out.backward(go)
     torch.testing.assert_close(out.detach(), expected, atol=0, rtol=0)
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)
+
+
+def test_triton_config_override_for_sweeps(monkeypatch):
+    """``CONFIG_OVERRIDE`` (the hook of benchmarks/na_sweep.py) replaces the launch defaults; a
+    1-D problem keeps a one-row strip of the overridden tile's size."""
+    pytest.importorskip('triton')
+    import densekit.ops.neighborhood.triton as T
+    default = T._launch(56, 56, 32, torch.bfloat16)
+    assert default == (8, 8, 64, 32, 4, 3)
+    monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(tile_h=16, num_warps=8, num_stages=2))
+    assert T._launch(56, 56, 32, torch.bfloat16) == (16, 8, 64, 32, 8, 2)
+    assert T._launch(1, 200, 32, torch.bfloat16) == (1, 128, 64, 32, 8, 2)
+
+
+@pytest.mark.slow
+def test_na_sweep_configs_compute_correctly_in_the_interpreter(tmp_path):
+    """Every configuration benchmarks/na_sweep.py times gives the reference's output and
+    gradients (tiny shapes through TRITON_INTERPRET=1; the GPU run re-checks before timing)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip('triton')
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / 'sweep.json'
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, str(root / 'benchmarks' / 'na_sweep.py'), '--smoke', '--json', str(out)],
+                          env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())['rows']
+    assert len(rows) >= 9
+    for r in rows:
+        assert 'error' not in r, r
+        assert r['max_err'] < 1e-5, r

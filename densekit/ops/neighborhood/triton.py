@@ -296,6 +296,21 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
              dv.to(DV.dtype.element_ty), mask=kmask)
 
 
+# Developer hook for launch-configuration sweeps (``benchmarks/na_sweep.py``): when set, a dict
+# with any of tile_h, tile_w, block_n, num_warps, num_stages that replaces the defaults below.
+CONFIG_OVERRIDE: Optional[dict] = None
+
+
+def _launch(H: int, W: int, D: int, dtype: torch.dtype):
+    """``_config`` plus the pipelining depth, with ``CONFIG_OVERRIDE`` applied."""
+    tile_h, tile_w, block_n, block_d, warps = _config(H, W, D, dtype)
+    o = CONFIG_OVERRIDE or {}
+    if H == 1 and ('tile_h' in o or 'tile_w' in o):  # 1-D: a one-row strip as long as the 2-D tile
+        o = dict(o, tile_h=1, tile_w=o.get('tile_h', 8) * o.get('tile_w', 8))
+    return (o.get('tile_h', tile_h), o.get('tile_w', tile_w), o.get('block_n', block_n), block_d,
+            o.get('num_warps', warps), o.get('num_stages', 3))
+
+
 def _config(H: int, W: int, D: int, dtype: torch.dtype):
     """Tile shape and launch constants ``(tile_h, tile_w, block_n, block_d, num_warps)``.
 
@@ -343,7 +358,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel, dilation, scale):
         B, H, W, nh, D = q.shape
-        tile_h, tile_w, block_n, block_d, warps = _config(H, W, D, q.dtype)
+        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
         out = torch.empty_like(q)
         lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
@@ -355,7 +370,8 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
                       H, W, nh, D, n_th, n_tw, scale,
                       KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1],
                       TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n, BLOCK_D=block_d,
-                      HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=warps)
+                      HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=warps,
+                      num_stages=stages)
         ctx.save_for_backward(q, k, v, rpb, out, lse)
         ctx.meta = (kernel, dilation, scale, has_rpb)
         return out
@@ -367,7 +383,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         B, H, W, nh, D = q.shape
         dout = dout.contiguous()
         delta = row_dot(dout, out)
-        tile_h, tile_w, block_n, block_d, warps = _config(H, W, D, q.dtype)
+        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)
         dq, dk, dv = grad_buffers(q, k, v)
@@ -377,7 +393,8 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         rpb_t = rpb if has_rpb else q
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
         common = dict(KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1], TILE_H=tile_h, TILE_W=tile_w,
-                      BLOCK_D=block_d, HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=warps)
+                      BLOCK_D=block_d, HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=warps,
+                      num_stages=stages)
         strides = (*strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs)
         _na_bwd_dq[grid](q, k, v, rpb_t, dout, lse, delta, dq, ds, *strides,
                          H, W, nh, D, n_th, n_tw, scale, BLOCK_N=block_n, WRITE_DS=need_drpb, **common)

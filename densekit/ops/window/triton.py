@@ -74,6 +74,26 @@ def _bias_mask(s, qy, qx, qlab, qok, ky, kx, klab, kok, rpb_ptr, s_ra, s_rb,
 
 
 @triton.jit
+def _key_chunk(q, K, V, b, head, win, start, skb, sky, skx, skh, svb, svy, svx, svh, offs_d, dok,
+               qty, qtx, qlab, qok, rpb_ptr, s_ra, s_rb, scale, H, W,
+               WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, BLOCK: tl.constexpr,
+               HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Load the key / value chunk of window ``win`` starting at token ``start``; return it with the
+    query chunk's biased, masked logits against it (``[BLOCK, BLOCK]``, -inf where not allowed)."""
+    kt, kty, ktx, ky, kx, klab, kok = _window_tokens(win, start, H, W, WH, WW, SH, SW, BLOCK)
+    km = kok[:, None] & dok
+    k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+                mask=km, other=0.0)
+    v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
+                mask=km, other=0.0)
+    s = dot(q, tl.trans(k), PREC, UPCAST) * scale
+    s, allowed = _bias_mask(s, qty[:, None], qtx[:, None], qlab[:, None], qok[:, None],
+                            kty[None, :], ktx[None, :], klab[None, :], kok[None, :], rpb_ptr, s_ra, s_rb,
+                            WH, WW, HAS_RPB)
+    return k, v, s
+
+
+@triton.jit
 def _window_fwd(Q, K, V, RPB, O, LSE,
                 sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
                 s_rh, s_ra, s_rb, H, W, NHEADS, D, scale,
@@ -96,16 +116,9 @@ def _window_fwd(Q, K, V, RPB, O, LSE,
     l_i = tl.full([BLOCK], 0.0, tl.float32)
     acc = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
     for j in range(0, CHUNKS):
-        kt, kty, ktx, ky, kx, klab, kok = _window_tokens(win, j * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
-        km = kok[:, None] & dok
-        k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
-                    mask=km, other=0.0)
-        v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
-                    mask=km, other=0.0)
-        s = dot(q, tl.trans(k), PREC, UPCAST) * scale
-        s, allowed = _bias_mask(s, qty[:, None], qtx[:, None], qlab[:, None], qok[:, None],
-                                kty[None, :], ktx[None, :], klab[None, :], kok[None, :], rpb_ptr, s_ra, s_rb,
-                                WH, WW, HAS_RPB)
+        k, v, s = _key_chunk(q, K, V, b, head, win, j * BLOCK, skb, sky, skx, skh, svb, svy, svx, svh,
+                             offs_d, dok, qty, qtx, qlab, qok, rpb_ptr, s_ra, s_rb, scale, H, W,
+                             WH, WW, SH, SW, BLOCK, HAS_RPB, PREC, UPCAST)
         m_new = tl.maximum(m_i, row_max(s))
         # a row with no allowed key yet (or a padding row) keeps -inf: shift by 0 so exp gives 0, not NaN
         m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
@@ -218,16 +231,9 @@ def _window_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ,
     delta = tl.load(DELTA + row, mask=qok, other=0.0)
     dq = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
     for j in range(0, CHUNKS):
-        kt, kty, ktx, ky, kx, klab, kok = _window_tokens(win, j * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
-        km = kok[:, None] & dok
-        k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
-                    mask=km, other=0.0)
-        v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
-                    mask=km, other=0.0)
-        s = dot(q, tl.trans(k), PREC, UPCAST) * scale
-        s, allowed = _bias_mask(s, qty[:, None], qtx[:, None], qlab[:, None], qok[:, None],
-                                kty[None, :], ktx[None, :], klab[None, :], kok[None, :], rpb_ptr, s_ra, s_rb,
-                                WH, WW, HAS_RPB)
+        k, v, s = _key_chunk(q, K, V, b, head, win, j * BLOCK, skb, sky, skx, skh, svb, svy, svx, svh,
+                             offs_d, dok, qty, qtx, qlab, qok, rpb_ptr, s_ra, s_rb, scale, H, W,
+                             WH, WW, SH, SW, BLOCK, HAS_RPB, PREC, UPCAST)
         p = tl.exp(s - lse[:, None])
         dp = dot(do, tl.trans(v), PREC, UPCAST)
         ds = p * (dp - delta[:, None])

@@ -302,29 +302,23 @@ CONFIG_OVERRIDE: Optional[dict] = None
 
 
 def _launch(H: int, W: int, D: int, dtype: torch.dtype):
-    """``_config`` plus the pipelining depth, with ``CONFIG_OVERRIDE`` applied."""
-    tile_h, tile_w, block_n, block_d, warps = _config(H, W, D, dtype)
-    o = CONFIG_OVERRIDE or {}
-    if H == 1 and ('tile_h' in o or 'tile_w' in o):  # 1-D: a one-row strip as long as the 2-D tile
-        o = dict(o, tile_h=1, tile_w=o.get('tile_h', 8) * o.get('tile_w', 8))
-    return (o.get('tile_h', tile_h), o.get('tile_w', tile_w), o.get('block_n', block_n), block_d,
-            o.get('num_warps', warps), o.get('num_stages', 3))
-
-
-def _config(H: int, W: int, D: int, dtype: torch.dtype):
-    """Tile shape and launch constants ``(tile_h, tile_w, block_n, block_d, num_warps)``.
+    """Tile shape and launch constants ``(tile_h, tile_w, block_n, block_d, num_warps, num_stages)``.
 
     Square 8x8 query tiles keep the key halo small for 2-D; a 1-D (height-1) problem uses a 1x64
     strip. Half precision streams keys (and, in dK/dV, queries) in chunks of 64 on 4 warps: the
     configuration measured on the H200 (2026-11-26). fp32 dots run on the FMA units, where chunks
     of 64 made ptxas keep 7-14 KB per thread on the stack (sm_90 compile, `stack_bytes`); chunks
-    of 16 (8 warps from head dim 64) compile with no stack for head dims 16-64.
+    of 16 (8 warps from head dim 64) compile with no stack for head dims 16-64. ``CONFIG_OVERRIDE``
+    replaces any of these; a 1-D problem then gets a one-row strip as long as the 2-D tile.
     """
     tile_h, tile_w = (8, 8) if H > 1 else (1, 64)
     block_d = max(16, triton.next_power_of_2(D))
-    if dtype == torch.float32:
-        return tile_h, tile_w, 16, block_d, 4 if block_d <= 32 else 8
-    return tile_h, tile_w, 64, block_d, 4
+    block_n, warps = (16, 4 if block_d <= 32 else 8) if dtype == torch.float32 else (64, 4)
+    o = CONFIG_OVERRIDE or {}
+    if H == 1 and ('tile_h' in o or 'tile_w' in o):
+        o = dict(o, tile_h=1, tile_w=o.get('tile_h', 8) * o.get('tile_w', 8))
+    return (o.get('tile_h', tile_h), o.get('tile_w', tile_w), o.get('block_n', block_n), block_d,
+            o.get('num_warps', warps), o.get('num_stages', 3))
 
 
 def _grid(H, W, kernel, dilation, tile_h, tile_w, BH):

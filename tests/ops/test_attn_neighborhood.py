@@ -298,8 +298,8 @@ def test_reference_tables_cached_in_inference_mode_serve_backward():
 
 
 def test_triton_config_override_for_sweeps(monkeypatch):
-    """``CONFIG_OVERRIDE`` (the hook of benchmarks/na_sweep.py) replaces the launch defaults; a
-    1-D problem keeps a one-row strip of the overridden tile's size."""
+    """``CONFIG_OVERRIDE`` (the hook of benchmarks/kernel_sweep.py) replaces the launch defaults,
+    for every kernel or per kernel; a 1-D problem keeps a one-row strip of the overridden tile's size."""
     pytest.importorskip('triton')
     import densekit.ops.neighborhood.triton as T
     default = T._launch(56, 56, 32, torch.bfloat16)
@@ -307,6 +307,23 @@ def test_triton_config_override_for_sweeps(monkeypatch):
     monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(tile_h=16, num_warps=8, num_stages=2))
     assert T._launch(56, 56, 32, torch.bfloat16) == (16, 8, 64, 32, 8, 2)
     assert T._launch(1, 200, 32, torch.bfloat16) == (1, 128, 64, 32, 8, 2)
+    monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(num_warps=8, dkdv=dict(block_n=32, num_warps=4)))
+    assert T._launch(56, 56, 32, torch.bfloat16, 'fwd') == (8, 8, 64, 32, 8, 3)
+    assert T._launch(56, 56, 32, torch.bfloat16, 'dq') == (8, 8, 64, 32, 8, 3)
+    assert T._launch(56, 56, 32, torch.bfloat16, 'dkdv') == (8, 8, 32, 32, 4, 3)
+    with pytest.raises(ValueError, match="unknown kernel 'bwd'"):
+        T._launch(56, 56, 32, torch.bfloat16, 'bwd')
+
+
+def test_triton_per_kernel_tiles_compute_correctly(monkeypatch):
+    """The three kernels have their own grids: different tiles for fwd, dQ and dK/dV still give
+    the reference's output and gradients (interpreter)."""
+    pytest.importorskip('triton')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    import densekit.ops.neighborhood.triton as T
+    monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(fwd=dict(tile_h=4, tile_w=8), dq=dict(tile_h=8, tile_w=4, block_n=16),
+                                                    dkdv=dict(tile_h=2, tile_w=16, block_n=32)))
+    check_backend(_na_op(3, (1, 2)), 'triton', (1, 11, 13, 2, 16), (2, 5, 5), torch.float32)
 
 
 @pytest.mark.slow

@@ -108,9 +108,11 @@ def small_cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
     }
 
 
-def report(dtype: torch.dtype, arch: int, small: bool = False) -> List[dict]:
+def report(dtype: torch.dtype, arch: int, small: bool = False, only: str = '') -> List[dict]:
     rows = []
     for name, run in (small_cases if small else cases)(dtype).items():
+        if only and not any(o in name for o in only.split(',')):
+            continue
         with _triton_aot.compile_only(arch, constants_shown=_SHOWN) as reports:
             y = run()
             y.backward(torch.ones_like(y))
@@ -125,6 +127,7 @@ def main():
     ap.add_argument('--arch', type=int, default=90, help='compute capability x10 (90 = Hopper, 80 = Ampere)')
     ap.add_argument('--json', default=None)
     ap.add_argument('--small', action='store_true', help='small test shapes instead of the benchmark shapes')
+    ap.add_argument('--only', default='', help='comma-separated substrings of the case names to compile')
     args = ap.parse_args()
     if os.environ.get('TRITON_INTERPRET') == '1':
         sys.exit('unset TRITON_INTERPRET: interpreted kernels cannot be compiled')
@@ -132,7 +135,7 @@ def main():
     if not ok:
         sys.exit(f'cannot compile ahead of time: {why}')
     import triton
-    rows = report(getattr(torch, args.dtype), args.arch, args.small)
+    rows = report(getattr(torch, args.dtype), args.arch, args.small, args.only)
     print(f'triton {triton.__version__}, torch {torch.__version__}, target sm_{args.arch}, {args.dtype}\n')
     print('| case | kernel | constants | warps | stages | regs | stack B (spills) | smem KiB | MMA |')
     print('|---|---|---|---|---|---|---|---|---|')

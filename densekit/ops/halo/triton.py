@@ -29,29 +29,85 @@ from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum
 
 
 @triton.jit
-def _halo_logits(q, k, q_row, ty, tx, uy, ux, allowed, TH, TW, scale,
-                 WIN: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr,
-                 UPCAST: tl.constexpr):
+def _halo_logits(q, k, q_row, ty, tx, q_ok, allowed, TH, TW, scale, r0,
+                 WIN: tl.constexpr, WP: tl.constexpr, RC: tl.constexpr, BM: tl.constexpr, HAS_TH: tl.constexpr,
+                 HAS_TW: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Masked logits ``[BM, RC*WP]`` of a query block against rows ``r0 .. r0+RC`` of its key
+    window, laid out as a grid (key ``u = (uy - r0) * WP + ux``). ``th`` varies only along the
+    grid's rows and ``tw`` only along its columns, so each table is gathered once per (query, grid
+    row / column), ``[BM, RC]`` / ``[BM, WP]``, and broadcast over the other axis: RC + WP loads
+    per query instead of 2 * RC * WP (and pointer tiles of that size in registers)."""
     R: tl.constexpr = 2 * WIN - 1
     s = dot(q, tl.trans(k), PREC, UPCAST) * scale
-    if HAS_TH:
-        s += tl.load(TH + q_row[:, None] * R + (uy[None, :] - ty[:, None] + WIN - 1), mask=allowed, other=0.0)
-    if HAS_TW:
-        s += tl.load(TW + q_row[:, None] * R + (ux[None, :] - tx[:, None] + WIN - 1), mask=allowed, other=0.0)
+    if HAS_TH or HAS_TW:
+        s3 = tl.reshape(s, [BM, RC, WP])
+        if HAS_TH:
+            wr = r0 + tl.arange(0, RC)
+            s3 += tl.load(TH + q_row[:, None] * R + (wr[None, :] - ty[:, None] + WIN - 1),
+                          mask=q_ok[:, None] & (wr[None, :] < WIN), other=0.0)[:, :, None]
+        if HAS_TW:
+            wc = tl.arange(0, WP)
+            s3 += tl.load(TW + q_row[:, None] * R + (wc[None, :] - tx[:, None] + WIN - 1),
+                          mask=q_ok[:, None] & (wc[None, :] < WIN), other=0.0)[:, None, :]
+        s = tl.reshape(s3, [BM, RC * WP])
     return tl.where(allowed, s, float('-inf'))
 
 
 @triton.jit
-def _halo_logits_t(k, q_t, q_row, ty, tx, uy, ux, allowed_t, TH, TW, scale,
-                   WIN: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr,
-                   UPCAST: tl.constexpr):
-    """``_halo_logits`` transposed (key rows, query columns; ``q_t`` is ``[D, M]``), for dK / dV."""
+def _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh, r0, offs_d, d_ok,
+                   q_ok, WIN: tl.constexpr, HALO: tl.constexpr, WP: tl.constexpr, RC: tl.constexpr,
+                   MASK_PAD: tl.constexpr):
+    """Keys and values of rows ``r0 .. r0+RC`` of a query block's window (``[RC*WP, BLOCK_D]``;
+    zeros outside the map) and which (query, key) pairs are attended: the whole window in
+    ``'zeros'`` mode (timm), its in-map part in ``'mask'`` mode."""
+    u = tl.arange(0, RC * WP)
+    uy = r0 + u // WP
+    ux = u % WP
+    in_win = (uy < WIN) & (ux < WIN)
+    ky = by0 - HALO + uy
+    kx = bx0 - HALO + ux
+    inside = in_win & (ky >= 0) & (ky < H) & (kx >= 0) & (kx < W)
+    km = inside[:, None] & d_ok[None, :]
+    k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :], mask=km, other=0.0)
+    v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :], mask=km, other=0.0)
+    if MASK_PAD:
+        allowed = q_ok[:, None] & inside[None, :]
+    else:
+        allowed = q_ok[:, None] & in_win[None, :]
+    return k, v, allowed
+
+
+@triton.jit
+def _halo_logits_t(k, q_t, q_row, ty, tx, q_ok, uy, ux, uy0, ux0, allowed_t, TH, TW, scale,
+                   WIN: tl.constexpr, BS: tl.constexpr, BM: tl.constexpr, HAS_TH: tl.constexpr,
+                   HAS_TW: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """``_halo_logits`` transposed (key rows, query columns; ``q_t`` is ``[D, M]``), for dK / dV.
+    ``uy`` / ``ux``: each key's position in the query block's window, ``uy0`` / ``ux0`` that of the
+    key block's first key. When the key block fills its tile (``BM == BS * BS``: power-of-two
+    blocks), ``uy`` depends only on the key's row in the block and ``ux`` only on its column, so
+    the tables are gathered per (block row, query) and (block column, query), ``[BS, BM]``, and
+    broadcast; otherwise per (key, query)."""
     R: tl.constexpr = 2 * WIN - 1
     s = dot(k, q_t, PREC, UPCAST) * scale
-    if HAS_TH:
-        s += tl.load(TH + q_row[None, :] * R + (uy[:, None] - ty[None, :] + WIN - 1), mask=allowed_t, other=0.0)
-    if HAS_TW:
-        s += tl.load(TW + q_row[None, :] * R + (ux[:, None] - tx[None, :] + WIN - 1), mask=allowed_t, other=0.0)
+    if BM == BS * BS and (HAS_TH or HAS_TW):
+        r = tl.arange(0, BS)
+        s3 = tl.reshape(s, [BS, BS, BM])
+        if HAS_TH:
+            uy_r = uy0 + r  # the window row of each key row of the block
+            g_ok = ((uy_r >= 0) & (uy_r < WIN))[:, None] & q_ok[None, :]
+            s3 += tl.load(TH + q_row[None, :] * R + (uy_r[:, None] - ty[None, :] + WIN - 1), mask=g_ok,
+                          other=0.0)[:, None, :]
+        if HAS_TW:
+            ux_c = ux0 + r
+            g_ok = ((ux_c >= 0) & (ux_c < WIN))[:, None] & q_ok[None, :]
+            s3 += tl.load(TW + q_row[None, :] * R + (ux_c[:, None] - tx[None, :] + WIN - 1), mask=g_ok,
+                          other=0.0)[None, :, :]
+        s = tl.reshape(s3, [BM, BM])
+    else:
+        if HAS_TH:
+            s += tl.load(TH + q_row[None, :] * R + (uy[:, None] - ty[None, :] + WIN - 1), mask=allowed_t, other=0.0)
+        if HAS_TW:
+            s += tl.load(TW + q_row[None, :] * R + (ux[:, None] - tx[None, :] + WIN - 1), mask=allowed_t, other=0.0)
     return tl.where(allowed_t, s, float('-inf'))
 
 
@@ -59,10 +115,12 @@ def _halo_logits_t(k, q_t, q_row, ty, tx, uy, ux, allowed_t, TH, TW, scale,
 def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
                     sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
                     H, W, NHEADS, D, scale,
-                    BS: tl.constexpr, HALO: tl.constexpr, WP: tl.constexpr, BM: tl.constexpr,
+                    BS: tl.constexpr, HALO: tl.constexpr, WP: tl.constexpr, RC: tl.constexpr, BM: tl.constexpr,
                     BLOCK_D: tl.constexpr, MASK_PAD: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr,
                     BACKWARD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """Forward (BACKWARD=False: writes O, LSE) or dQ/dth/dtw (BACKWARD=True; O/DO strides shared)."""
+    """Forward (BACKWARD=False: writes O, LSE; the whole window is one tile, RC is unused) or
+    dQ/dth/dtw (BACKWARD=True; O/DO strides shared), streaming the window in chunks of RC rows
+    (its fp32 [BM, WP*WP] tiles in one piece spilled registers on sm_90)."""
     WIN: tl.constexpr = BS + 2 * HALO
     R: tl.constexpr = 2 * WIN - 1
     pid = tl.program_id(0)
@@ -78,29 +136,18 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
     q_ok = t < BS * BS
     y = by0 + ty
     x = bx0 + tx
-    u = tl.arange(0, WP * WP)
-    uy = u // WP
-    ux = u % WP
-    in_win = (uy < WIN) & (ux < WIN)
-    ky = by0 - HALO + uy
-    kx = bx0 - HALO + ux
-    inside = in_win & (ky >= 0) & (ky < H) & (kx >= 0) & (kx < W)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     qm = q_ok[:, None] & d_ok[None, :]
-    km = inside[:, None] & d_ok[None, :]
     q_off = b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :]
     q = tl.load(Q + q_off, mask=qm, other=0.0)
-    k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :], mask=km, other=0.0)
-    v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :], mask=km, other=0.0)
-    if MASK_PAD:
-        allowed = q_ok[:, None] & inside[None, :]
-    else:
-        allowed = q_ok[:, None] & in_win[None, :]
     q_row = (b * H * W + y * W + x) * NHEADS + head
-    s = _halo_logits(q, k, q_row, ty, tx, uy, ux, allowed, TH, TW, scale, WIN, HAS_TH, HAS_TW, PREC, UPCAST)
     o_off = b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :]
     if not BACKWARD:
+        k, v, allowed = _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh, 0,
+                                       offs_d, d_ok, q_ok, WIN, HALO, WP, WP, MASK_PAD)
+        s = _halo_logits(q, k, q_row, ty, tx, q_ok, allowed, TH, TW, scale, 0, WIN, WP, WP, BM, HAS_TH, HAS_TW,
+                         PREC, UPCAST)
         mx = tl.where(q_ok, row_max(s), 0.0)
         p = tl.exp(s - mx[:, None])
         l = tl.where(q_ok, row_sum(p), 1.0)
@@ -111,17 +158,28 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
         lse = tl.load(LSE + q_row, mask=q_ok, other=0.0)
         delta = tl.load(DELTA + q_row, mask=q_ok, other=0.0)
         do = tl.load(DO + o_off, mask=qm, other=0.0)
-        p = tl.exp(s - lse[:, None])
-        ds = p * (dot(do, tl.trans(v), PREC, UPCAST) - delta[:, None])
-        dq = dot(ds.to(k.dtype), k, PREC, UPCAST) * scale
-        tl.store(DQ + q_off, dq.to(DQ.dtype.element_ty), mask=qm)
-        w = tl.arange(0, WP)
-        w_ok = q_ok[:, None] & (w[None, :] < WIN)
-        ds3 = tl.reshape(ds, [BM, WP, WP])
-        if HAS_TH:  # d th[q, uy - ty + WIN - 1] = sum over kx of dS
-            tl.store(DTH + q_row[:, None] * R + (w[None, :] - ty[:, None] + WIN - 1), sum_axis(ds3, 2), mask=w_ok)
+        dq = tl.full([BM, BLOCK_D], 0.0, tl.float32)
+        dtw = tl.full([BM, WP], 0.0, tl.float32)
+        for r0 in range(0, WIN, RC):
+            k, v, allowed = _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh,
+                                           r0, offs_d, d_ok, q_ok, WIN, HALO, WP, RC, MASK_PAD)
+            s = _halo_logits(q, k, q_row, ty, tx, q_ok, allowed, TH, TW, scale, r0, WIN, WP, RC, BM, HAS_TH,
+                             HAS_TW, PREC, UPCAST)
+            p = tl.exp(s - lse[:, None])
+            ds = p * (dot(do, tl.trans(v), PREC, UPCAST) - delta[:, None])
+            dq += dot(ds.to(k.dtype), k, PREC, UPCAST)
+            ds3 = tl.reshape(ds, [BM, RC, WP])
+            if HAS_TH:  # d th[q, uy - ty + WIN - 1] = sum over kx of dS (these rows only)
+                wr = r0 + tl.arange(0, RC)
+                tl.store(DTH + q_row[:, None] * R + (wr[None, :] - ty[:, None] + WIN - 1), sum_axis(ds3, 2),
+                         mask=q_ok[:, None] & (wr[None, :] < WIN))
+            if HAS_TW:  # d tw[q, ux - tx + WIN - 1] = sum over ky of dS (all rows)
+                dtw += sum_axis(ds3, 1)
+        tl.store(DQ + q_off, (dq * scale).to(DQ.dtype.element_ty), mask=qm)
         if HAS_TW:
-            tl.store(DTW + q_row[:, None] * R + (w[None, :] - tx[:, None] + WIN - 1), sum_axis(ds3, 1), mask=w_ok)
+            wc = tl.arange(0, WP)
+            tl.store(DTW + q_row[:, None] * R + (wc[None, :] - tx[:, None] + WIN - 1), dtw,
+                     mask=q_ok[:, None] & (wc[None, :] < WIN))
 
 
 @triton.jit
@@ -175,8 +233,9 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
             ux = kx - (qbj * BS - HALO)
             k_in = t_ok & (uy >= 0) & (uy < WIN) & (ux >= 0) & (ux < WIN)
             allowed_t = k_in[:, None] & q_ok[None, :]
-            s_t = _halo_logits_t(k, q_t, q_row, ty, tx, uy, ux, allowed_t, TH, TW, scale, WIN, HAS_TH, HAS_TW,
-                                 PREC, UPCAST)
+            s_t = _halo_logits_t(k, q_t, q_row, ty, tx, q_ok, uy, ux, (kbi - qbi) * BS + HALO, (kbj - qbj) * BS + HALO,
+                                 allowed_t, TH, TW, scale, WIN, BS, BM,
+                                 HAS_TH, HAS_TW, PREC, UPCAST)
             p_t = tl.exp(s_t - lse[None, :])  # [keys, queries]
             dv += dot(p_t.to(do_t.dtype), tl.trans(do_t), PREC, UPCAST)
             ds_t = p_t * (dot(v, do_t, PREC, UPCAST) - delta[None, :])
@@ -184,6 +243,29 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
     tl.store(DK + k_off, (dk * scale).to(DK.dtype.element_ty), mask=km)
     tl.store(DV + v_off, dv.to(DV.dtype.element_ty), mask=km)
 
+
+
+# Developer hook for launch-configuration sweeps (``benchmarks/kernel_sweep.py``): when set, a dict
+# with any of ``{fwd,dq,dkdv}_warps`` / ``{fwd,dq,dkdv}_stages`` and ``dq_rows`` replacing the
+# defaults of _launch / _dq_rows.
+CONFIG_OVERRIDE: Optional[dict] = None
+
+
+def _launch(kernel: str) -> dict:
+    """``num_warps`` / ``num_stages`` of one kernel (``'fwd'``, ``'dq'``, ``'dkdv'``): 8 warps and
+    triton's default 3 stages for all three."""
+    o = CONFIG_OVERRIDE or {}
+    return dict(num_warps=o.get(f'{kernel}_warps', 8), num_stages=o.get(f'{kernel}_stages', 3))
+
+
+def _dq_rows(wp: int, dtype: torch.dtype) -> int:
+    """Window rows per chunk of the dQ kernel: 64 keys per chunk in half precision (tensor cores),
+    16 in fp32 (FMA dots, operands in registers). In one piece, the dQ kernel's [64, 256] tiles of
+    a 14x14 window (block 8, halo 3) kept 264 B (bf16) / 7.9 KB (fp32) per thread on the sm_90
+    stack; in these chunks, none (fp32 with 32-key chunks: 16 B), with 174 / 86 registers
+    (tools/dev/triton_sm90_report.py, 2026-11-26)."""
+    rows = max(1, min(wp, (16 if dtype == torch.float32 else 64) // wp))
+    return (CONFIG_OVERRIDE or {}).get('dq_rows', rows)
 
 
 class HaloAttentionTriton(torch.autograd.Function):
@@ -202,11 +284,11 @@ class HaloAttentionTriton(torch.autograd.Function):
         lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
         grid = ((H // block) * (W // block), B * nh)
         meta = dict(BS=block, HALO=halo, WP=wp, BM=bm, BLOCK_D=block_d, MASK_PAD=mask_pad, HAS_TH=th is not None,
-                    HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=8)
+                    HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q), **_launch('fwd'))
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               out, lse, out, lse, lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(out),
-                              H, W, nh, D, scale, BACKWARD=False, **meta)
+                              H, W, nh, D, scale, RC=wp, BACKWARD=False, **meta)
         ctx.save_for_backward(q, k, v, th, tw, out, lse)
         ctx.meta = (block, halo, scale, mask_pad, wp, bm, block_d)
         return out
@@ -222,16 +304,16 @@ class HaloAttentionTriton(torch.autograd.Function):
         dth = torch.zeros_like(th) if th is not None else None
         dtw = torch.zeros_like(tw) if tw is not None else None
         grid = ((H // block) * (W // block), B * nh)
-        flags = dict(HAS_TH=th is not None, HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q),
-                     num_warps=8)
+        flags = dict(HAS_TH=th is not None, HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q))
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               dout, delta, dq, dth if dth is not None else lse, dtw if dtw is not None else lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
-                              H, W, nh, D, scale, BS=block, HALO=halo, WP=wp, BM=bm, BLOCK_D=block_d,
-                              MASK_PAD=mask_pad, BACKWARD=True, **flags)
+                              H, W, nh, D, scale, BS=block, HALO=halo, WP=wp, RC=_dq_rows(wp, q.dtype), BM=bm,
+                              BLOCK_D=block_d, MASK_PAD=mask_pad, BACKWARD=True, **flags, **_launch('dq'))
         _halo_dkdv[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, lse, dout, delta,
                          dk, dv, *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
-                         H, W, nh, D, scale, BS=block, HALO=halo, BM=bm, BLOCK_D=block_d, **flags)
+                         H, W, nh, D, scale, BS=block, HALO=halo, BM=bm, BLOCK_D=block_d, **flags,
+                         **_launch('dkdv'))
         return dq, dk, dv, dth, dtw, None, None, None, None
 
 

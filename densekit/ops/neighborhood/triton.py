@@ -296,13 +296,18 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
              dv.to(DV.dtype.element_ty), mask=kmask)
 
 
-# Developer hook for launch-configuration sweeps (``benchmarks/na_sweep.py``): when set, a dict
-# with any of tile_h, tile_w, block_n, num_warps, num_stages that replaces the defaults below.
+# Developer hook for launch-configuration sweeps (``benchmarks/kernel_sweep.py``): when set, a
+# dict with any of tile_h, tile_w, block_n, num_warps, num_stages that replaces the defaults
+# below for every kernel, and optionally per-kernel dicts under 'fwd', 'dq', 'dkdv' (the three
+# kernels have their own grids, so each can take its own tile).
 CONFIG_OVERRIDE: Optional[dict] = None
+KERNELS = ('fwd', 'dq', 'dkdv')
 
 
-def _launch(H: int, W: int, D: int, dtype: torch.dtype):
-    """Tile shape and launch constants ``(tile_h, tile_w, block_n, block_d, num_warps, num_stages)``.
+def _launch(H: int, W: int, D: int, dtype: torch.dtype, kernel: str = 'fwd'):
+    """Tile shape and launch constants ``(tile_h, tile_w, block_n, block_d, num_warps, num_stages)``
+    of one kernel (``'fwd'``, ``'dq'`` or ``'dkdv'``; ``block_n`` is the key chunk of fwd / dQ and
+    the query chunk of dK / dV).
 
     Square 8x8 query tiles keep the key halo small for 2-D; a 1-D (height-1) problem uses a 1x64
     strip. Half precision streams keys (and, in dK/dV, queries) in chunks of 64 on 4 warps: the
@@ -311,10 +316,13 @@ def _launch(H: int, W: int, D: int, dtype: torch.dtype):
     of 16 (8 warps from head dim 64) compile with no stack for head dims 16-64. ``CONFIG_OVERRIDE``
     replaces any of these; a 1-D problem then gets a one-row strip as long as the 2-D tile.
     """
+    if kernel not in KERNELS:
+        raise ValueError(f'na triton: unknown kernel {kernel!r}; expected one of {KERNELS}')
     tile_h, tile_w = (8, 8) if H > 1 else (1, 64)
     block_d = max(16, triton.next_power_of_2(D))
     block_n, warps = (16, 4 if block_d <= 32 else 8) if dtype == torch.float32 else (64, 4)
     o = CONFIG_OVERRIDE or {}
+    o = {**{k: v for k, v in o.items() if k not in KERNELS}, **o.get(kernel, {})}
     if H == 1 and ('tile_h' in o or 'tile_w' in o):
         o = dict(o, tile_h=1, tile_w=o.get('tile_h', 8) * o.get('tile_w', 8))
     return (o.get('tile_h', tile_h), o.get('tile_w', tile_w), o.get('block_n', block_n), block_d,
@@ -377,8 +385,6 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         B, H, W, nh, D = q.shape
         dout = dout.contiguous()
         delta = row_dot(dout, out)
-        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype)
-        grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)
         dq, dk, dv = grad_buffers(q, k, v)
         need_drpb = has_rpb and ctx.needs_input_grad[3]
@@ -386,14 +392,19 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         ds = torch.zeros(B, H * W, nh, kk, device=q.device, dtype=torch.float32) if need_drpb else lse
         rpb_t = rpb if has_rpb else q
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
-        common = dict(KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1], TILE_H=tile_h, TILE_W=tile_w,
-                      BLOCK_D=block_d, HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=warps,
-                      num_stages=stages)
         strides = (*strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs)
+        flags = dict(KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1], HAS_RPB=has_rpb,
+                     PREC=_precision(q.dtype), UPCAST=_upcast(q))
+        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dq')
+        grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
         _na_bwd_dq[grid](q, k, v, rpb_t, dout, lse, delta, dq, ds, *strides,
-                         H, W, nh, D, n_th, n_tw, scale, BLOCK_N=block_n, WRITE_DS=need_drpb, **common)
+                         H, W, nh, D, n_th, n_tw, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n,
+                         BLOCK_D=block_d, WRITE_DS=need_drpb, num_warps=warps, num_stages=stages, **flags)
+        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dkdv')
+        grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
         _na_bwd_dkdv[grid](q, k, v, rpb_t, dout, lse, delta, dk, dv, *strides,
-                           H, W, nh, D, n_th, n_tw, scale, BLOCK_M=block_n, **common)
+                           H, W, nh, D, n_th, n_tw, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_M=block_n,
+                           BLOCK_D=block_d, num_warps=warps, num_stages=stages, **flags)
         drpb = _drpb_from_ds(ds, H, W, kernel, dilation).to(rpb.dtype) if need_drpb else None
         return dq, dk, dv, drpb, None, None, None
 

@@ -243,11 +243,16 @@ def _window_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ,
 
 # programs the backward keeps in flight when it sums dS over images (~8 per SM of an H100 / H200)
 _MIN_PROGRAMS = 1024
+# Developer hook for launch-configuration sweeps (``benchmarks/kernel_sweep.py``): when set, a dict
+# with any of the ``_Tiling`` fields (block, warps, kv_warps, kv_stages, dq_stages, fwd_stages;
+# chunks follows from block) and ``min_programs`` (replaces ``_MIN_PROGRAMS``).
+CONFIG_OVERRIDE: Optional[dict] = None
 
 
 def _image_chunks(batch: int, programs_per_image: int):
     """(chunks, images per chunk) so that about ``_MIN_PROGRAMS`` backward programs run."""
-    b_per = triton.cdiv(batch, min(batch, triton.cdiv(_MIN_PROGRAMS, programs_per_image)))
+    min_programs = (CONFIG_OVERRIDE or {}).get('min_programs', _MIN_PROGRAMS)
+    b_per = triton.cdiv(batch, min(batch, triton.cdiv(min_programs, programs_per_image)))
     return triton.cdiv(batch, b_per), b_per
 
 
@@ -259,6 +264,7 @@ class _Tiling(NamedTuple):
     kv_warps: int  # dK / dV kernel
     kv_stages: int  # software pipelining of the dK / dV query loop
     dq_stages: int  # and of the dQ key loop
+    fwd_stages: int = 3  # and of the forward key loop
 
 
 def _tiling(n_tokens: int, head_dim: int, dtype: torch.dtype) -> _Tiling:
@@ -280,10 +286,12 @@ def _tiling(n_tokens: int, head_dim: int, dtype: torch.dtype) -> _Tiling:
         cap = 32 if block_d <= 32 else 16
     else:
         cap = 64 if block_d <= 64 else 32
-    block = max(16, min(cap, triton.next_power_of_2(n_tokens)))
+    o = CONFIG_OVERRIDE or {}
+    block = o.get('block', max(16, min(cap, triton.next_power_of_2(n_tokens))))
     chunks = triton.cdiv(n_tokens, block)
-    return _Tiling(block, chunks, block_d, 4, 8 if block == 64 else 4, 3 if chunks == 1 else 1,
-                   2 if block_d <= 64 else 1)
+    t = _Tiling(block, chunks, block_d, 4, 8 if block == 64 else 4, 3 if chunks == 1 else 1,
+                2 if block_d <= 64 else 1)
+    return t._replace(**{k: v for k, v in o.items() if k in t._fields and k not in ('block', 'chunks', 'block_d')})
 
 
 class WindowAttentionTriton(torch.autograd.Function):
@@ -296,7 +304,8 @@ class WindowAttentionTriton(torch.autograd.Function):
         n_win = (H // wh) * (W // ww)
         if B * nh > 65535:
             raise ValueError(f'window_attention triton: batch * heads = {B * nh} exceeds the grid limit 65535')
-        block, chunks, block_d, warps, _, _, _ = _tiling(wh * ww, D, q.dtype)
+        t = _tiling(wh * ww, D, q.dtype)
+        block, chunks, block_d = t.block, t.chunks, t.block_d
         out = torch.empty_like(q)
         lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
         has_rpb = rpb is not None
@@ -305,7 +314,8 @@ class WindowAttentionTriton(torch.autograd.Function):
                                               *strides4(q), *strides4(k), *strides4(v), *strides4(out), *rs,
                                               H, W, nh, D, scale, WH=wh, WW=ww, SH=shift[0], SW=shift[1],
                                               BLOCK=block, CHUNKS=chunks, BLOCK_D=block_d, HAS_RPB=has_rpb,
-                                              PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=warps)
+                                              PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=t.warps,
+                                              num_stages=t.fwd_stages)
         ctx.save_for_backward(q, k, v, rpb, out, lse)
         ctx.meta = (window, shift, scale, has_rpb)
         return out
@@ -318,7 +328,7 @@ class WindowAttentionTriton(torch.autograd.Function):
         wh, ww = window
         N = wh * ww
         n_win = (H // wh) * (W // ww)
-        block, chunks, block_d, warps, kv_warps, kv_stages, dq_stages = _tiling(N, D, q.dtype)
+        block, chunks, block_d, warps, kv_warps, kv_stages, dq_stages, _ = _tiling(N, D, q.dtype)
         dout = dout.contiguous()
         delta = row_dot(dout, out)
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)

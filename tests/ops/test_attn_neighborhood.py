@@ -297,10 +297,10 @@ def test_reference_tables_cached_in_inference_mode_serve_backward():
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)
 
 
-def test_triton_config_override_for_sweeps(monkeypatch):
+def test_triton_config_override_for_sweeps(triton_interpreter, monkeypatch):
     """``CONFIG_OVERRIDE`` (the hook of benchmarks/kernel_sweep.py) replaces the launch defaults,
-    for every kernel or per kernel; a 1-D problem keeps a one-row strip of the overridden tile's size."""
-    pytest.importorskip('triton')
+    for every kernel or per kernel; a 1-D problem keeps a one-row strip of the overridden tile's size.
+    (Under the interpreter fixture: ``@triton.jit`` picks compiled or interpreted at import.)"""
     import densekit.ops.neighborhood.triton as T
     default = T._launch(56, 56, 32, torch.bfloat16)
     assert default == (8, 8, 64, 32, 4, 3)
@@ -315,11 +315,9 @@ def test_triton_config_override_for_sweeps(monkeypatch):
         T._launch(56, 56, 32, torch.bfloat16, 'bwd')
 
 
-def test_triton_per_kernel_tiles_compute_correctly(monkeypatch):
+def test_triton_per_kernel_tiles_compute_correctly(triton_interpreter, monkeypatch):
     """The three kernels have their own grids: different tiles for fwd, dQ and dK/dV still give
     the reference's output and gradients (interpreter)."""
-    pytest.importorskip('triton')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
     import densekit.ops.neighborhood.triton as T
     monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(fwd=dict(tile_h=4, tile_w=8), dq=dict(tile_h=8, tile_w=4, block_n=16),
                                                     dkdv=dict(tile_h=2, tile_w=16, block_n=32)))

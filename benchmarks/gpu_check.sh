@@ -13,7 +13,9 @@
 #      summary even when the cap interrupts it                             -> gpu_parity.log / .xml
 #   3. benchmarks/attention.py on shapes (a)-(e), bf16, baselines in the same run (JSON written
 #      after every case)                                                   -> attention_gpu.json
-#   4. (only when GPU_CHECK_STEPS names it) benchmarks/na_sweep.py: NA launch configurations
+#   4. (only when GPU_CHECK_STEPS names it) benchmarks/kernel_sweep.py: launch configurations of the
+#      window / NA / halo kernels, each checked then timed, with a per-kernel device-time
+#      breakdown (torch.profiler) of the forward and the backward        -> kernel_sweep.json
 #   5. backbones (Swin-T / ConvNeXt-T / NAT / DiNAT / HaloNet training step) and heads
 #      (Mask R-CNN / UPerNet ... on Swin-T), densekit kernels vs reference  -> models_gpu.log
 # GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second call with
@@ -84,11 +86,12 @@ want parity && step gpu_parity 270 "$OUT/gpu_parity.log" \
 want attention && step attention_benchmark 260 "$OUT/attention_gpu.log" \
   python3 benchmarks/attention.py --device cuda --json "$OUT/attention_gpu.json"
 
-# 4. NA launch-configuration sweep (bf16, cases a / b / c d1; each configuration checked against
-#    the fp32 reference before it is timed). Not in the default steps: a second call with
-#    GPU_CHECK_STEPS=sweep (about 9 configurations x 3 cases)             -> na_sweep.json
-want sweep && step na_sweep 300 "$OUT/na_sweep.log" \
-  python3 benchmarks/na_sweep.py --json "$OUT/na_sweep.json"
+# 4. launch-configuration sweep + per-kernel breakdown (bf16; window (d), NA (a), halo (e), NA (c d1),
+#    NA (b) in that order, each configuration checked against the fp32 reference before it is
+#    timed). Not in the default steps: a second call with GPU_CHECK_STEPS=sweep (~45 configurations;
+#    SIGINT at the cap still prints the summary of what ran)           -> kernel_sweep.json
+want sweep && step kernel_sweep 420 "$OUT/kernel_sweep.log" \
+  python3 benchmarks/kernel_sweep.py --json "$OUT/kernel_sweep.json"
 
 # 5. models: backbones, then heads
 want models && step backbones 150 "$OUT/models_gpu.log" python3 benchmarks/backbones.py gpu --iters 5 --warmup 2
@@ -104,4 +107,4 @@ for r in json.load(open(sys.argv[1]))['rows']:
     print(r['case'], '|', r['impl'][:44], '|', f('fwd_ms'), '|', f('fwdbwd_ms'), '|', f('fwdbwd_peak_MiB'))
 EOF
 tail -n 25 "$OUT/models_gpu.log" 2>/dev/null
-grep "^|" "$OUT/na_sweep.log" 2>/dev/null
+grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200

@@ -158,6 +158,15 @@ def _window_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, DS,
     km = kok[:, None] & dok
     ds_base = DS + ((chunk * (tl.num_programs(0) // CHUNKS) + win) * NHEADS + head) * N * N
     ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)  # dS^T summed over images (one chunk only)
+    if ONE_CHUNK:
+        # The bias and the mask of a window depend on no image: form the [keys, queries] tile once
+        # per program (in the bias's own dtype, -inf where not allowed; exact, since the bias is
+        # stored in that dtype) instead of gathering it again for each of the B_PER images.
+        qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, 0, H, W, WH, WW, SH, SW, BLOCK)
+        bias_t, allowed_t = _bias_mask(tl.full([BLOCK, BLOCK], 0.0, tl.float32), qty[None, :], qtx[None, :],
+                                       qlab[None, :], qok[None, :], kty[:, None], ktx[:, None], klab[:, None],
+                                       kok[:, None], rpb_ptr, s_ra, s_rb, WH, WW, HAS_RPB)
+        bias_t = bias_t.to(RPB.dtype.element_ty)
     for b in range(chunk * B_PER, tl.minimum(chunk * B_PER + B_PER, B)):
         k_off = b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :]
         v_off = b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :]
@@ -166,7 +175,8 @@ def _window_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, DS,
         dk = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
         dv = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
         for i in range(0, CHUNKS):
-            qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, i * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
+            if not ONE_CHUNK:
+                qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, i * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
             qm = qok[:, None] & dok
             q_off = b * sqb + qy[:, None] * sqy + qx[:, None] * sqx + head * sqh + offs_d[None, :]
             q = tl.load(Q + q_off, mask=qm, other=0.0)
@@ -176,9 +186,12 @@ def _window_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, DS,
             lse = tl.load(LSE + row, mask=qok, other=0.0)
             delta = tl.load(DELTA + row, mask=qok, other=0.0)
             st = dot(k, tl.trans(q), PREC, UPCAST) * scale  # [keys, queries]
-            st, allowed_t = _bias_mask(st, qty[None, :], qtx[None, :], qlab[None, :], qok[None, :],
-                                       kty[:, None], ktx[:, None], klab[:, None], kok[:, None], rpb_ptr, s_ra, s_rb,
-                                       WH, WW, HAS_RPB)
+            if ONE_CHUNK:
+                st += bias_t.to(tl.float32)
+            else:
+                st, allowed_t = _bias_mask(st, qty[None, :], qtx[None, :], qlab[None, :], qok[None, :],
+                                           kty[:, None], ktx[:, None], klab[:, None], kok[:, None], rpb_ptr, s_ra,
+                                           s_rb, WH, WW, HAS_RPB)
             pt = tl.exp(st - lse[None, :])
             dv += dot(pt.to(do.dtype), do, PREC, UPCAST)
             dpt = dot(v, tl.trans(do), PREC, UPCAST)

@@ -51,6 +51,11 @@ class KernelReport:
     # the per-thread stack frame: where ptxas puts spilled registers ('spill stores' in ptxas -v)
     # and register arrays it cannot keep in registers; 0 is the goal
     stack_bytes: int = 0
+    # static SASS instruction counts by class (the code's size, not what runs: a loop body counts
+    # once): 'total', global loads / stores 'LDG' / 'STG', async global-to-shared copies 'LDGSTS',
+    # shared 'LDS' / 'STS', 'MUFU' (exp, ...),
+    # atomics 'ATOM'/'RED', and the matrix instructions
+    sass_classes: Dict[str, int] = field(default_factory=dict)
 
 
 def _triton_bin(name: str) -> str:
@@ -75,9 +80,9 @@ def available() -> Tuple[bool, str]:
     return True, ''
 
 
-def _resources(cubin: bytes, name: str) -> Tuple[int, int, Dict[str, int], int]:
-    """Registers, local bytes, a count of matrix instructions and the stack frame (bytes), read
-    off the cubin."""
+def _resources(cubin: bytes, name: str) -> Tuple[int, int, Dict[str, int], int, Dict[str, int]]:
+    """Registers, local bytes, a count of matrix instructions, the stack frame (bytes) and the
+    static instruction classes, read off the cubin."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, f'{name}.cubin')
         with open(path, 'wb') as f:
@@ -92,7 +97,20 @@ def _resources(cubin: bytes, name: str) -> Tuple[int, int, Dict[str, int], int]:
     ops: Dict[str, int] = {}
     for op in re.findall(r'\b(HGMMA|HMMA|QGMMA|IMMA)\.', sass):
         ops[op] = ops.get(op, 0) + 1
-    return int(m.group(1)), int(m.group(3)), ops, int(m.group(2))
+    return int(m.group(1)), int(m.group(3)), ops, int(m.group(2)), sass_classes(sass)
+
+
+_SASS_CLASSES = ('LDG', 'LDGSTS', 'STG', 'LDS', 'STS', 'MUFU', 'ATOM', 'RED', 'HGMMA', 'HMMA')
+
+
+def sass_classes(sass: str) -> Dict[str, int]:
+    """Static instruction counts by class in a ``cuobjdump --dump-sass`` listing."""
+    # one instruction per line: "/*0120*/   @!P0 LDG.E.128 R4, desc[UR6][R2.64] ;"
+    opcodes = re.findall(r'/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9]*)', sass)
+    out = {'total': len(opcodes)}
+    for c in _SASS_CLASSES:
+        out[c] = sum(1 for o in opcodes if o == c)
+    return out
 
 
 @contextlib.contextmanager
@@ -133,12 +151,12 @@ def compile_only(arch: int = 90, constants_shown: Optional[Tuple[str, ...]] = No
                                 options=options.__dict__)
         dt = time.perf_counter() - t0
         name = self.fn.__name__
-        regs, local, ops, stack = _resources(kernel.asm['cubin'], name)
+        regs, local, ops, stack, classes = _resources(kernel.asm['cubin'], name)
         consts = {p.name: bound_args[p.name] for p in self.params if p.is_constexpr
                   and (constants_shown is None or p.name in constants_shown)}
         mma = next((op for op in ('HGMMA', 'HMMA') if ops.get(op)), None)
         reports.append(KernelReport(name, consts, kernel.metadata.num_warps, kernel.metadata.num_stages,
-                                    kernel.metadata.shared, regs, local, mma, dt, ops, stack))
+                                    kernel.metadata.shared, regs, local, mma, dt, ops, stack, classes))
         return kernel
 
     JITFunction.run = run

@@ -147,3 +147,21 @@ def test_compile_only_restores_launching():
     with _triton_aot.compile_only(90):
         assert JITFunction.run is not before
     assert JITFunction.run is before
+
+
+def test_sass_instruction_classes_are_counted():
+    """The static counts of the report: opcodes with or without a predicate, modifiers ignored,
+    the encoding comments not mistaken for instructions."""
+    sass = '\n'.join([
+        '        /*0120*/                   MUFU.RCP R0, R0 ;                  /* 0x0000000000007308 */',
+        '        /*02c0*/              @!P3 IADD3 R4, R4, -R17.reuse, RZ ;     /* 0x800000110404b210 */',
+        '        /*0c40*/              @!P4 LDG.E.128 R16, desc[UR16][R34.64] ; /* 0x000000102210c981 */',
+        '        /*0c60*/               @P0 LDG.E.128 R36, desc[UR16][R20.64] ; /* 0x0000001014240981 */',
+        '        /*0c70*/                   LDGSTS.E.BYPASS.128 [R3], desc[UR16][R8.64] ; /* 0x00000000 */',
+        '        /*0d00*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], R24 ; /* 0x0 */',
+        '        /*0d10*/               @PT STG.E [R2.64], R5 ;                 /* 0x0 */',
+        '                                                                       /* 0x000fe20000000000 */',
+    ])
+    c = _triton_aot.sass_classes(sass)
+    assert c['total'] == 7
+    assert (c['MUFU'], c['LDG'], c['LDGSTS'], c['HGMMA'], c['STG'], c['LDS']) == (1, 2, 1, 1, 1, 0)

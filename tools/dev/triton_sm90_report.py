@@ -4,7 +4,8 @@ For the benchmark shapes of issue 3 ((a)-(e), ``benchmarks/attention.py``) and a
 multi-scale deformable attention, the ops' forward and backward run with every Triton launch
 replaced by an ahead-of-time compilation (``densekit.ops._triton_aot``). The table gives, per
 kernel: launch constants, warps, pipeline stages, registers per thread, spilled bytes, shared
-memory per program, and the matrix instruction in the machine code.
+memory per program, the matrix instruction in the machine code, and static SASS instruction
+counts (the code's size: a loop body counts once; a proxy for the work per program, not a time).
 
     python tools/dev/triton_sm90_report.py                 # bf16, sm_90, markdown table
     python tools/dev/triton_sm90_report.py --dtype float32 --arch 80 --json out.json
@@ -137,12 +138,15 @@ def main():
     import triton
     rows = report(getattr(torch, args.dtype), args.arch, args.small, args.only)
     print(f'triton {triton.__version__}, torch {torch.__version__}, target sm_{args.arch}, {args.dtype}\n')
-    print('| case | kernel | constants | warps | stages | regs | stack B (spills) | smem KiB | MMA |')
-    print('|---|---|---|---|---|---|---|---|---|')
+    print('| case | kernel | constants | warps | stages | regs | stack B (spills) | smem KiB | MMA | '
+          'SASS instr. (static) | LDG / LDGSTS | MUFU |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         consts = ', '.join(f'{k}={v}' for k, v in r['constants'].items())
+        c = r['sass_classes']
         print(f"| {r['case']} | {r['kernel']} | {consts} | {r['num_warps']} | {r['num_stages']} | {r['registers']} | "
-              f"{r['stack_bytes']} | {r['shared_bytes'] / 1024:.1f} | {r['mma'] or 'none'} |")
+              f"{r['stack_bytes']} | {r['shared_bytes'] / 1024:.1f} | {r['mma'] or 'none'} | {c['total']} | "
+              f"{c['LDG']} / {c['LDGSTS']} | {c['MUFU']} |")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(triton=triton.__version__, torch=torch.__version__, arch=args.arch, dtype=args.dtype,

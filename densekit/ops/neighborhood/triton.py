@@ -58,11 +58,16 @@ def _win_start(i, Lc, K: tl.constexpr):
 @triton.jit
 def _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb, scale,
             KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """Masked logits ``[M, N]`` of query rows against key columns (sub-grid coordinates)."""
+    """Masked logits ``[M, N]`` of query rows against key columns (sub-grid coordinates).
+
+    Per pair this is the inner loop of all three kernels, so the index work is kept to one
+    broadcast subtraction per quantity: the window offsets ``dr, dc`` and the bias offset are
+    differences of a per-key and a per-query term, and ``0 <= dr < KH`` is one unsigned compare.
+    """
     s = _dot(q, tl.trans(k), PREC, UPCAST) * scale
     dr = kr[None, :] - sh[:, None]
     dc = kc[None, :] - sw[:, None]
-    allowed = (dr >= 0) & (dr < KH) & (dc >= 0) & (dc < KW) & key_ok[None, :] & q_ok[:, None]
+    allowed = ((dr.to(tl.uint32) < KH) & (dc.to(tl.uint32) < KW)) & (key_ok[None, :] & q_ok[:, None])
     if HAS_RPB:
         bptr = rpb_ptr + (kr[None, :] - qi[:, None] + KH - 1) * s_ra + (kc[None, :] - qj[:, None] + KW - 1) * s_rb
         s += tl.load(bptr, mask=allowed, other=0.0).to(tl.float32)
@@ -208,14 +213,16 @@ def _na_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
 @triton.jit
 def _scores_t(k, q_t, kr, kc, qi, qj, sh, sw, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb, scale,
               KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """Transposed masked logits ``[N, M]``: key rows against query columns (``q_t`` is ``[D, M]``)."""
+    """Transposed masked logits ``[N, M]``: key rows against query columns (``q_t`` is ``[D, M]``);
+    index work as in ``_scores``."""
     s = _dot(k, q_t, PREC, UPCAST) * scale
     dr = kr[:, None] - sh[None, :]
     dc = kc[:, None] - sw[None, :]
-    allowed = (dr >= 0) & (dr < KH) & (dc >= 0) & (dc < KW) & key_ok[:, None] & q_ok[None, :]
+    allowed = ((dr.to(tl.uint32) < KH) & (dc.to(tl.uint32) < KW)) & (key_ok[:, None] & q_ok[None, :])
     if HAS_RPB:
-        bptr = rpb_ptr + (kr[:, None] - qi[None, :] + KH - 1) * s_ra + (kc[:, None] - qj[None, :] + KW - 1) * s_rb
-        s += tl.load(bptr, mask=allowed, other=0.0).to(tl.float32)
+        b_key = kr * s_ra + kc * s_rb
+        b_query = (qi - (KH - 1)) * s_ra + (qj - (KW - 1)) * s_rb
+        s += tl.load(rpb_ptr + (b_key[:, None] - b_query[None, :]), mask=allowed, other=0.0).to(tl.float32)
     return tl.where(allowed, s, float('-inf'))
 
 

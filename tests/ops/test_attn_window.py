@@ -147,6 +147,19 @@ def test_flex_forward_on_cpu_matches_reference():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize('shape,window,shift', [((2, 14, 21, 2, 16), (7, 7), (3, 3)),
+                                                ((1, 12, 10, 2, 16), (4, 5), (2, 0)), ((1, 8, 8, 1, 16), (4, 4), (0, 0))])
+def test_flex_per_query_bias_matches_reference(shape, window, shift):
+    # the layout flex uses when the bias needs a gradient (one entry per query and in-window key)
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    from densekit.ops.window.flex import window_flex
+    q, k, v, rpb, _ = make_inputs(shape, (shape[-2], 2 * window[0] - 1, 2 * window[1] - 1))
+    with torch.no_grad():
+        ref = window_attention(q, k, v, window, shift, rpb=rpb, backend='reference')
+        out = window_flex(q, k, v, window, shift, rpb, shape[-1] ** -0.5, expand_bias=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize('backend', ['reference', 'triton'])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])

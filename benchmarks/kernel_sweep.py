@@ -58,6 +58,9 @@ CONFIGS = {
     ],
     'na': [
         None,
+        dict(bias_tiles=False),  # per-pair mask + bias gather: the default until the fourth session
+        dict(bias_tiles=False, num_warps=8),
+        dict(block_n=128),
         dict(num_warps=8),
         dict(num_stages=2),
         dict(num_stages=1),
@@ -88,7 +91,7 @@ SMOKE = {
 }
 SMOKE_CONFIGS = {  # a few configurations per family that reach every hook on tiny shapes
     'window': [None, dict(kv_warps=4), dict(min_programs=1 << 30), dict(block=16)],
-    'na': [None, dict(num_warps=8), dict(tile_h=4, tile_w=8, block_n=32)],
+    'na': [None, dict(bias_tiles=False), dict(tile_h=4, tile_w=8, block_n=32)],
     'halo': [None, dict(fwd_warps=4, dq_warps=4, dkdv_warps=4), dict(dq_rows=2)],
 }
 

@@ -209,6 +209,45 @@ def test_triton_parity_fp32(triton_interpreter, shape, kernel, dilation, with_rp
     check_backend(_na_op(kernel, dilation), 'triton', shape, rpb_shape, torch.float32)
 
 
+@pytest.mark.parametrize('variant', ['bias tiles, small tiles', 'per-pair bias'])
+@pytest.mark.parametrize('shape,kernel,dilation,with_rpb', TRITON_CASES)
+def test_triton_launch_variants_parity_fp32(triton_interpreter, monkeypatch, shape, kernel, dilation, with_rpb,
+                                            variant):
+    """The same awkward shapes through the other code paths: the default precomputed bias + mask
+    tiles (``bias_tiles.py``) with smaller tiles for dQ and dK/dV, so that several tile types and
+    chunks occur along each axis; and the per-pair mask + bias gather (``bias_tiles=False``)."""
+    import densekit.ops.neighborhood.triton as T
+    if variant == 'per-pair bias':
+        monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(bias_tiles=False))
+    else:
+        monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(dq=dict(tile_h=4, tile_w=4, block_n=16),
+                                                        dkdv=dict(tile_h=4, tile_w=8, block_n=32)))
+    n = len(shape) - 3
+    kern = (kernel,) * n if isinstance(kernel, int) else kernel
+    rpb_shape = (shape[-2],) + tuple(2 * kk - 1 for kk in kern) if with_rpb else None
+    check_backend(_na_op(kernel, dilation), 'triton', shape, rpb_shape, torch.float32)
+
+
+def test_bias_tile_types():
+    """Along an axis, interior tiles share one type; the first and last (and a partial one)
+    differ; the query regions of key tiles (dK / dV) are typed the same way. Interior tiles are
+    typed without being enumerated; that shortcut agrees with enumerating every tile."""
+    import itertools
+    from densekit.ops.neighborhood.bias_tiles import axis_types
+    for L, k, d, tile, transposed in itertools.product((7, 9, 16, 23, 40, 57), (1, 3, 7), (1, 2, 3), (1, 4, 8),
+                                                      (False, True)):
+        if L >= k * d:
+            assert axis_types(L, k, d, tile, transposed) == axis_types(L, k, d, tile, transposed, True)
+    types, n_tiles = axis_types(56, 7, 1, 8, False)  # NAT stage 1: 7 tiles of 8
+    assert n_tiles == 7 and types.type_of == (0, 1, 1, 1, 1, 1, 2)
+    assert types.length == (11, 14, 11)  # key rows of each type's region
+    # dilation 4 on 50 rows: 4 classes of 13 / 13 / 12 / 12 rows, 2 tiles each (the last partial)
+    types, n_tiles = axis_types(50, 3, 4, 8, True)
+    assert n_tiles == 2 and len(types.type_of) == 8
+    assert types.type_of[0] == types.type_of[2] and types.type_of[4] == types.type_of[6]
+    assert types.type_of[1] != types.type_of[5]  # 5 vs 4 valid rows in the partial tile
+
+
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_triton_parity_low_precision(triton_interpreter, dtype):
     shape, kernel, dilation = (1, 10, 9, 2, 32), (5, 3), (2, 1)

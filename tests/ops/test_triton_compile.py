@@ -41,12 +41,14 @@ EXPECTED = {
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
 WINDOW_CHUNKED = EXPECTED['window'] + ['_window_bwd_dq']
 # Spills (the per-thread stack frame, bytes) known at sm_90 and not yet tuned away; everything
-# else must compile with no stack. The half-precision NA backward kernels sit at the 255-register
-# cap in the configuration measured on the H200 (8-48 B there). fp32 NA kernels kept 7-14 KB before
-# their chunks shrank to 16; the halo forward / dQ kernel 184-288 B (half) and 1.7-7.9 KB (fp32)
-# before its table gathers became [queries, window rows / columns] and its dQ took row chunks.
+# else must compile with no stack. With the precomputed bias tiles (the default since the fourth
+# session) only the half-precision NA dQ of the 1-D case keeps 16 B (it also writes dS); before
+# them the NA backward kernels sat at the 255-register cap with 8-48 B (as measured on the H200).
+# fp32 NA kernels kept 7-14 KB before their chunks shrank to 16; the halo forward / dQ kernel
+# 184-288 B (half) and 1.7-7.9 KB (fp32) before its table gathers became [queries, window rows /
+# columns] and its dQ took row chunks.
 KNOWN_SM90_STACK = {
-    ('_na_bwd_dq', 'half'): 64, ('_na_bwd_dkdv', 'half'): 64,
+    ('_na_bwd_dq', 'half'): 32,
 }
 # no dot products: no MMA expected
 ELEMENTWISE_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel', '_row_dot_kernel'}

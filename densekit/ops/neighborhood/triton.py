@@ -10,8 +10,15 @@ Scheme (flash-attention style, adapted to a 2-D neighbourhood):
   members form a dense sub-grid where the op is plain (undilated) NA with clamped windows.
 * Forward / dQ: a program owns a ``TILE_H x TILE_W`` tile of queries. The union of their windows
   is a ``(TILE_H + kh - 1) x (TILE_W + kw - 1)`` key region (window starts move by at most one per
-  query step), which is streamed in ``BLOCK_N`` chunks: ``tl.dot`` scores, an exact
-  per-pair window mask, the RPB gathered by relative offset, and an online softmax.
+  query step), which is streamed in ``BLOCK_N`` chunks: ``tl.dot`` scores, the window mask and
+  the RPB, and an online softmax.
+* Mask and RPB: by default one contiguous tile load per chunk of precomputed ``bias + -inf mask``
+  tiles (``bias_tiles.py``: they depend only on where a tile sits relative to the borders, so a
+  few tile types cover a whole map); with ``bias_tiles=False`` (``CONFIG_OVERRIDE``) or beyond
+  ``BIAS_TILE_MAX_BYTES``, an exact per-pair mask and a gather from the ``[heads, 2k-1, 2k-1]``
+  table. At sm_90 the tiles took the bf16 kernels of case (a) from 253-255 registers (with
+  spills in the backward) to 95 / 226 / 154 and their code to a third (compile-time facts, no GPU
+  measurement yet).
 * dK / dV: a program owns a tile of keys and streams the (again contiguous) region of queries
   whose windows can contain them, so no atomics are needed and results are deterministic. It
   computes in the transposed orientation (``S^T = K Q^T``) so no dot result is ever transposed.
@@ -20,6 +27,7 @@ Scheme (flash-attention style, adapted to a 2-D neighbourhood):
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import torch
@@ -31,7 +39,10 @@ from densekit.ops._triton_utils import dot as _dot
 from densekit.ops._triton_utils import precision as _precision
 from densekit.ops._triton_utils import row_dot, row_max, row_sum, strides4
 from densekit.ops._triton_utils import upcast as _upcast
+from densekit.ops.neighborhood.bias_tiles import bias_tiles, tile_bytes
 from densekit.ops.neighborhood.reference import axis_windows
+
+logger = logging.getLogger('densekit.ops')
 
 @triton.jit
 def _tile_coords(pid, H, W, DH: tl.constexpr, DW: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
@@ -60,9 +71,8 @@ def _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_r
             KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """Masked logits ``[M, N]`` of query rows against key columns (sub-grid coordinates).
 
-    Per pair this is the inner loop of all three kernels, so the index work is kept to one
-    broadcast subtraction per quantity: the window offsets ``dr, dc`` and the bias offset are
-    differences of a per-key and a per-query term, and ``0 <= dr < KH`` is one unsigned compare.
+    Per pair this is the inner loop of all three kernels: the window offsets ``dr, dc`` are one
+    broadcast subtraction each, and ``0 <= dr < KH`` is one unsigned compare.
     """
     s = _dot(q, tl.trans(k), PREC, UPCAST) * scale
     dr = kr[None, :] - sh[:, None]
@@ -76,13 +86,30 @@ def _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_r
 
 
 @triton.jit
-def _na_fwd(Q, K, V, RPB, O, LSE,
+def _tile_base(TILES, TYPE_H, TYPE_W, pid, head, rh, rw, N_TH, N_TW, NT_W, NPAIRS, CHUNKS,
+               ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Start of this program's precomputed bias + mask tiles (``bias_tiles.py``): its axis types
+    from the per-(class, tile) tables, then ``[heads, pairs, chunks, ROWS, COLS]``."""
+    t = pid % (N_TH * N_TW)
+    pair = tl.load(TYPE_H + rh * N_TH + t // N_TW) * NT_W + tl.load(TYPE_W + rw * N_TW + t % N_TW)
+    return TILES + (head * NPAIRS + pair).to(tl.int64) * CHUNKS * (ROWS * COLS)
+
+
+@triton.jit
+def _tile(base, c, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Chunk ``c`` of a program's bias + mask tiles, ``[ROWS, COLS]`` fp32 (-inf: masked)."""
+    offs = tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :]
+    return tl.load(base + c * (ROWS * COLS) + offs).to(tl.float32)
+
+
+@triton.jit
+def _na_fwd(Q, K, V, RPB, O, LSE, TILES, TYPE_H, TYPE_W,
             sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
             s_rh, s_ra, s_rb,
-            H, W, NHEADS, D, N_TH, N_TW, scale,
+            H, W, NHEADS, D, N_TH, N_TW, NT_W, NPAIRS, CHUNKS, scale,
             KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
             TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-            HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+            HAS_RPB: tl.constexpr, BIAS_TILES: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     BLOCK_M: tl.constexpr = TILE_H * TILE_W
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -111,6 +138,9 @@ def _na_fwd(Q, K, V, RPB, O, LSE,
     n_kw = kc1 - kc0
     n_keys = (kr1 - kr0) * n_kw
     rpb_ptr = RPB + head * s_rh
+    if BIAS_TILES:
+        tbase = _tile_base(TILES, TYPE_H, TYPE_W, pid, head, rh, rw, N_TH, N_TW, NT_W, NPAIRS, CHUNKS,
+                           BLOCK_M, BLOCK_N)
 
     m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
     l_i = tl.full([BLOCK_M], 0.0, tl.float32)
@@ -127,8 +157,11 @@ def _na_fwd(Q, K, V, RPB, O, LSE,
                     mask=kmask, other=0.0)
         v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
                     mask=kmask, other=0.0)
-        s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
-                                     scale, KH, KW, HAS_RPB, PREC, UPCAST)
+        if BIAS_TILES:
+            s = _dot(q, tl.trans(k), PREC, UPCAST) * scale + _tile(tbase, n0 // BLOCK_N, BLOCK_M, BLOCK_N)
+        else:
+            s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
+                                         scale, KH, KW, HAS_RPB, PREC, UPCAST)
         m_new = tl.maximum(m_i, row_max(s))
         m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
         alpha = tl.exp(m_i - m_safe)
@@ -145,13 +178,13 @@ def _na_fwd(Q, K, V, RPB, O, LSE,
 
 
 @triton.jit
-def _na_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
+def _na_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS, TILES, TYPE_H, TYPE_W,
                sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
                s_rh, s_ra, s_rb,
-               H, W, NHEADS, D, N_TH, N_TW, scale,
+               H, W, NHEADS, D, N_TH, N_TW, NT_W, NPAIRS, CHUNKS, scale,
                KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
                TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-               HAS_RPB: tl.constexpr, WRITE_DS: tl.constexpr, PREC: tl.constexpr,
+               HAS_RPB: tl.constexpr, BIAS_TILES: tl.constexpr, WRITE_DS: tl.constexpr, PREC: tl.constexpr,
                UPCAST: tl.constexpr):
     BLOCK_M: tl.constexpr = TILE_H * TILE_W
     pid = tl.program_id(0)
@@ -184,6 +217,9 @@ def _na_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
     n_kw = kc1 - kc0
     n_keys = (kr1 - kr0) * n_kw
     rpb_ptr = RPB + head * s_rh
+    if BIAS_TILES:
+        tbase = _tile_base(TILES, TYPE_H, TYPE_W, pid, head, rh, rw, N_TH, N_TW, NT_W, NPAIRS, CHUNKS,
+                           BLOCK_M, BLOCK_N)
 
     dq = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
     for n0 in range(0, n_keys, BLOCK_N):
@@ -198,8 +234,15 @@ def _na_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ, DS,
                     mask=kmask, other=0.0)
         v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
                     mask=kmask, other=0.0)
-        s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
-                                     scale, KH, KW, HAS_RPB, PREC, UPCAST)
+        if BIAS_TILES:
+            s = _dot(q, tl.trans(k), PREC, UPCAST) * scale + _tile(tbase, n0 // BLOCK_N, BLOCK_M, BLOCK_N)
+            if WRITE_DS:  # the compact dS store still needs each pair's window offset
+                dr = kr[None, :] - sh[:, None]
+                dc = kc[None, :] - sw[:, None]
+                allowed = ((dr.to(tl.uint32) < KH) & (dc.to(tl.uint32) < KW)) & (key_ok[None, :] & q_ok[:, None])
+        else:
+            s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
+                                         scale, KH, KW, HAS_RPB, PREC, UPCAST)
         p = tl.exp(s - lse[:, None])
         dp = _dot(do, tl.trans(v), PREC, UPCAST)
         ds = p * (dp - delta[:, None])
@@ -227,13 +270,13 @@ def _scores_t(k, q_t, kr, kc, qi, qj, sh, sw, key_ok, q_ok, rpb_ptr, s_rh, s_ra,
 
 
 @triton.jit
-def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
+def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV, TILES, TYPE_H, TYPE_W,
                  sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sdb, sdy, sdx, sdh,
                  s_rh, s_ra, s_rb,
-                 H, W, NHEADS, D, N_TH, N_TW, scale,
+                 H, W, NHEADS, D, N_TH, N_TW, NT_W, NPAIRS, CHUNKS, scale,
                  KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
                  TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-                 HAS_RPB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+                 HAS_RPB: tl.constexpr, BIAS_TILES: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     # Works in the transposed orientation (S^T = K Q^T, P^T, dP^T = V dO^T, dS^T), so every
     # ``tl.trans`` is of a tile loaded from memory, never of a dot result: on sm_90, triton >= 3.4
     # miscompiles ``tl.dot(tl.trans(<computed>), ...)`` for some configurations (seen on an H200:
@@ -269,6 +312,9 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
     n_qw = q1w - q0w + 1
     n_q = (q1h - q0h + 1) * n_qw
     rpb_ptr = RPB + head * s_rh
+    if BIAS_TILES:
+        tbase = _tile_base(TILES, TYPE_H, TYPE_W, pid, head, rh, rw, N_TH, N_TW, NT_W, NPAIRS, CHUNKS,
+                           BLOCK_N, BLOCK_M)
 
     dk = tl.full([BLOCK_N, BLOCK_D], 0.0, tl.float32)
     dv = tl.full([BLOCK_N, BLOCK_D], 0.0, tl.float32)
@@ -290,8 +336,11 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
         row = (b * H * W + y * W + x) * NHEADS + head
         lse = tl.load(LSE + row, mask=q_ok, other=0.0)
         delta = tl.load(DELTA + row, mask=q_ok, other=0.0)
-        s_t = _scores_t(k, q_t, kr, kc, qi, qj, sh, sw, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb, scale,
-                        KH, KW, HAS_RPB, PREC, UPCAST)
+        if BIAS_TILES:
+            s_t = _dot(k, q_t, PREC, UPCAST) * scale + _tile(tbase, m0 // BLOCK_M, BLOCK_N, BLOCK_M)
+        else:
+            s_t = _scores_t(k, q_t, kr, kc, qi, qj, sh, sw, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb, scale,
+                            KH, KW, HAS_RPB, PREC, UPCAST)
         p_t = tl.exp(s_t - lse[None, :])  # [N, M], zero where not allowed
         dv += _dot(p_t.to(do_t.dtype), tl.trans(do_t), PREC, UPCAST)
         dp_t = _dot(v, do_t, PREC, UPCAST)
@@ -306,7 +355,8 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
 # Developer hook for launch-configuration sweeps (``benchmarks/kernel_sweep.py``): when set, a
 # dict with any of tile_h, tile_w, block_n, num_warps, num_stages that replaces the defaults
 # below for every kernel, and optionally per-kernel dicts under 'fwd', 'dq', 'dkdv' (the three
-# kernels have their own grids, so each can take its own tile).
+# kernels have their own grids, so each can take its own tile). ``bias_tiles=True`` selects the
+# precomputed bias + mask tiles (``bias_tiles.py``) instead of per-pair masks and bias gathers.
 CONFIG_OVERRIDE: Optional[dict] = None
 KERNELS = ('fwd', 'dq', 'dkdv')
 
@@ -334,6 +384,30 @@ def _launch(H: int, W: int, D: int, dtype: torch.dtype, kernel: str = 'fwd'):
         o = dict(o, tile_h=1, tile_w=o.get('tile_h', 8) * o.get('tile_w', 8))
     return (o.get('tile_h', tile_h), o.get('tile_w', tile_w), o.get('block_n', block_n), block_d,
             o.get('num_warps', warps), o.get('num_stages', 3))
+
+
+# Precomputed bias + mask tiles are used up to this size (they are a few MiB for the benchmark and
+# detection shapes: about 9-25 tile types x heads x 4 chunks x 8 KiB).
+BIAS_TILE_MAX_BYTES = 64 << 20
+
+
+def _tile_args(name: str, rpb, q, H, W, kernel, dilation, tile, block, transposed):
+    """Whether kernel ``name`` reads precomputed bias + mask tiles (``bias_tiles.py``; the default,
+    ``bias_tiles=False`` in ``CONFIG_OVERRIDE`` turns it off), and its launch arguments: tensors
+    (tiles, type_h, type_w) and ints (n_types_w, pairs, chunks)."""
+    o = CONFIG_OVERRIDE or {}
+    use = bool({**o, **o.get(name, {})}.get('bias_tiles', True))
+    if use:
+        size = tile_bytes(q.shape[3], H, W, kernel, dilation, tile, block, transposed, q.element_size())
+        if size > BIAS_TILE_MAX_BYTES:
+            logger.debug('na triton %s: %d MiB of bias tiles > %d MiB: per-pair masks and bias gathers instead',
+                         name, size >> 20, BIAS_TILE_MAX_BYTES >> 20)
+            use = False
+    if not use:
+        return False, (q, q, q), (0, 0, 0)
+    tiles, type_h, type_w, nw_t, chunks = bias_tiles(rpb, q.shape[3], H, W, kernel, dilation, tile, block, transposed,
+                                                     q.dtype, q.device)
+    return True, (tiles, type_h, type_w), (nw_t, tiles.shape[1], chunks)
 
 
 def _grid(H, W, kernel, dilation, tile_h, tile_w, BH):
@@ -369,18 +443,19 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         B, H, W, nh, D = q.shape
         tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
+        use_tiles, tt, ti = _tile_args('fwd', rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, False)
         out = torch.empty_like(q)
         lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
         has_rpb = rpb is not None
         rpb_t = rpb if has_rpb else q
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
-        _na_fwd[grid](q, k, v, rpb_t, out, lse,
+        _na_fwd[grid](q, k, v, rpb_t, out, lse, *tt,
                       *strides4(q), *strides4(k), *strides4(v), *strides4(out), *rs,
-                      H, W, nh, D, n_th, n_tw, scale,
+                      H, W, nh, D, n_th, n_tw, *ti, scale,
                       KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1],
                       TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n, BLOCK_D=block_d,
-                      HAS_RPB=has_rpb, PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=warps,
-                      num_stages=stages)
+                      HAS_RPB=has_rpb, BIAS_TILES=use_tiles, PREC=_precision(q.dtype), UPCAST=_upcast(q),
+                      num_warps=warps, num_stages=stages)
         ctx.save_for_backward(q, k, v, rpb, out, lse)
         ctx.meta = (kernel, dilation, scale, has_rpb)
         return out
@@ -404,14 +479,17 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
                      PREC=_precision(q.dtype), UPCAST=_upcast(q))
         tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dq')
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
-        _na_bwd_dq[grid](q, k, v, rpb_t, dout, lse, delta, dq, ds, *strides,
-                         H, W, nh, D, n_th, n_tw, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n,
-                         BLOCK_D=block_d, WRITE_DS=need_drpb, num_warps=warps, num_stages=stages, **flags)
+        use_tiles, tt, ti = _tile_args('dq', rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, False)
+        _na_bwd_dq[grid](q, k, v, rpb_t, dout, lse, delta, dq, ds, *tt, *strides,
+                         H, W, nh, D, n_th, n_tw, *ti, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n,
+                         BLOCK_D=block_d, BIAS_TILES=use_tiles, WRITE_DS=need_drpb, num_warps=warps,
+                         num_stages=stages, **flags)
         tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dkdv')
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
-        _na_bwd_dkdv[grid](q, k, v, rpb_t, dout, lse, delta, dk, dv, *strides,
-                           H, W, nh, D, n_th, n_tw, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_M=block_n,
-                           BLOCK_D=block_d, num_warps=warps, num_stages=stages, **flags)
+        use_tiles, tt, ti = _tile_args('dkdv', rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, True)
+        _na_bwd_dkdv[grid](q, k, v, rpb_t, dout, lse, delta, dk, dv, *tt, *strides,
+                           H, W, nh, D, n_th, n_tw, *ti, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_M=block_n,
+                           BLOCK_D=block_d, BIAS_TILES=use_tiles, num_warps=warps, num_stages=stages, **flags)
         drpb = _drpb_from_ds(ds, H, W, kernel, dilation).to(rpb.dtype) if need_drpb else None
         return dq, dk, dv, drpb, None, None, None
 

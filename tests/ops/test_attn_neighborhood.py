@@ -299,6 +299,17 @@ def test_cuda_parity(requires_cuda, backend, dtype, shape, kernel, dilation, wit
 @pytest.mark.gpu
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('shape,kernel,dilation', [((2, 56, 56, 2, 32), 7, 1), ((1, 50, 84, 3, 32), 7, 4)])
+def test_cuda_triton_per_pair_bias_parity(requires_cuda, monkeypatch, dtype, shape, kernel, dilation):
+    # the per-pair mask + bias path (bias_tiles=False), which the sweep also times
+    import densekit.ops.neighborhood.triton as T
+    monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(bias_tiles=False))
+    check_backend(_na_op(kernel, dilation), 'triton', shape, (shape[-2], 2 * kernel - 1, 2 * kernel - 1), dtype,
+                  device='cuda')
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('shape,kernel,dilation', [((2, 56, 56, 2, 32), 7, 1), ((1, 50, 84, 3, 32), 7, 4)])
 def test_cuda_flex_parity(requires_cuda, dtype, shape, kernel, dilation):
     # flex compiles per shape, so the GPU check runs it on two shapes only
     check_backend(_na_op(kernel, dilation), 'flex', shape, (shape[-2], 2 * kernel - 1, 2 * kernel - 1), dtype,

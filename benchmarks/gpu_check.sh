@@ -77,13 +77,14 @@ EOF
 STEPS=" ${GPU_CHECK_STEPS:-parity attention models} "
 want() { [[ $STEPS == *" $1 "* ]]; }
 
-# 2. GPU parity first (the first H200 run, 2026-11-26, needed ~240 s for it on 14 workers)
-want parity && step gpu_parity 270 "$OUT/gpu_parity.log" \
+# 2. GPU parity first (the first H200 run, 2026-11-26, needed ~240 s for 149 tests on 14 workers;
+#    172 now)
+want parity && step gpu_parity 300 "$OUT/gpu_parity.log" \
   python3 -m pytest -m gpu -n 14 -p no:cacheprovider -p no:benchmark --timeout 200 --tb=short -rfE \
   --durations=15 --junitxml="$OUT/gpu_parity.xml" tests/ops tests/models/test_backbone_contract.py
 
 # 3. attention benchmark (the targets; ~200 s then, plus the fair-flex rows since)
-want attention && step attention_benchmark 260 "$OUT/attention_gpu.log" \
+want attention && step attention_benchmark 225 "$OUT/attention_gpu.log" \
   python3 benchmarks/attention.py --device cuda --json "$OUT/attention_gpu.json"
 
 # 4. launch-configuration sweep + per-kernel breakdown (bf16; window (d), NA (a), halo (e), NA (c d1),

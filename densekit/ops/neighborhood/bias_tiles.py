@@ -1,6 +1,7 @@
-"""Precomputed bias + mask tiles for the neighborhood-attention Triton kernels (opt-in variant).
+"""Precomputed bias + mask tiles for the neighborhood-attention Triton kernels (the default path;
+``bias_tiles=False`` in ``triton.CONFIG_OVERRIDE`` selects the per-pair one).
 
-In the default kernels every (query, key) pair of a tile's key region pays for its window mask
+On the per-pair path every (query, key) pair of a tile's key region pays for its window mask
 (offsets, compares) and a gather from the ``[heads, 2k-1, 2k-1]`` bias table. Both depend only on
 where a tile sits relative to the borders of its sub-grid, not on the image: along one axis, all
 interior tiles look alike, and only the first and last tiles (and a partial one) differ. This
@@ -31,7 +32,7 @@ class AxisTypes(NamedTuple):
     type_of: Tuple[int, ...]  # per (class, tile): the type index
     length: Tuple[int, ...]  # per type: the streamed region's extent along this axis
     own_ok: Tuple[Tuple[bool, ...], ...]  # per type: which of the tile's own rows are valid
-    start: Tuple[Tuple[int, ...], ...]  # per type: for each (own row, streamed index), allowed?
+    start: Tuple[Tuple[Tuple[int, ...], ...], ...]  # per type and own row: the streamed indices it attends
     offset: Tuple[int, ...]  # per type: own-row-0 minus streamed-0 position (bias index offset)
 
 

@@ -104,8 +104,8 @@ def _axis_tensors(types: AxisTypes, tile: int):
 @functools.lru_cache(maxsize=64)
 def _index(ah: AxisTypes, aw: AxisTypes, kernel: Tuple[int, int], tile: Tuple[int, int], block: int,
            transposed: bool, device: str):
-    """Flat bias index (``-1`` where masked) ``[pairs, chunks, rows, cols]`` (int32) of two axes'
-    types. Keyed on the types alone (``type_of`` emptied), so maps of different sizes whose tiles
+    """Flat bias index ``[pairs, chunks, rows, cols]`` (int64, 0 where masked) and the mask
+    (``True`` where a pair may not attend) of two axes' types. Keyed on the types alone (``type_of`` emptied), so maps of different sizes whose tiles
     fall into the same types (most sizes, once past a few tiles) share one entry."""
     kh, kw = kernel
     th_, tw_ = tile
@@ -132,8 +132,9 @@ def _index(ah: AxisTypes, aw: AxisTypes, kernel: Tuple[int, int], tile: Tuple[in
                 dy = (ah.offset[a] + i)[:, None] - su[None, :] + kh - 1
                 dx = (aw.offset[b] + j)[:, None] - sv[None, :] + kw - 1
             idx[a * nw_t + b] = torch.where(ok, dy * (2 * kw - 1) + dx, -1)
-    idx = idx.view(nh_t * nw_t, th_ * tw_, chunks, block).transpose(1, 2)  # [pairs, chunks, rows, cols]
-    return idx.to(device=device, dtype=torch.int32).contiguous(), chunks
+    idx = idx.view(nh_t * nw_t, th_ * tw_, chunks, block).transpose(1, 2).to(device).contiguous()
+    masked = idx < 0
+    return idx.clamp_(min=0), masked, chunks  # [pairs, chunks, rows, cols]
 
 
 @functools.lru_cache(maxsize=256)
@@ -141,10 +142,11 @@ def _tables(H: int, W: int, kernel: Tuple[int, int], dilation: Tuple[int, int], 
             block: int, transposed: bool, device: str):
     ah, _ = axis_types(H, kernel[0], dilation[0], tile[0], transposed)
     aw, _ = axis_types(W, kernel[1], dilation[1], tile[1], transposed)
-    idx, chunks = _index(ah._replace(type_of=()), aw._replace(type_of=()), kernel, tile, block, transposed, device)
+    idx, masked, chunks = _index(ah._replace(type_of=()), aw._replace(type_of=()), kernel, tile, block, transposed,
+                                 device)
     type_h = torch.tensor(ah.type_of, dtype=torch.int32, device=device)
     type_w = torch.tensor(aw.type_of, dtype=torch.int32, device=device)
-    return idx, type_h, type_w, len(aw.length), chunks
+    return idx, masked, type_h, type_w, len(aw.length), chunks
 
 
 def tile_bytes(heads: int, H: int, W: int, kernel, dilation, tile, block: int, transposed: bool,
@@ -163,12 +165,10 @@ def bias_tiles(rpb, heads: int, H: int, W: int, kernel: Tuple[int, int], dilatio
 
     ``tiles``: ``[heads, pairs, chunks, rows, cols]`` in ``dtype``: the bias (``rpb``, or 0 without
     one) where the pair attends, ``-inf`` elsewhere."""
-    idx, type_h, type_w, nw_t, chunks = _tables(H, W, tuple(kernel), tuple(dilation), tuple(tile), block,
-                                                transposed, str(device))
-    masked = idx < 0
+    idx, masked, type_h, type_w, nw_t, chunks = _tables(H, W, tuple(kernel), tuple(dilation), tuple(tile),
+                                                        block, transposed, str(device))
     if rpb is None:
         vals = torch.zeros((heads,) + idx.shape, dtype=dtype, device=device)
     else:
-        vals = rpb.reshape(heads, -1).to(dtype)[:, idx.clamp(min=0).long()]
-    tiles = vals.masked_fill(masked, float('-inf')).contiguous()
-    return tiles, type_h, type_w, nw_t, chunks
+        vals = rpb.reshape(heads, -1).to(dtype)[:, idx]
+    return vals.masked_fill_(masked, float('-inf')), type_h, type_w, nw_t, chunks  # vals is a fresh tensor

@@ -101,7 +101,7 @@ def _axis_tensors(types: AxisTypes, tile: int):
     return allowed, own_ok
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=32)  # an entry is ~1-2 MiB on the device (index + mask)
 def _index(ah: AxisTypes, aw: AxisTypes, kernel: Tuple[int, int], tile: Tuple[int, int], block: int,
            transposed: bool, device: str):
     """Flat bias index ``[pairs, chunks, rows, cols]`` (int64, 0 where masked) and the mask

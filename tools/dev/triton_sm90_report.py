@@ -10,6 +10,8 @@ counts (the code's size: a loop body counts once; a proxy for the work per progr
     python tools/dev/triton_sm90_report.py                 # bf16, sm_90, markdown table
     python tools/dev/triton_sm90_report.py --dtype float32 --arch 80 --json out.json
     python tools/dev/triton_sm90_report.py --small ...     # small shapes (tests/ops/test_triton_compile.py)
+    python tools/dev/triton_sm90_report.py --only a_nat --override 'neighborhood={"bias_tiles": false}'
+                                            # a launch configuration of benchmarks/kernel_sweep.py
 
 Run it in a fresh process without ``TRITON_INTERPRET``: ``@triton.jit`` decides at definition time
 whether a kernel is compiled or interpreted, so kernels imported under the interpreter cannot be
@@ -129,7 +131,13 @@ def main():
     ap.add_argument('--json', default=None)
     ap.add_argument('--small', action='store_true', help='small test shapes instead of the benchmark shapes')
     ap.add_argument('--only', default='', help='comma-separated substrings of the case names to compile')
+    ap.add_argument('--override', action='append', default=[], metavar='MODULE=JSON',
+                    help="CONFIG_OVERRIDE of densekit.ops.<MODULE>.triton (neighborhood, window, halo), "
+                         "as in benchmarks/kernel_sweep.py; repeatable")
     args = ap.parse_args()
+    for o in args.override:
+        module, _, conf = o.partition('=')
+        importlib.import_module(f'densekit.ops.{module}.triton').CONFIG_OVERRIDE = json.loads(conf)
     if os.environ.get('TRITON_INTERPRET') == '1':
         sys.exit('unset TRITON_INTERPRET: interpreted kernels cannot be compiled')
     ok, why = _triton_aot.available()

@@ -163,9 +163,9 @@ def _window_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DQ, DK, DV, DS,
         # per program (in the bias's own dtype, -inf where not allowed; exact, since the bias is
         # stored in that dtype) instead of gathering it again for each of the B_PER images.
         qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, 0, H, W, WH, WW, SH, SW, BLOCK)
-        bias_t, allowed_t = _bias_mask(tl.full([BLOCK, BLOCK], 0.0, tl.float32), qty[None, :], qtx[None, :],
-                                       qlab[None, :], qok[None, :], kty[:, None], ktx[:, None], klab[:, None],
-                                       kok[:, None], rpb_ptr, s_ra, s_rb, WH, WW, HAS_RPB)
+        bias_t, _ = _bias_mask(tl.full([BLOCK, BLOCK], 0.0, tl.float32), qty[None, :], qtx[None, :],
+                               qlab[None, :], qok[None, :], kty[:, None], ktx[:, None], klab[:, None],
+                               kok[:, None], rpb_ptr, s_ra, s_rb, WH, WW, HAS_RPB)
         bias_t = bias_t.to(RPB.dtype.element_ty)
     for b in range(chunk * B_PER, tl.minimum(chunk * B_PER + B_PER, B)):
         k_off = b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :]

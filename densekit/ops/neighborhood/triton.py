@@ -391,12 +391,16 @@ def _launch(H: int, W: int, D: int, dtype: torch.dtype, kernel: str = 'fwd'):
 BIAS_TILE_MAX_BYTES = 64 << 20
 
 
+def _wants_tiles(name: str) -> bool:
+    o = CONFIG_OVERRIDE or {}
+    return bool({**o, **o.get(name, {})}.get('bias_tiles', True))
+
+
 def _tile_args(name: str, rpb, q, H, W, kernel, dilation, tile, block, transposed):
     """Whether kernel ``name`` reads precomputed bias + mask tiles (``bias_tiles.py``; the default,
     ``bias_tiles=False`` in ``CONFIG_OVERRIDE`` turns it off), and its launch arguments: tensors
     (tiles, type_h, type_w) and ints (n_types_w, pairs, chunks)."""
-    o = CONFIG_OVERRIDE or {}
-    use = bool({**o, **o.get(name, {})}.get('bias_tiles', True))
+    use = _wants_tiles(name)
     if use:
         size = tile_bytes(q.shape[3], H, W, kernel, dilation, tile, block, transposed, q.element_size())
         if size > BIAS_TILE_MAX_BYTES:
@@ -458,6 +462,8 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
                       num_warps=warps, num_stages=stages)
         ctx.save_for_backward(q, k, v, rpb, out, lse)
         ctx.meta = (kernel, dilation, scale, has_rpb)
+        # the dQ kernel streams the same key regions: with the same tiling it reuses these tiles
+        ctx.fwd_tiles = ((tile_h, tile_w, block_n), tt, ti) if use_tiles else None
         return out
 
     @staticmethod
@@ -479,7 +485,11 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
                      PREC=_precision(q.dtype), UPCAST=_upcast(q))
         tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dq')
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
-        use_tiles, tt, ti = _tile_args('dq', rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, False)
+        if ctx.fwd_tiles is not None and ctx.fwd_tiles[0] == (tile_h, tile_w, block_n) and _wants_tiles('dq'):
+            use_tiles, (_, tt, ti) = True, ctx.fwd_tiles
+        else:
+            use_tiles, tt, ti = _tile_args('dq', rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, False)
+        ctx.fwd_tiles = None
         _na_bwd_dq[grid](q, k, v, rpb_t, dout, lse, delta, dq, ds, *tt, *strides,
                          H, W, nh, D, n_th, n_tw, *ti, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n,
                          BLOCK_D=block_d, BIAS_TILES=use_tiles, WRITE_DS=need_drpb, num_warps=warps,

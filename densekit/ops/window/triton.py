@@ -94,6 +94,26 @@ def _key_chunk(q, K, V, b, head, win, start, skb, sky, skx, skh, svb, svy, svx, 
 
 
 @triton.jit
+def _query_chunk(Q, RPB, sqb, sqy, sqx, sqh, s_rh, H, W, NHEADS, D,
+                 WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, BLOCK: tl.constexpr,
+                 CHUNKS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Setup of a (window x query chunk, batch x head) program of the forward / dQ kernels: its
+    window, image, head, bias row, query tokens and the loaded query chunk."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    win = pid // CHUNKS
+    b = bh // NHEADS
+    head = bh % NHEADS
+    qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, (pid % CHUNKS) * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    dok = offs_d[None, :] < D
+    qm = qok[:, None] & dok
+    q_off = b * sqb + qy[:, None] * sqy + qx[:, None] * sqx + head * sqh + offs_d[None, :]
+    q = tl.load(Q + q_off, mask=qm, other=0.0)
+    return win, b, head, RPB + head * s_rh, qty, qtx, qy, qx, qlab, qok, offs_d, dok, qm, q_off, q
+
+
+@triton.jit
 def _window_fwd(Q, K, V, RPB, O, LSE,
                 sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
                 s_rh, s_ra, s_rb, H, W, NHEADS, D, scale,
@@ -101,17 +121,8 @@ def _window_fwd(Q, K, V, RPB, O, LSE,
                 BLOCK: tl.constexpr, CHUNKS: tl.constexpr, BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr,
                 PREC: tl.constexpr, UPCAST: tl.constexpr):
     """Program (window x query chunk, batch x head): output and log-sum-exp of ``BLOCK`` queries."""
-    pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    win = pid // CHUNKS
-    b = bh // NHEADS
-    head = bh % NHEADS
-    rpb_ptr = RPB + head * s_rh
-    qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, (pid % CHUNKS) * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
-    offs_d = tl.arange(0, BLOCK_D)
-    dok = offs_d[None, :] < D
-    qm = qok[:, None] & dok
-    q = tl.load(Q + b * sqb + qy[:, None] * sqy + qx[:, None] * sqx + head * sqh + offs_d[None, :], mask=qm, other=0.0)
+    win, b, head, rpb_ptr, qty, qtx, qy, qx, qlab, qok, offs_d, dok, qm, q_off, q = _query_chunk(
+        Q, RPB, sqb, sqy, sqx, sqh, s_rh, H, W, NHEADS, D, WH, WW, SH, SW, BLOCK, CHUNKS, BLOCK_D)
     m_i = tl.full([BLOCK], float('-inf'), tl.float32)
     l_i = tl.full([BLOCK], 0.0, tl.float32)
     acc = tl.full([BLOCK, BLOCK_D], 0.0, tl.float32)
@@ -226,18 +237,8 @@ def _window_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ,
                    PREC: tl.constexpr, UPCAST: tl.constexpr):
     """Program (window x query chunk, batch x head): dQ of ``BLOCK`` queries, streaming the
     window's key chunks (windows of more than one chunk)."""
-    pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    win = pid // CHUNKS
-    b = bh // NHEADS
-    head = bh % NHEADS
-    rpb_ptr = RPB + head * s_rh
-    qt, qty, qtx, qy, qx, qlab, qok = _window_tokens(win, (pid % CHUNKS) * BLOCK, H, W, WH, WW, SH, SW, BLOCK)
-    offs_d = tl.arange(0, BLOCK_D)
-    dok = offs_d[None, :] < D
-    qm = qok[:, None] & dok
-    q_off = b * sqb + qy[:, None] * sqy + qx[:, None] * sqx + head * sqh + offs_d[None, :]
-    q = tl.load(Q + q_off, mask=qm, other=0.0)
+    win, b, head, rpb_ptr, qty, qtx, qy, qx, qlab, qok, offs_d, dok, qm, q_off, q = _query_chunk(
+        Q, RPB, sqb, sqy, sqx, sqh, s_rh, H, W, NHEADS, D, WH, WW, SH, SW, BLOCK, CHUNKS, BLOCK_D)
     do = tl.load(DO + b * sdb + qy[:, None] * sdy + qx[:, None] * sdx + head * sdh + offs_d[None, :], mask=qm, other=0.0)
     row = (b * H * W + qy * W + qx) * NHEADS + head
     lse = tl.load(LSE + row, mask=qok, other=0.0)

@@ -1,50 +1,160 @@
 """Engine hooks, registered in mmengine's root ``HOOKS`` (seen from the mmdet and mmseg scopes)."""
 from __future__ import annotations
 
+import logging
 import random
+from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.dist import get_world_size
-from mmengine.hooks import Hook
+from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
 
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Saves the python / numpy / torch RNG states in each checkpoint and restores them on resume.
+    """Saves the python / numpy / torch (CPU and CUDA) RNG states of every rank in each checkpoint
+    and restores them on resume, so that a resumed run draws the same dropout / drop-path masks
+    and random augmentations as the uninterrupted one (bit-identical weights in our tests, single
+    process and two ranks).
 
     mmengine restores weights, optimizer, schedulers and the data position, but not the random
-    generators, so dropout / drop-path / random augmentation after a resume differ from the
-    uninterrupted run. With this hook a single-process resume is bit-identical. In a
-    distributed run only rank 0 writes checkpoints, so the states are not restored there
-    (logged): each rank would otherwise get rank 0's stream.
+    generators. Two details make the restore exact:
+
+    * Only rank 0 writes checkpoints, so in a distributed run every rank's state is gathered
+      (one small collective) right after a train iteration / epoch at which a ``CheckpointHook``
+      will save, and rank 0 stores the list. A resume restores rank ``r``'s own state when the
+      world size is unchanged; otherwise it logs why it does not restore.
+    * A resumed iteration-based loop replays the data loader over the batches already trained
+      (mmengine's "advance dataloader"), which runs random transforms again when they run in the
+      main process (``num_workers=0``), and it fetches each batch before the iteration's hooks.
+      The loaded state is therefore applied right before the first new batch is fetched (for
+      epoch-based loops: at the first epoch, before its data loader iterator is created), not
+      when the checkpoint is read.
     """
 
-    priority = 'VERY_LOW'
+    # HIGHEST: the restore runs before any other hook of the first iteration draws a random number,
+    # and the state gathered after an iteration is taken before the CheckpointHook (VERY_LOW) saves
+    priority = 'HIGHEST'
+
+    def __init__(self) -> None:
+        self._gathered: Optional[list] = None  # every rank's state at the coming checkpoint
+        self._pending: Optional[dict] = None  # this rank's loaded state, applied when training starts
+
+    # --------------------------------------------------------------------------------- saving
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if get_world_size() > 1 and _checkpoint_follows(runner, by_epoch=False):
+            self._gathered = all_gather_object(_capture())
+
+    def after_train_epoch(self, runner) -> None:
+        if get_world_size() > 1 and _checkpoint_follows(runner, by_epoch=True):
+            self._gathered = all_gather_object(_capture())
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault('meta', {})['rng_state'] = dict(
-            python=random.getstate(),
-            numpy=np.random.get_state(),
-            torch=torch.get_rng_state(),
-            cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            world_size=get_world_size())
+        # runs on rank 0 only (mmengine's Runner.save_checkpoint is master_only)
+        state = _capture()
+        world_size = get_world_size()
+        ranks = None
+        if world_size > 1:
+            if self._gathered is not None and _same_state(self._gathered[get_rank()], state):
+                ranks = self._gathered
+            else:
+                print_log('RNGStateHook: this checkpoint was not written right after a train iteration / '
+                          'epoch whose RNG states were gathered; a distributed resume from it will not '
+                          'restore RNG states', logger='current', level=logging.WARNING)
+        self._gathered = None
+        checkpoint.setdefault('meta', {})['rng_state'] = dict(state, world_size=world_size, ranks=ranks)
 
+    # -------------------------------------------------------------------------------- loading
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('meta', {}).get('rng_state')
         if not runner._resume or state is None:
             return
-        if get_world_size() != 1 or state.get('world_size', 1) != 1:
-            print_log('RNGStateHook: RNG states are not restored in distributed runs',
-                      logger='current')
+        world_size, saved = get_world_size(), state.get('world_size', 1)
+        if world_size == 1 and saved == 1:
+            self._pending = state
+        elif state.get('ranks') is not None and len(state['ranks']) == world_size:
+            self._pending = state['ranks'][get_rank()]
+        else:
+            why = (f'the checkpoint holds the states of {saved} rank(s), this run has {world_size}'
+                   if saved != world_size else 'the checkpoint holds no per-rank states')
+            print_log(f'RNGStateHook: RNG states are not restored: {why}', logger='current',
+                      level=logging.WARNING)
+
+    def before_train_epoch(self, runner) -> None:
+        if self._pending is None:
             return
+        loop = runner.train_loop
+        if not isinstance(loop, IterBasedTrainLoop):
+            self._apply()  # before the epoch's data loader iterator exists
+        elif hasattr(loop, 'dataloader_iterator'):
+            # the loop now skips loop.iter batches, then fetches the first new batch (its random
+            # transforms run before any iteration hook): apply the state right before that fetch
+            loop.dataloader_iterator = _ApplyBeforeFetch(loop, loop.iter, self._apply)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._pending is not None:  # a loop that has no dataloader_iterator to hook
+            self._apply()
+
+    def _apply(self) -> None:
+        state, self._pending = self._pending, None
         random.setstate(_as_python_state(state['python']))
         np.random.set_state(state['numpy'])
         torch.set_rng_state(state['torch'])
         if state.get('cuda') is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state['cuda'])
+
+
+class _ApplyBeforeFetch:
+    """Stands in for an iteration-based loop's data loader iterator: passes ``skip`` fetches
+    through, then calls ``apply`` before the next one and puts the original iterator back."""
+
+    def __init__(self, loop, skip: int, apply) -> None:
+        self._loop, self._it, self._skip, self._apply = loop, loop.dataloader_iterator, skip, apply
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._skip == 0:
+            self._apply()
+            self._loop.dataloader_iterator = self._it
+        self._skip -= 1
+        return next(self._it)
+
+    def __getattr__(self, name):
+        return getattr(self._it, name)
+
+
+def _capture() -> dict:
+    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    """Whether two captured states are equal (nothing drew a random number in between)."""
+    na, nb = a['numpy'], b['numpy']
+    return (a['python'] == b['python'] and torch.equal(a['torch'], b['torch'])
+            and na[0] == nb[0] and np.array_equal(na[1], nb[1]) and tuple(na[2:]) == tuple(nb[2:]))
+
+
+def _checkpoint_follows(runner, by_epoch: bool) -> bool:
+    """Whether a ``CheckpointHook`` of the runner saves after the current train iteration
+    (``by_epoch=False``) or epoch, by that hook's own rule."""
+    for hook in runner.hooks:
+        if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
+            continue
+        if by_epoch:
+            if hook.every_n_epochs(runner, hook.interval, hook.save_begin) or (
+                    hook.save_last and hook.is_last_train_epoch(runner)):
+                return True
+        elif hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
+                hook.save_last and hook.is_last_train_iter(runner)):
+            return True
+    return False
 
 
 def _as_python_state(state):

@@ -35,13 +35,20 @@ def tiny(tmp_path):
     return write_config(tmp_path, data)
 
 
-@pytest.mark.timeout(600)
+def _dist_train(cfg, work_dir, tmp_path, *extra, check=True, env=None):
+    # each rank draws its own random numbers (dropout, flips), so a per-rank RNG restore is tested
+    return _run(['bash', str(REPO / 'tools' / 'dist_train.sh'), str(cfg), '2', '--work-dir', str(work_dir),
+                 '--cfg-options', 'randomness.diff_rank_seed=True', *extra], tmp_path, check=check,
+                env={'PORT': str(_free_port()), **(env or {})})
+
+
+@pytest.mark.timeout(900)
 def test_distributed_two_processes_cpu(tiny, tmp_path):
-    """tools/dist_train.sh -> torchrun -> 2 gloo ranks; DDP keeps the weights identical; then
-    tools/dist_test.sh on the result."""
+    """tools/dist_train.sh -> torchrun -> 2 gloo ranks; DDP keeps the weights identical; a run
+    killed after iteration 5 and resumed from iteration 4 ends with the uninterrupted run's
+    weights; then tools/dist_test.sh on the result."""
     wd = tmp_path / 'dist'
-    r = _run(['bash', str(REPO / 'tools' / 'dist_train.sh'), str(tiny), '2', '--work-dir', str(wd),
-              '--cfg-options', 'train_cfg.max_iters=4'], tmp_path)
+    r = _dist_train(tiny, wd, tmp_path)
     assert 'Distributed launcher: pytorch' in r.stdout + r.stderr or 'world_size: 2' in r.stdout + r.stderr
     w0 = torch.load(wd / 'weights_rank0.pt')['params']
     w1 = torch.load(wd / 'weights_rank1.pt')['params']
@@ -54,6 +61,25 @@ def test_distributed_two_processes_cpu(tiny, tmp_path):
     b1 = torch.load(wd / 'weights_rank1.pt')['buffers']
     assert any(not torch.equal(b0[k], b1[k]) for k in b0 if 'running_mean' in k)
     assert (wd / 'iter_4.pth').is_file()
+    ranks = torch.load(wd / 'iter_4.pth', weights_only=False)['meta']['rng_state']['ranks']
+    assert len(ranks) == 2 and not torch.equal(ranks[0]['torch'], ranks[1]['torch'])
+
+    # kill both ranks after iteration 5, resume from iter_4.pth: each rank gets its own RNG state
+    # back (dropout masks, random flips; a wrong state on either rank changes the all-reduced
+    # gradients), so the weights are the uninterrupted run's, and so are rank 0's BN statistics
+    # (rank 1 resumes with rank 0's: checkpoints hold rank 0's buffers, mmengine's behaviour)
+    crash = tmp_path / 'crash'
+    r = _dist_train(tiny, crash, tmp_path, check=False, env={'TEST_KILL_AT': '5'})
+    assert r.returncode != 0 and (crash / 'iter_4.pth').is_file() and not (crash / 'iter_6.pth').exists()
+    r = _dist_train(tiny, crash, tmp_path, '--resume')
+    assert 'resumed epoch: 0, iter: 4' in r.stdout + r.stderr
+    assert 'RNG states are not restored' not in r.stdout + r.stderr
+    for rank, parts in ((0, ('params', 'buffers')), (1, ('params',))):
+        a = torch.load(wd / f'weights_rank{rank}.pt')
+        b = torch.load(crash / f'weights_rank{rank}.pt')
+        for part in parts:
+            for k in a[part]:
+                torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-5, msg=f'rank {rank} {k}')
 
     # tools/dist_test.sh: 2 ranks each evaluate a shard; the collected metrics and the dumped
     # predictions equal a single-process evaluation of the same checkpoint

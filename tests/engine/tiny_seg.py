@@ -46,13 +46,16 @@ pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')]
+# random augmentation draws from numpy's global generator in the main process (num_workers=0),
+# so a resume is only bit-identical if the restored RNG state survives the skipped batches
+train_pipeline = pipeline[:2] + [dict(type='RandomFlip', prob=0.5)] + pipeline[2:]
 dataset = dict(type='BaseSegDataset', data_root='{data}', reduce_zero_label=True, pipeline=pipeline,
                img_suffix='.jpg', seg_map_suffix='.png',
                metainfo=dict(classes=('a', 'b', 'c', 'd'),
                              palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]))
 train_dataloader = dict(batch_size=2, num_workers=0,
                         sampler=dict(type='InfiniteSampler', shuffle=True),
-                        dataset=dict(**dataset, data_prefix=dict(
+                        dataset=dict(**dict(dataset, pipeline=train_pipeline), data_prefix=dict(
                             img_path='images/training', seg_map_path='annotations/training')))
 val_dataloader = dict(batch_size=1, num_workers=0,
                       sampler=dict(type='DefaultSampler', shuffle=False),

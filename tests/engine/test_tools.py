@@ -102,6 +102,66 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# A stand-in for Slurm's srun: runs --ntasks copies of the command on this machine with the
+# SLURM_* variables a real allocation sets, records its options, fails if any task fails.
+FAKE_SRUN = r'''#!{python}
+import json, os, subprocess, sys
+args, opts = sys.argv[1:], {{}}
+while args and args[0].startswith('-'):
+    a = args.pop(0)
+    if '=' in a:
+        k, v = a.split('=', 1)
+    else:
+        k, v = a, args.pop(0)
+    opts[k] = v
+with open(os.environ['FAKE_SRUN_LOG'], 'a') as f:
+    f.write(json.dumps(dict(opts=opts, cmd=args)) + '\n')
+n = int(opts['--ntasks'])
+procs = [subprocess.Popen(args, env=dict(os.environ, SLURM_PROCID=str(i), SLURM_LOCALID=str(i), SLURM_NTASKS=str(n),
+                                         SLURM_NODELIST='node[001]', SLURM_JOB_NAME=opts['--job-name']))
+         for i in range(n)]
+sys.exit(max(p.wait() for p in procs))
+'''
+FAKE_SCONTROL = '''#!/usr/bin/env bash
+[[ "$1 $2 $3" == "show hostname node[001]" ]] && echo 127.0.0.1 || exit 1
+'''
+
+
+def test_slurm_scripts_with_a_fake_srun(tiny, tmp_path):
+    """tools/slurm_train.sh / slurm_test.sh as on a cluster: srun gets the partition, job name,
+    task counts; each task trains with --launcher slurm (mmengine's slurm launcher, on CPU via
+    densekit.compat: rank from SLURM_PROCID, master address from scontrol)."""
+    import json
+    import os
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    for name, text in (('srun', FAKE_SRUN.format(python=sys.executable)), ('scontrol', FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / 'srun.jsonl'
+    env = {'PATH': f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', 'FAKE_SRUN_LOG': str(log),
+           'MASTER_PORT': str(_free_port()), 'GPUS': '2', 'GPUS_PER_NODE': '2', 'CPUS_PER_TASK': '1'}
+    env.pop('MASTER_ADDR', None)
+    wd = tmp_path / 'slurm'
+    r = _run(['bash', str(REPO / 'tools' / 'slurm_train.sh'), 'gpu', 'dk_job', str(tiny), str(wd),
+              '--cfg-options', 'train_cfg.max_iters=2'], tmp_path, env=env)
+    assert 'world_size: 2' in r.stdout + r.stderr or 'Distributed launcher: slurm' in r.stdout + r.stderr
+    call = json.loads(log.read_text().splitlines()[0])
+    assert call['opts'] == {'-p': 'gpu', '--job-name': 'dk_job', '--gres': 'gpu:2', '--ntasks': '2',
+                            '--ntasks-per-node': '2', '--cpus-per-task': '1', '--kill-on-bad-exit': '1'}
+    assert call['cmd'][-4:] == ['--launcher', 'slurm', '--cfg-options', 'train_cfg.max_iters=2']
+    w0, w1 = (torch.load(wd / f'weights_rank{i}.pt')['params'] for i in (0, 1))
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
+    assert (wd / 'iter_2.pth').is_file()
+
+    env['MASTER_PORT'] = str(_free_port())
+    r = _run(['bash', str(REPO / 'tools' / 'slurm_test.sh'), 'gpu', 'dk_eval', str(tiny), str(wd / 'iter_2.pth'),
+              '--work-dir', str(tmp_path / 'slurm_test')], tmp_path, env=env)
+    assert re.search(r'\bmIoU: [0-9.]+', r.stdout + r.stderr)
+    assert json.loads(log.read_text().splitlines()[1])['opts']['--job-name'] == 'dk_eval'
+
+
 def test_kill_and_resume_matches_uninterrupted(tiny, tmp_path):
     full = tmp_path / 'full'
     _train(tiny, full, tmp_path)

@@ -159,9 +159,10 @@ def _seg_dataset(cfg_file, **overrides):
         return DATASETS.build(cfg)
 
 
-def test_ade20k_sample_gt_as_prediction():
+@pytest.mark.parametrize('dataset_cfg', ['ade20k_512x512.py', 'ade20k_640x640.py'])
+def test_ade20k_sample_gt_as_prediction(dataset_cfg):
     root = shared_data('ade20k_sample') / 'ADEChallengeData2016'
-    ds = _seg_dataset(REPO / 'configs' / '_base_' / 'datasets' / 'ade20k_512x512.py',
+    ds = _seg_dataset(REPO / 'configs' / '_base_' / 'datasets' / dataset_cfg,
                       data_root=f'{root}/')
     assert type(ds).__name__ == 'ADE20KDataset' and len(ds) == 3
     results, present = _seg_gt_as_prediction(ds)

@@ -1,5 +1,5 @@
-"""HaloNet blocked-halo attention: timm ``HaloAttn`` parity (zeros padding), a brute-force dense
-masked check (mask padding), gradcheck, errors, and backend parity."""
+"""HaloNet blocked-halo attention: timm ``HaloAttn`` parity (zeros padding, stride 1 and strided
+queries), a brute-force dense masked check (mask padding), gradcheck, errors, and backend parity."""
 import pytest
 import torch
 
@@ -29,6 +29,34 @@ def test_matches_timm_halo_attn(scale_pos_embed, block, halo, size):
     out = halo_attention(q, k, v, block, halo, rel_h=m.pos_embed.height_rel, rel_w=m.pos_embed.width_rel,
                          scale=m.scale, scale_pos_embed=scale_pos_embed, padding='zeros', backend='reference')
     torch.testing.assert_close(out.permute(0, 3, 4, 1, 2).reshape(expected.shape), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('stride,block,halo,size', [(2, 4, 1, (8, 12)), (2, 2, 2, (6, 4)), (2, 8, 3, (16, 8))])
+def test_strided_matches_timm_halo_attn(stride, block, halo, size):
+    """timm HaloAttn(stride=2): strided q projection, b/2 queries per block side attending to the
+    full-resolution window; the op takes that q directly (query_stride). (timm allows stride 1 or 2;
+    the op any divisor of the block, covered against the reference by the parity tests.)"""
+    halo_mod = pytest.importorskip('timm.layers.halo_attn')
+    torch.manual_seed(0)
+    m = halo_mod.HaloAttn(32, num_heads=2, stride=stride, block_size=block, halo_size=halo, qkv_bias=True).eval()
+    assert m.block_stride == stride  # no average-pool fallback: the strided path is tested
+    x = torch.randn(2, 32, *size)
+    B, C, H, W = x.shape
+    h, dq = m.num_heads, m.dim_head_qk
+    with torch.no_grad():  # flex runs no backward on CPU
+        expected = m(x)
+        q = m.q(x).view(B, h, dq, H // stride, W // stride).permute(0, 3, 4, 1, 2)
+        kv = m.kv(x).view(B, h, dq + m.dim_head_v, H, W).permute(0, 3, 4, 1, 2)
+    k, v = kv[..., :dq], kv[..., dq:]
+    for backend in ('reference', 'flex'):
+        if backend == 'flex':
+            pytest.importorskip('torch.nn.attention.flex_attention')
+        with torch.no_grad():
+            out = halo_attention(q, k, v, block, halo, rel_h=m.pos_embed.height_rel, rel_w=m.pos_embed.width_rel,
+                                 scale=m.scale, query_stride=stride, backend=backend)
+        assert out.shape == (B, H // stride, W // stride, h, dq)
+        torch.testing.assert_close(out.permute(0, 3, 4, 1, 2).reshape(expected.shape), expected, atol=1e-5, rtol=0,
+                                   msg=lambda msg, b=backend: f'{b}: {msg}')
 
 
 def brute_force_halo_masked(q, k, v, block, halo, rel_h, rel_w, scale):
@@ -89,12 +117,23 @@ def test_errors():
         halo_attention(q, q, q, 4, 1, padding='reflect')
     with pytest.raises(ValueError, match=r'rel_h must have shape \(11, 8\)'):
         halo_attention(q, q, q, 4, 1, rel_h=torch.zeros(5, 8))
+    with pytest.raises(ValueError, match='query_stride 3 must divide block_size 4'):
+        halo_attention(q, q, q, 4, 1, query_stride=3)
+    with pytest.raises(ValueError, match=r'q has shape \(1, 8, 8, 2, 8\), expected k subsampled by query_stride 2: '
+                                         r'\(1, 4, 4, 2, 8\)'):
+        halo_attention(q, q, q, 4, 1, query_stride=2)
 
 
-def _halo_op(block, halo, padding, scale_pos_embed=False):
+def _halo_op(block, halo, padding, scale_pos_embed=False, stride=1):
     # the bias slot of the harness carries rel_h and rel_w stacked: [2, 2*win-1, D]
     def op(q, k, v, rel, backend=None):
         rh, rw = (rel[0], rel[1]) if rel is not None else (None, None)
+        if stride > 1:  # the harness's q is full size: take the strided queries, put the output back
+            out = halo_attention(q[:, ::stride, ::stride], k, v, block, halo, rel_h=rh, rel_w=rw, padding=padding,
+                                 scale_pos_embed=scale_pos_embed, query_stride=stride, backend=backend)
+            full = out.new_zeros(q.shape)
+            full[:, ::stride, ::stride] = out
+            return full
         return halo_attention(q, k, v, block, halo, rel_h=rh, rel_w=rw, padding=padding,
                               scale_pos_embed=scale_pos_embed, backend=backend)
     return op
@@ -105,6 +144,13 @@ TRITON_CASES = [
     ((1, 8, 8, 1, 16), 4, 1, 'zeros', True),
     ((2, 8, 8, 1, 32), 8, 3, 'mask', True),
     ((1, 6, 9, 1, 16), 3, 2, 'zeros', False),
+]
+STRIDED_CASES = [
+    # (shape, block, halo, padding, with_rel, query_stride): 2x2 queries per block (tile 16), a
+    # one-query block, 4x4 queries of an 8x8 block with its window reaching two blocks away
+    ((1, 8, 12, 2, 16), 4, 1, 'zeros', True, 2),
+    ((2, 6, 9, 1, 16), 3, 2, 'mask', True, 3),
+    ((1, 16, 8, 1, 32), 8, 3, 'zeros', True, 2),
 ]
 
 
@@ -119,6 +165,25 @@ def test_triton_parity_fp32(triton_interpreter, shape, block, halo, padding, wit
     win = block + 2 * halo
     check_backend(_halo_op(block, halo, padding), 'triton', shape,
                   (2, 2 * win - 1, shape[-1]) if with_rel else None, torch.float32)
+
+
+@pytest.mark.parametrize('shape,block,halo,padding,with_rel,stride', STRIDED_CASES)
+def test_strided_parity(triton_interpreter, shape, block, halo, padding, with_rel, stride):
+    """Strided queries: Triton (interpreter) against the reference, forward and every gradient."""
+    win = block + 2 * halo
+    check_backend(_halo_op(block, halo, padding, stride=stride), 'triton', shape,
+                  (2, 2 * win - 1, shape[-1]) if with_rel else None, torch.float32)
+
+
+def test_strided_reference_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(1, 2, 3, 1, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(1, 4, 6, 1, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    rel_h, rel_w = (torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    for padding in ('zeros', 'mask'):
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, a, b: halo_attention(q, k, v, 2, 1, rel_h=a, rel_w=b, padding=padding, query_stride=2,
+                                                 backend='reference'), (q, k, v, rel_h, rel_w))
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
@@ -145,6 +210,25 @@ def test_cuda_parity(requires_cuda, backend, dtype, shape, block, halo, padding,
     win = block + 2 * halo
     check_backend(_halo_op(block, halo, padding), backend, shape,
                   (2, 2 * win - 1, shape[-1]) if with_rel else None, dtype, device='cuda')
+
+
+STRIDED_GPU_CASE = ((2, 32, 64, 8, 32), 8, 3, 'zeros', True, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('shape,block,halo,padding,with_rel,stride', STRIDED_CASES + [STRIDED_GPU_CASE])
+def test_cuda_strided_parity(requires_cuda, dtype, shape, block, halo, padding, with_rel, stride):
+    win = block + 2 * halo
+    check_backend(_halo_op(block, halo, padding, stride=stride), 'triton', shape,
+                  (2, 2 * win - 1, shape[-1]) if with_rel else None, dtype, device='cuda')
+
+
+@pytest.mark.gpu
+def test_cuda_strided_flex_parity(requires_cuda):
+    shape, block, halo, padding, _, stride = STRIDED_GPU_CASE
+    check_backend(_halo_op(block, halo, padding, stride=stride), 'flex', shape, (2, 2 * (block + 2 * halo) - 1, 32),
+                  torch.bfloat16, device='cuda')
 
 
 @pytest.mark.gpu

@@ -69,12 +69,13 @@ def _window(dtype, B, H, W, C, h, ws, shift):
     return window_triton(q, kk, v, (ws, ws), (shift, shift), rpb, (C // h) ** -0.5)
 
 
-def _halo(dtype, B, H, W, C, h, bs, hs):
+def _halo(dtype, B, H, W, C, h, bs, hs, stride=1):
     from densekit.ops.halo.triton import halo_triton
     D = C // h
-    q, kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(3))
+    q = _leaf(B, H // stride, W // stride, h, D, dtype=dtype)
+    kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(2))
     rel_h, rel_w = (_leaf(2 * (bs + 2 * hs) - 1, D, dtype=dtype) for _ in range(2))
-    return halo_triton(q, kk, v, bs, hs, rel_h, rel_w, D ** -0.5, False, 'zeros')
+    return halo_triton(q, kk, v, bs, hs, rel_h, rel_w, D ** -0.5, False, 'zeros', stride)
 
 
 def _msda(dtype, bs, nq, nh, d, levels, points):
@@ -101,12 +102,13 @@ def cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
 
 def small_cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
-    windows, halo, MSDA (what ``tests/ops/test_triton_compile.py`` compiles)."""
+    windows, halo (and strided queries), MSDA (what ``tests/ops/test_triton_compile.py`` compiles)."""
     return {
         'na2d': functools.partial(_na, dtype, 1, 16, 18, 2, 32, (7, 5), (2, 1)),
         'na1d': functools.partial(_na, dtype, 2, None, 40, 2, 64, 9, 1),
         'window': functools.partial(_window, dtype, 1, 14, 14, 96, 3, 7, 3),
         'halo': functools.partial(_halo, dtype, 1, 16, 16, 64, 2, 8, 3),
+        'halo_s2': functools.partial(_halo, dtype, 1, 16, 16, 64, 2, 8, 3, 2),  # strided queries
         'msda': functools.partial(_msda, dtype, 1, 5, 2, 32, ((6, 8), (3, 4)), 4),
     }
 

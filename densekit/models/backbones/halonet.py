@@ -207,19 +207,10 @@ class HaloAttention(nn.Module):
             # The op takes one head size for q, k and v; zero channels change no dot product.
             q, k, rel_h, rel_w = (F.pad(t, (0, d - dqk)) for t in (q, k, rel_h, rel_w))
             v = F.pad(v, (0, d - dv))
-        if s > 1:
-            # Strided queries: put the (b/s)^2 queries of a block in the top-left corner of a b x b
-            # block. The op's relative offset (key minus query position within the block) is
-            # then that of the subsampled grid, which is what the published models use.
-            bs = b // s
-            q = q.reshape(B, nbh, bs, nbw, bs, h, d)
-            q = F.pad(q, (0, 0, 0, 0, 0, b - bs, 0, 0, 0, b - bs)).reshape(B, Hp, Wp, h, d)
-
+        # strided queries (s > 1): (b/s)^2 per block, each attending to its block's full window
         out = halo_attention(q.contiguous(), k.contiguous(), v.contiguous(), b, self.halo_size,
                              rel_h=rel_h, rel_w=rel_w, scale=self.scale,
-                             scale_pos_embed=self.scale_pos_embed)
-        if s > 1:
-            out = out.reshape(B, nbh, b, nbw, b, h, d)[:, :, :bs, :, :bs].reshape(B, Hp // s, Wp // s, h, d)
+                             scale_pos_embed=self.scale_pos_embed, query_stride=s)
         out = out[:, :Hq, :Wq, :, :dv]
         out = out.permute(0, 3, 4, 1, 2).reshape(B, h * dv, Hq, Wq)
         return self.pool(out)

@@ -20,13 +20,14 @@ _PADDING = ('zeros', 'mask')
 def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, halo_size: int,
                    rel_h: Optional[torch.Tensor] = None, rel_w: Optional[torch.Tensor] = None,
                    scale: Optional[float] = None, scale_pos_embed: bool = False, padding: str = 'zeros',
-                   backend: Optional[str] = None) -> torch.Tensor:
+                   query_stride: int = 1, backend: Optional[str] = None) -> torch.Tensor:
     """Blocked-halo attention: ``b x b`` query blocks attend to their ``(b+2*halo)^2`` neighbourhood.
 
     Args:
-        q: queries ``[B, H, W, heads, head_dim]``; ``H``, ``W`` multiples of ``block_size``.
-        k: keys, same shape as ``q``.
-        v: values, same shape as ``q``.
+        q: queries ``[B, H, W, heads, head_dim]``, or ``[B, H/s, W/s, heads, head_dim]`` with
+            ``query_stride=s``.
+        k: keys ``[B, H, W, heads, head_dim]``; ``H``, ``W`` multiples of ``block_size``.
+        v: values, same shape as ``k``.
         block_size: query block size ``b``.
         halo_size: halo ``h >= 0`` around each block.
         rel_h: optional ``[2*(b+2h)-1, head_dim]`` relative embedding along height (timm
@@ -36,23 +37,33 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
         scale_pos_embed: scale the relative logits too (timm ``scale_pos_embed=True``).
         padding: ``'zeros'`` (timm numerics: zero keys/values outside the map take part in the
             softmax) or ``'mask'`` (they are excluded).
+        query_stride: ``s`` dividing ``block_size``: the queries are a stride-``s`` map (timm
+            ``HaloAttn(stride=s)``, whose q projection is strided), ``block_size/s`` per block side,
+            each attending to its block's full-resolution window; the relative position is the
+            key's in the window minus the query's in the subsampled block (timm's indexing).
         backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
 
     Returns:
-        ``[B, H, W, heads, head_dim]``.
+        ``[B, H, W, heads, head_dim]`` (``[B, H/s, W/s, heads, head_dim]`` with ``query_stride=s``).
     """
-    if q.dim() != 5:
-        raise ValueError(f'halo_attention: expected q [B, H, W, heads, head_dim], got {tuple(q.shape)}')
-    if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f'halo_attention: q, k, v shapes differ: {tuple(q.shape)}, {tuple(k.shape)}, '
-                         f'{tuple(v.shape)}')
+    if k.dim() != 5:
+        raise ValueError(f'halo_attention: expected k [B, H, W, heads, head_dim], got {tuple(k.shape)}')
+    if v.shape != k.shape:
+        raise ValueError(f'halo_attention: k, v shapes differ: {tuple(k.shape)}, {tuple(v.shape)}')
     if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
         raise ValueError('halo_attention: q, k, v must share dtype and device')
     if block_size < 1 or halo_size < 0:
         raise ValueError(f'halo_attention: need block_size >= 1 and halo_size >= 0, got {block_size}, {halo_size}')
-    H, W = q.shape[1], q.shape[2]
+    if query_stride < 1 or block_size % query_stride:
+        raise ValueError(f'halo_attention: query_stride {query_stride} must divide block_size {block_size}')
+    B, H, W, nh, D = k.shape
     if H % block_size or W % block_size:
         raise ValueError(f'halo_attention: spatial size {(H, W)} is not a multiple of block_size {block_size}')
+    s = query_stride
+    if tuple(q.shape) != (B, H // s, W // s, nh, D):
+        expect = 'same shape as k' if s == 1 else f'k subsampled by query_stride {s}: {(B, H // s, W // s, nh, D)}'
+        raise ValueError(f'halo_attention: q has shape {tuple(q.shape)}, expected {expect} '
+                         f'(k: {tuple(k.shape)})')
     if padding not in _PADDING:
         raise ValueError(f'halo_attention: padding must be one of {_PADDING}, got {padding!r}')
     win = block_size + 2 * halo_size
@@ -71,7 +82,7 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
 
     name = choose_backend('halo_attention',
                           {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
-    args = (q, k, v, block_size, halo_size, rel_h, rel_w, scale, scale_pos_embed, padding)
+    args = (q, k, v, block_size, halo_size, rel_h, rel_w, scale, scale_pos_embed, padding, query_stride)
     if name == 'triton':
         from densekit.ops.halo.triton import halo_triton
         return halo_triton(*args)

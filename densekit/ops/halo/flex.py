@@ -18,27 +18,30 @@ from densekit.ops._flex_utils import flex_call, make_block_mask
 
 
 @functools.lru_cache(maxsize=32)
-def _block_mask(H: int, W: int, block: int, halo: int, mask_pad: bool, device: str):
+def _block_mask(H: int, W: int, block: int, halo: int, mask_pad: bool, stride: int, device: str):
     win = block + 2 * halo
     Wp = W + 2 * halo
+    Wq, bq = W // stride, block // stride  # query map width, queries per block side
 
     def mask_mod(b, h, q_idx, kv_idx):
-        qy, qx = q_idx // W, q_idx % W
+        qy, qx = q_idx // Wq, q_idx % Wq
         py, px = kv_idx // Wp, kv_idx % Wp  # padded key coordinates
-        oy, ox = py - (qy // block) * block, px - (qx // block) * block
+        oy, ox = py - (qy // bq) * block, px - (qx // bq) * block  # position in the block's window
         ok = (oy >= 0) & (oy < win) & (ox >= 0) & (ox < win)
         if mask_pad:
             ok = ok & (py >= halo) & (py < H + halo) & (px >= halo) & (px < W + halo)
         return ok
 
-    return make_block_mask(mask_mod, H * W, (H + 2 * halo) * Wp, device)
+    return make_block_mask(mask_mod, (H // stride) * Wq, (H + 2 * halo) * Wp, device)
 
 
 def halo_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, halo: int,
               rel_h: Optional[torch.Tensor], rel_w: Optional[torch.Tensor], scale: float,
-              scale_pos_embed: bool, padding: str) -> torch.Tensor:
+              scale_pos_embed: bool, padding: str, query_stride: int = 1) -> torch.Tensor:
     """Halo attention through FlexAttention on validated inputs."""
-    B, H, W, h, D = q.shape
+    B, H, W, h, D = k.shape
+    Hq, Wq = q.shape[1], q.shape[2]
+    bq = block // query_stride
     win = block + 2 * halo
     Wp = W + 2 * halo
 
@@ -52,25 +55,26 @@ def halo_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, hal
     # of the table moves a logit by up to 0.125 and the softmax weight by ~13%.
     ct = torch.float64 if q.dtype == torch.float64 else torch.float32
 
-    def table(rel):  # [B, h, H*W, 2win-1]; flex applies ``scale`` to q.k only
+    def table(rel):  # [B, h, Hq*Wq, 2win-1]; flex applies ``scale`` to q.k only
         if rel is None:
             return None
-        t = torch.einsum('bhwnd,rd->bnhwr', q.to(ct), rel.to(ct)).reshape(B, h, H * W, 2 * win - 1)
+        t = torch.einsum('bhwnd,rd->bnhwr', q.to(ct), rel.to(ct)).reshape(B, h, Hq * Wq, 2 * win - 1)
         return t * scale if scale_pos_embed else t
 
     th, tw = table(rel_h), table(rel_w)
     score_mod = None
     if th is not None or tw is not None:
         def score_mod(score, b, hh, q_idx, kv_idx):
-            qy, qx = q_idx // W, q_idx % W
-            ry = torch.clamp(kv_idx // Wp - qy + win - 1, 0, 2 * win - 2)  # padded ky - qy + win - 1
-            rx = torch.clamp(kv_idx % Wp - qx + win - 1, 0, 2 * win - 2)
+            qy, qx = q_idx // Wq, q_idx % Wq
+            # window position minus in-block query position: padded ky - block row start - ty
+            ry = torch.clamp(kv_idx // Wp - (qy // bq) * block - qy % bq + win - 1, 0, 2 * win - 2)
+            rx = torch.clamp(kv_idx % Wp - (qx // bq) * block - qx % bq + win - 1, 0, 2 * win - 2)
             if th is not None:
                 score = score + th[b, hh, q_idx, ry]
             if tw is not None:
                 score = score + tw[b, hh, q_idx, rx]
             return score
 
-    bm = _block_mask(H, W, block, halo, padding == 'mask', str(q.device))
-    out = flex_call(q.reshape(B, H * W, h, D).transpose(1, 2), keys(k), keys(v), score_mod, bm, scale)
-    return out.transpose(1, 2).reshape(B, H, W, h, D)
+    bm = _block_mask(H, W, block, halo, padding == 'mask', query_stride, str(q.device))
+    out = flex_call(q.reshape(B, Hq * Wq, h, D).transpose(1, 2), keys(k), keys(v), score_mod, bm, scale)
+    return out.transpose(1, 2).reshape(B, Hq, Wq, h, D)

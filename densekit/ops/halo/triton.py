@@ -79,19 +79,19 @@ def _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, 
 
 @triton.jit
 def _halo_logits_t(k, q_t, q_row, ty, tx, q_ok, uy, ux, uy0, ux0, allowed_t, TH, TW, scale,
-                   WIN: tl.constexpr, BS: tl.constexpr, BM: tl.constexpr, HAS_TH: tl.constexpr,
+                   WIN: tl.constexpr, BS: tl.constexpr, BMK: tl.constexpr, BMQ: tl.constexpr, HAS_TH: tl.constexpr,
                    HAS_TW: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """``_halo_logits`` transposed (key rows, query columns; ``q_t`` is ``[D, M]``), for dK / dV.
-    ``uy`` / ``ux``: each key's position in the query block's window, ``uy0`` / ``ux0`` that of the
-    key block's first key. When the key block fills its tile (``BM == BS * BS``: power-of-two
-    blocks), ``uy`` depends only on the key's row in the block and ``ux`` only on its column, so
-    the tables are gathered per (block row, query) and (block column, query), ``[BS, BM]``, and
-    broadcast; otherwise per (key, query)."""
+    """``_halo_logits`` transposed (``[BMK]`` key rows, ``[BMQ]`` query columns; ``q_t`` is
+    ``[D, BMQ]``), for dK / dV. ``uy`` / ``ux``: each key's position in the query block's window,
+    ``uy0`` / ``ux0`` that of the key block's first key. When the key block fills its tile
+    (``BMK == BS * BS``: power-of-two blocks), ``uy`` depends only on the key's row in the block and
+    ``ux`` only on its column, so the tables are gathered per (block row, query) and (block column,
+    query), ``[BS, BMQ]``, and broadcast; otherwise per (key, query)."""
     R: tl.constexpr = 2 * WIN - 1
     s = dot(k, q_t, PREC, UPCAST) * scale
-    if BM == BS * BS and (HAS_TH or HAS_TW):
+    if BMK == BS * BS and (HAS_TH or HAS_TW):
         r = tl.arange(0, BS)
-        s3 = tl.reshape(s, [BS, BS, BM])
+        s3 = tl.reshape(s, [BS, BS, BMQ])
         if HAS_TH:
             uy_r = uy0 + r  # the window row of each key row of the block
             g_ok = ((uy_r >= 0) & (uy_r < WIN))[:, None] & q_ok[None, :]
@@ -102,7 +102,7 @@ def _halo_logits_t(k, q_t, q_row, ty, tx, q_ok, uy, ux, uy0, ux0, allowed_t, TH,
             g_ok = ((ux_c >= 0) & (ux_c < WIN))[:, None] & q_ok[None, :]
             s3 += tl.load(TW + q_row[None, :] * R + (ux_c[:, None] - tx[None, :] + WIN - 1), mask=g_ok,
                           other=0.0)[None, :, :]
-        s = tl.reshape(s3, [BM, BM])
+        s = tl.reshape(s3, [BMK, BMQ])
     else:
         if HAS_TH:
             s += tl.load(TH + q_row[None, :] * R + (uy[:, None] - ty[None, :] + WIN - 1), mask=allowed_t, other=0.0)
@@ -114,13 +114,15 @@ def _halo_logits_t(k, q_t, q_row, ty, tx, q_ok, uy, ux, uy0, ux0, allowed_t, TH,
 @triton.jit
 def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
                     sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
-                    H, W, NHEADS, D, scale,
-                    BS: tl.constexpr, HALO: tl.constexpr, WP: tl.constexpr, RC: tl.constexpr, BM: tl.constexpr,
-                    BLOCK_D: tl.constexpr, MASK_PAD: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr,
-                    BACKWARD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+                    H, W, NQ, WQ, NHEADS, D, scale,
+                    BS: tl.constexpr, BQ: tl.constexpr, HALO: tl.constexpr, WP: tl.constexpr, RC: tl.constexpr,
+                    BM: tl.constexpr, BLOCK_D: tl.constexpr, MASK_PAD: tl.constexpr, HAS_TH: tl.constexpr,
+                    HAS_TW: tl.constexpr, BACKWARD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """Forward (BACKWARD=False: writes O, LSE; the whole window is one tile, RC is unused) or
     dQ/dth/dtw (BACKWARD=True; O/DO strides shared), streaming the window in chunks of RC rows
-    (its fp32 [BM, WP*WP] tiles in one piece spilled registers on sm_90)."""
+    (its fp32 [BM, WP*WP] tiles in one piece spilled registers on sm_90). ``H, W``: the key map;
+    a block holds ``BQ x BQ`` queries (``BQ = BS / query_stride``) of the query map (``NQ`` queries
+    per image, ``WQ`` per row)."""
     WIN: tl.constexpr = BS + 2 * HALO
     R: tl.constexpr = 2 * WIN - 1
     pid = tl.program_id(0)
@@ -128,20 +130,20 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
     b = bh // NHEADS
     head = bh % NHEADS
     n_bw = W // BS
-    by0 = (pid // n_bw) * BS
+    by0 = (pid // n_bw) * BS  # the block's first key row / column
     bx0 = (pid % n_bw) * BS
     t = tl.arange(0, BM)
-    ty = t // BS
-    tx = t % BS
-    q_ok = t < BS * BS
-    y = by0 + ty
-    x = bx0 + tx
+    ty = t // BQ  # position in the query block
+    tx = t % BQ
+    q_ok = t < BQ * BQ
+    y = (pid // n_bw) * BQ + ty  # query map coordinates
+    x = (pid % n_bw) * BQ + tx
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     qm = q_ok[:, None] & d_ok[None, :]
     q_off = b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :]
     q = tl.load(Q + q_off, mask=qm, other=0.0)
-    q_row = (b * H * W + y * W + x) * NHEADS + head
+    q_row = (b * NQ + y * WQ + x) * NHEADS + head
     o_off = b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :]
     if not BACKWARD:
         k, v, allowed = _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh, 0,
@@ -185,9 +187,12 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
 @triton.jit
 def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
                sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
-               H, W, NHEADS, D, scale,
-               BS: tl.constexpr, HALO: tl.constexpr, BM: tl.constexpr, BLOCK_D: tl.constexpr,
-               HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+               H, W, NQ, WQ, NHEADS, D, scale,
+               BS: tl.constexpr, BQ: tl.constexpr, HALO: tl.constexpr, BM: tl.constexpr, BMQ: tl.constexpr,
+               BLOCK_D: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr,
+               UPCAST: tl.constexpr):
+    """Program (key block, batch*head): dK, dV of its ``BS x BS`` keys (tile ``BM``) from the
+    ``BQ x BQ`` queries (tile ``BMQ``) of each neighbouring block whose window reaches them."""
     WIN: tl.constexpr = BS + 2 * HALO
     NB: tl.constexpr = (HALO + BS - 1) // BS  # query blocks on each side whose window reaches us
     pid = tl.program_id(0)
@@ -216,17 +221,18 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
             qbi = kbi + dbi
             qbj = kbj + dbj
             blk_ok = (qbi >= 0) & (qbi < n_bh) & (qbj >= 0) & (qbj < n_bw)
-            ty = t // BS
-            tx = t % BS
-            q_ok = t_ok & blk_ok
-            y = qbi * BS + ty
-            x = qbj * BS + tx
+            tq = tl.arange(0, BMQ)
+            ty = tq // BQ
+            tx = tq % BQ
+            q_ok = (tq < BQ * BQ) & blk_ok
+            y = qbi * BQ + ty
+            x = qbj * BQ + tx
             qm_t = d_ok[:, None] & q_ok[None, :]
             q_t = tl.load(Q + b * sqb + y[None, :] * sqy + x[None, :] * sqx + head * sqh + offs_d[:, None],
                           mask=qm_t, other=0.0)  # [D, BM]
             do_t = tl.load(DO + b * sob + y[None, :] * soy + x[None, :] * sox + head * soh + offs_d[:, None],
                            mask=qm_t, other=0.0)  # [D, BM]
-            q_row = (b * H * W + y * W + x) * NHEADS + head
+            q_row = (b * NQ + y * WQ + x) * NHEADS + head
             lse = tl.load(LSE + q_row, mask=q_ok, other=0.0)
             delta = tl.load(DELTA + q_row, mask=q_ok, other=0.0)
             uy = ky - (qbi * BS - HALO)  # key position inside that query block's window
@@ -234,7 +240,7 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
             k_in = t_ok & (uy >= 0) & (uy < WIN) & (ux >= 0) & (ux < WIN)
             allowed_t = k_in[:, None] & q_ok[None, :]
             s_t = _halo_logits_t(k, q_t, q_row, ty, tx, q_ok, uy, ux, (kbi - qbi) * BS + HALO, (kbj - qbj) * BS + HALO,
-                                 allowed_t, TH, TW, scale, WIN, BS, BM,
+                                 allowed_t, TH, TW, scale, WIN, BS, BM, BMQ,
                                  HAS_TH, HAS_TW, PREC, UPCAST)
             p_t = tl.exp(s_t - lse[None, :])  # [keys, queries]
             dv += dot(p_t.to(do_t.dtype), tl.trans(do_t), PREC, UPCAST)
@@ -251,11 +257,14 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
 CONFIG_OVERRIDE: Optional[dict] = None
 
 
-def _launch(kernel: str) -> dict:
+def _launch(kernel: str, dtype: torch.dtype = torch.bfloat16, stride: int = 1, block_d: int = 32) -> dict:
     """``num_warps`` / ``num_stages`` of one kernel (``'fwd'``, ``'dq'``, ``'dkdv'``): 8 warps and
-    triton's default 3 stages for all three."""
+    triton's default 3 stages, except 4 warps for the fp32 dK / dV of strided queries up to head
+    dim 32 (sm_90, block 8, halo 3: 8 warps kept 24 B on the stack, 4 none; at head dim 64, 4
+    warps kept 160 B, 8 warps 24 B; stride 1 at head dim 64 keeps 512 B either way, 2026-11-26)."""
     o = CONFIG_OVERRIDE or {}
-    return dict(num_warps=o.get(f'{kernel}_warps', 8), num_stages=o.get(f'{kernel}_stages', 3))
+    warps = 4 if kernel == 'dkdv' and dtype == torch.float32 and stride > 1 and block_d <= 32 else 8
+    return dict(num_warps=o.get(f'{kernel}_warps', warps), num_stages=o.get(f'{kernel}_stages', 3))
 
 
 def _dq_rows(wp: int, dtype: torch.dtype) -> int:
@@ -272,32 +281,36 @@ class HaloAttentionTriton(torch.autograd.Function):
     """Autograd wrapper; q, k, v ``[B, H, W, heads, D]``; th / tw fp32 ``[B, H, W, heads, 2win-1]`` or None."""
 
     @staticmethod
-    def forward(ctx, q, k, v, th, tw, block, halo, scale, mask_pad):
-        B, H, W, nh, D = q.shape
+    def forward(ctx, q, k, v, th, tw, block, halo, scale, mask_pad, stride):
+        B, H, W, nh, D = k.shape
         if B * nh > 65535:
             raise ValueError(f'halo_attention triton: batch * heads = {B * nh} exceeds the grid limit 65535')
         win = block + 2 * halo
         wp = triton.next_power_of_2(win)
-        bm = max(16, triton.next_power_of_2(block * block))
+        bq = block // stride
+        bmq = max(16, triton.next_power_of_2(bq * bq))  # query tile
         block_d = max(16, triton.next_power_of_2(D))
         out = torch.empty_like(q)
-        lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
+        lse = torch.empty(B, q.shape[1] * q.shape[2], nh, device=q.device, dtype=torch.float32)
         grid = ((H // block) * (W // block), B * nh)
-        meta = dict(BS=block, HALO=halo, WP=wp, BM=bm, BLOCK_D=block_d, MASK_PAD=mask_pad, HAS_TH=th is not None,
-                    HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q), **_launch('fwd'))
+        meta = dict(BS=block, BQ=bq, HALO=halo, WP=wp, BM=bmq, BLOCK_D=block_d, MASK_PAD=mask_pad,
+                    HAS_TH=th is not None, HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q),
+                    **_launch('fwd'))
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               out, lse, out, lse, lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(out),
-                              H, W, nh, D, scale, RC=wp, BACKWARD=False, **meta)
+                              H, W, q.shape[1] * q.shape[2], q.shape[2], nh, D, scale, RC=wp, BACKWARD=False, **meta)
         ctx.save_for_backward(q, k, v, th, tw, out, lse)
-        ctx.meta = (block, halo, scale, mask_pad, wp, bm, block_d)
+        ctx.meta = (block, bq, halo, scale, mask_pad, wp, bmq, block_d)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, th, tw, out, lse = ctx.saved_tensors
-        block, halo, scale, mask_pad, wp, bm, block_d = ctx.meta
-        B, H, W, nh, D = q.shape
+        block, bq, halo, scale, mask_pad, wp, bmq, block_d = ctx.meta
+        B, H, W, nh, D = k.shape
+        bm = max(16, triton.next_power_of_2(block * block))  # key tile of the dK / dV kernel
+        qmap = (q.shape[1] * q.shape[2], q.shape[2])  # queries per image, per row
         dout = dout if dout.stride(-1) == 1 else dout.contiguous()  # its own strides are passed
         delta = row_dot(dout, out)
         dq, dk, dv = grad_buffers(q, k, v)
@@ -308,18 +321,18 @@ class HaloAttentionTriton(torch.autograd.Function):
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               dout, delta, dq, dth if dth is not None else lse, dtw if dtw is not None else lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
-                              H, W, nh, D, scale, BS=block, HALO=halo, WP=wp, RC=_dq_rows(wp, q.dtype), BM=bm,
-                              BLOCK_D=block_d, MASK_PAD=mask_pad, BACKWARD=True, **flags, **_launch('dq'))
+                              H, W, *qmap, nh, D, scale, BS=block, BQ=bq, HALO=halo, WP=wp, RC=_dq_rows(wp, q.dtype),
+                              BM=bmq, BLOCK_D=block_d, MASK_PAD=mask_pad, BACKWARD=True, **flags, **_launch('dq'))
         _halo_dkdv[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, lse, dout, delta,
                          dk, dv, *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
-                         H, W, nh, D, scale, BS=block, HALO=halo, BM=bm, BLOCK_D=block_d, **flags,
-                         **_launch('dkdv'))
-        return dq, dk, dv, dth, dtw, None, None, None, None
+                         H, W, *qmap, nh, D, scale, BS=block, BQ=bq, HALO=halo, BM=bm, BMQ=bmq, BLOCK_D=block_d,
+                         **flags, **_launch('dkdv', q.dtype, block // bq, block_d))
+        return dq, dk, dv, dth, dtw, None, None, None, None, None
 
 
 def halo_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, halo: int,
                 rel_h: Optional[torch.Tensor], rel_w: Optional[torch.Tensor], scale: float,
-                scale_pos_embed: bool, padding: str) -> torch.Tensor:
+                scale_pos_embed: bool, padding: str, query_stride: int = 1) -> torch.Tensor:
     """Halo attention through the fused Triton kernels (validated inputs)."""
     q, k, v = (t.contiguous() for t in (q, k, v))
 
@@ -329,4 +342,5 @@ def halo_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, h
         t = torch.einsum('bhwnd,rd->bhwnr', q.float(), rel.float())
         return (t * scale if scale_pos_embed else t).contiguous()
 
-    return HaloAttentionTriton.apply(q, k, v, table(rel_h), table(rel_w), block, halo, float(scale), padding == 'mask')
+    return HaloAttentionTriton.apply(q, k, v, table(rel_h), table(rel_w), block, halo, float(scale), padding == 'mask',
+                                     query_stride)

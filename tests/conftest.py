@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,21 @@ def _deterministic():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """mmengine's default registry scope is process-global (the last ``DefaultScope`` created);
+    a test that sets it (``init_default_scope('mmseg')``) must not redirect the registry lookups
+    of the next test on the same worker (mmdet's ``MODELS.build`` then searched mmseg's registry)."""
+    registry = sys.modules.get('mmengine.registry')
+    before = dict(registry.DefaultScope._instance_dict) if registry is not None else {}
+    yield
+    registry = sys.modules.get('mmengine.registry')
+    if registry is not None:
+        scopes = registry.DefaultScope._instance_dict
+        scopes.clear()
+        scopes.update(before)
 
 
 def shared_data(name: str) -> Path:

@@ -165,7 +165,8 @@ def test_flex_per_query_bias_matches_reference(shape, window, shift):
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('shape,window,shift,with_rpb', TRITON_CASES + [((4, 56, 56, 3, 32), 7, 3, True),
                                                                         ((2, 24, 36, 4, 32), 12, 6, True),
-                                                                        ((2, 28, 42, 2, 32), 14, 7, True)])
+                                                                        ((2, 28, 42, 2, 32), 14, 7, True),
+                                                                        ((2, 14, 80, 3, 32), (7, 40), 0, False)])
 def test_cuda_parity(requires_cuda, backend, dtype, shape, window, shift, with_rpb):
     w = (window, window) if isinstance(window, int) else window
     check_backend(_win_op(window, shift), backend, shape,
@@ -202,11 +203,27 @@ def test_triton_packed_qkv_views(triton_interpreter):
     torch.testing.assert_close(grads['triton'], grads['reference'], atol=TOL[torch.float32]['dq'], rtol=0)
 
 
-def test_triton_refuses_windows_larger_than_one_tile(monkeypatch):
+@pytest.mark.parametrize('shape,window', [
+    ((1, 2, 160, 1, 16), (2, 160)),  # a CSWin 2 x 160 stripe: 320 tokens, 10 fp32 chunks
+    ((1, 14, 40, 2, 16), (7, 40)),  # CSWin-T stage 3 at 640 px: 280 tokens
+])
+def test_triton_long_stripes_without_bias(triton_interpreter, shape, window):
+    """Windows beyond MAX_TRITON_WINDOW without a bias (CSWin) run on the Triton kernels."""
+    from densekit.ops.window import MAX_TRITON_WINDOW
+    assert window[0] * window[1] > MAX_TRITON_WINDOW
+    check_backend(_win_op(window, 0), 'triton', shape, None, torch.float32)
+
+
+def test_triton_refuses_long_windows_with_a_bias(monkeypatch):
     monkeypatch.setenv('TRITON_INTERPRET', '1')
-    q = torch.randn(1, 2, 160, 1, 16)  # a CSWin-like 2 x 160 stripe: 320 tokens
-    with pytest.raises(RuntimeError, match='more than the 256 the Triton kernels are checked for'):
-        window_attention(q, q, q, (2, 160), backend='triton')
+    q = torch.randn(1, 2, 160, 1, 16)  # 320 tokens: the bias gradient's dS buffer grows as N^2
+    rpb = torch.zeros(1, 3, 319)
+    with pytest.raises(RuntimeError, match='more than the 256 the Triton kernels are checked for with a relative '
+                                           'position bias'):
+        window_attention(q, q, q, (2, 160), rpb=rpb, backend='triton')
+    q = torch.randn(1, 1, 4104, 1, 16)
+    with pytest.raises(RuntimeError, match='more than the 4096 the Triton kernels are checked for'):
+        window_attention(q, q, q, (1, 4104), backend='triton')
 
 
 def test_reference_tables_cached_in_inference_mode_serve_backward():

@@ -108,6 +108,9 @@ LARGE_WINDOWS = {
     'w14': (1, 28, 28, 96, 3, 14, 7),  # 196 tokens
     'w16_d64': (1, 16, 16, 128, 2, 16, 8),  # 256 tokens, the largest window the op sends to Triton
     'w12_d128': (1, 12, 12, 256, 2, 12, 6),  # the largest head_dim
+    # CSWin stripes, no bias (MAX_TRITON_WINDOW_NO_BIAS): stage 3 at 640 px and a 1024-token stripe
+    'stripe_7x40': (1, 14, 40, 96, 3, (7, 40), 0, False),
+    'stripe_1x1024': (1, 2, 1024, 64, 2, (1, 1024), 0, False),
 }
 # head_dim 128 takes 32-token chunks, fewer rows than Hopper's warpgroup MMA (HGMMA) needs
 WARP_MMA_CASES = {'w12_d128'}
@@ -127,8 +130,9 @@ print(json.dumps([dict(r.__dict__, case='window') for r in reports], default=str
 
 
 @pytest.mark.parametrize('case,dtype,arch', [
-    ('w12', 'bfloat16', 90), ('w12', 'float32', 90),
+    ('w12', 'bfloat16', 90), ('w12', 'float32', 90), ('stripe_7x40', 'bfloat16', 90),
     *(pytest.param(c, d, a, marks=pytest.mark.slow) for c, d, a in [
+        ('stripe_1x1024', 'bfloat16', 90), ('stripe_1x1024', 'float32', 90), ('stripe_7x40', 'float32', 90),
         ('w12', 'float16', 90), ('w12', 'bfloat16', 80), ('w12', 'float32', 80),
         ('w14', 'bfloat16', 90), ('w14', 'float32', 90), ('w16_d64', 'bfloat16', 90),
         ('w16_d64', 'float32', 90), ('w12_d128', 'bfloat16', 90), ('w12_d128', 'float32', 90)])])

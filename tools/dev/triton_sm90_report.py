@@ -62,11 +62,14 @@ def _na(dtype, B, H, W, h, D, k, d):
     return na_triton(q, kk, v, kern, dil, rpb, D ** -0.5)
 
 
-def _window(dtype, B, H, W, C, h, ws, shift):
+def _window(dtype, B, H, W, C, h, ws, shift, bias=True):
+    """``ws`` / ``shift``: an int (square) or a (height, width) pair."""
     from densekit.ops.window.triton import window_triton
+    wh, ww = (ws, ws) if isinstance(ws, int) else ws
+    sh, sw = (shift, shift) if isinstance(shift, int) else shift
     q, kk, v = (_leaf(B, H, W, h, C // h, dtype=dtype) for _ in range(3))
-    rpb = _leaf(h, 2 * ws - 1, 2 * ws - 1, dtype=dtype)
-    return window_triton(q, kk, v, (ws, ws), (shift, shift), rpb, (C // h) ** -0.5)
+    rpb = _leaf(h, 2 * wh - 1, 2 * ww - 1, dtype=dtype) if bias else None
+    return window_triton(q, kk, v, (wh, ww), (sh, sw), rpb, (C // h) ** -0.5)
 
 
 def _halo(dtype, B, H, W, C, h, bs, hs, stride=1):

@@ -12,9 +12,14 @@ import torch
 from densekit.layers.window import to_2tuple
 from densekit.ops._backend import choose_backend, flex_probe, triton_probe
 
-# Largest window (in tokens) the fused Triton kernels take: Swin's 12x12 (144) and 16x16 compile
-# for sm_90 without spills (tests/ops/test_triton_compile.py); larger ones are not checked.
+# Largest window (in tokens) the fused Triton kernels take with a relative position bias: Swin's
+# 12x12 (144) and 16x16 compile for sm_90 without spills (tests/ops/test_triton_compile.py); the
+# bias gradient's dS buffer grows with the square of the window, larger ones are not checked.
 MAX_TRITON_WINDOW = 256
+# Without a bias (CSWin's stripes: 7 x 40 = 280 tokens at 640 px, 1 x 336 and whole 25 x 42 maps
+# at detection sizes) nothing grows with the square of the window: the kernels stream its token
+# chunks (the kernel code does not depend on the window length; compile-tested up to 1 x 1024).
+MAX_TRITON_WINDOW_NO_BIAS = 4096
 
 __all__ = ['window_attention']
 
@@ -64,12 +69,13 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
-        # The kernels walk a window in token chunks, but each program still loops over all of its
-        # window's chunks; beyond MAX_TRITON_WINDOW tokens (e.g. CSWin's long stripes at detection
-        # resolution) no configuration was checked, so larger windows go to flex / the reference.
-        if window[0] * window[1] > MAX_TRITON_WINDOW:
-            return (f'window {window} has {window[0] * window[1]} tokens, more than the '
-                    f'{MAX_TRITON_WINDOW} the Triton kernels are checked for')
+        # The kernels walk a window in token chunks (each program loops over all of its window's
+        # chunks); see MAX_TRITON_WINDOW / MAX_TRITON_WINDOW_NO_BIAS for the sizes checked.
+        tokens = window[0] * window[1]
+        limit = MAX_TRITON_WINDOW if rpb is not None else MAX_TRITON_WINDOW_NO_BIAS
+        if tokens > limit:
+            return (f'window {window} has {tokens} tokens, more than the {limit} the Triton kernels '
+                    f'are checked for{" with a relative position bias" if rpb is not None else ""}')
         return triton_probe(explicit, q)
 
     def _flex(explicit):

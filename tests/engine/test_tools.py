@@ -190,6 +190,31 @@ def test_kill_and_resume_matches_uninterrupted(tiny, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
 
 
+EPOCH_BASED = """
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3, val_interval=100)
+train_dataloader['sampler'] = dict(type='DefaultSampler', shuffle=True)
+default_hooks['checkpoint'] = dict(by_epoch=True, interval=1, max_keep_ckpts=10)
+"""
+
+
+def test_kill_and_resume_epoch_based(tmp_path):
+    """An epoch-based loop (the detection schedules): killed in epoch 2, resumed from epoch 1's
+    checkpoint, it ends with the uninterrupted run's weights (RNG restored before the epoch's
+    data loader iterator draws its seed)."""
+    cfg = write_config(tmp_path, make_tiny_ade(tmp_path / 'ade'), EPOCH_BASED)
+    full = tmp_path / 'full'
+    _train(cfg, full, tmp_path)
+    crash = tmp_path / 'crash'
+    r = _train(cfg, crash, tmp_path, check=False, env={'TEST_KILL_AT': '6'})  # 4 iterations per epoch
+    assert r.returncode != 0 and (crash / 'epoch_1.pth').is_file() and not (crash / 'epoch_2.pth').exists()
+    r = _train(cfg, crash, tmp_path, '--resume')
+    assert 'resumed epoch: 1, iter: 4' in r.stdout + r.stderr
+    a = torch.load(full / 'weights_rank0.pt')['params']
+    b = torch.load(crash / 'weights_rank0.pt')['params']
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
+
+
 def test_resume_refuses_malicious_checkpoint(tiny, tmp_path):
     marker = tmp_path / 'pwned'
 

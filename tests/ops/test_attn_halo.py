@@ -2,6 +2,7 @@
 queries), a brute-force dense masked check (mask padding), gradcheck, errors, and backend parity."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attn_parity import TOL, check_backend, make_inputs
 from densekit.ops import halo_attention
@@ -122,20 +123,27 @@ def test_errors():
     with pytest.raises(ValueError, match=r'q has shape \(1, 8, 8, 2, 8\), expected k subsampled by query_stride 2: '
                                          r'\(1, 4, 4, 2, 8\)'):
         halo_attention(q, q, q, 4, 1, query_stride=2)
+    with pytest.raises(ValueError, match=r'v \(1, 8, 4, 2, 8\) must match k \(1, 8, 8, 2, 8\) in all but its head dim'):
+        halo_attention(q, q, q[:, :, :4], 4, 1)
 
 
-def _halo_op(block, halo, padding, scale_pos_embed=False, stride=1):
-    # the bias slot of the harness carries rel_h and rel_w stacked: [2, 2*win-1, D]
+def _halo_op(block, halo, padding, scale_pos_embed=False, stride=1, qk_dim=None, v_dim=None):
+    # The bias slot of the harness carries rel_h and rel_w stacked: [2, 2*win-1, D]. The harness's
+    # inputs are all [B, H, W, heads, D]: strided queries are taken from q and the output is put
+    # back at their places; head dims below D (qk_dim, v_dim) are slices, the output zero-padded.
     def op(q, k, v, rel, backend=None):
-        rh, rw = (rel[0], rel[1]) if rel is not None else (None, None)
-        if stride > 1:  # the harness's q is full size: take the strided queries, put the output back
-            out = halo_attention(q[:, ::stride, ::stride], k, v, block, halo, rel_h=rh, rel_w=rw, padding=padding,
-                                 scale_pos_embed=scale_pos_embed, query_stride=stride, backend=backend)
-            full = out.new_zeros(q.shape)
-            full[:, ::stride, ::stride] = out
-            return full
-        return halo_attention(q, k, v, block, halo, rel_h=rh, rel_w=rw, padding=padding,
-                              scale_pos_embed=scale_pos_embed, backend=backend)
+        D = q.shape[-1]
+        q, k = q[..., :qk_dim], k[..., :qk_dim]
+        v = v[..., :v_dim]
+        rh, rw = (rel[0, :, :qk_dim], rel[1, :, :qk_dim]) if rel is not None else (None, None)
+        out = halo_attention(q[:, ::stride, ::stride], k, v, block, halo, rel_h=rh, rel_w=rw, padding=padding,
+                             scale_pos_embed=scale_pos_embed, query_stride=stride, backend=backend)
+        out = F.pad(out, (0, D - out.shape[-1]))
+        if stride == 1:
+            return out
+        full = out.new_zeros(*k.shape[:-1], D)
+        full[:, ::stride, ::stride] = out
+        return full
     return op
 
 
@@ -173,6 +181,43 @@ def test_strided_parity(triton_interpreter, shape, block, halo, padding, with_re
     win = block + 2 * halo
     check_backend(_halo_op(block, halo, padding, stride=stride), 'triton', shape,
                   (2, 2 * win - 1, shape[-1]) if with_rel else None, torch.float32)
+
+
+@pytest.mark.parametrize('shape,block,halo,padding,stride,qk_dim,v_dim', [
+    ((1, 8, 8, 1, 32), 4, 1, 'zeros', 1, 16, None),  # value head 32, query / key 16 (timm qk_ratio)
+    ((1, 16, 8, 2, 32), 8, 3, 'mask', 2, 16, None),
+    ((2, 6, 9, 1, 24), 3, 2, 'zeros', 1, None, 8),  # value head 8 < query / key 24
+    ((1, 8, 8, 1, 64), 4, 1, 'mask', 1, 16, None),  # fp32 value head 64: the row-chunked forward
+])
+def test_value_head_dim_differs_parity(triton_interpreter, shape, block, halo, padding, stride, qk_dim, v_dim):
+    """v with its own head dim (timm dim_head_v): Triton (interpreter) against the reference."""
+    win = block + 2 * halo
+    check_backend(_halo_op(block, halo, padding, stride=stride, qk_dim=qk_dim, v_dim=v_dim), 'triton', shape,
+                  (2, 2 * win - 1, shape[-1]), torch.float32)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_value_head_dim_differs_matches_timm(stride):
+    """timm HaloAttn with qk_ratio 0.5: dim_head_qk 16, dim_head_v 32, no padding of either."""
+    halo_mod = pytest.importorskip('timm.layers.halo_attn')
+    torch.manual_seed(0)
+    m = halo_mod.HaloAttn(64, num_heads=2, stride=stride, block_size=4, halo_size=1, qk_ratio=0.5).eval()
+    assert (m.dim_head_qk, m.dim_head_v) == (16, 32)
+    x = torch.randn(2, 64, 8, 12)
+    B, C, H, W = x.shape
+    with torch.no_grad():
+        expected = m(x)
+        q = m.q(x).view(B, 2, 16, H // stride, W // stride).permute(0, 3, 4, 1, 2)
+        kv = m.kv(x).view(B, 2, 48, H, W).permute(0, 3, 4, 1, 2)
+    for backend in ('reference', 'flex'):
+        if backend == 'flex':
+            pytest.importorskip('torch.nn.attention.flex_attention')
+        with torch.no_grad():
+            out = halo_attention(q, kv[..., :16], kv[..., 16:], 4, 1, rel_h=m.pos_embed.height_rel,
+                                 rel_w=m.pos_embed.width_rel, scale=m.scale, query_stride=stride, backend=backend)
+        assert out.shape == (B, H // stride, W // stride, 2, 32)
+        torch.testing.assert_close(out.permute(0, 3, 4, 1, 2).reshape(expected.shape), expected, atol=1e-5, rtol=0,
+                                   msg=lambda msg, b=backend: f'{b}: {msg}')
 
 
 def test_strided_reference_gradcheck():

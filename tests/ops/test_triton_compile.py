@@ -36,6 +36,7 @@ EXPECTED = {
     'window': ['_window_fwd', '_row_dot_kernel', '_window_bwd_dkdv'],
     'halo': ['_halo_fwd_or_dq', '_row_dot_kernel', '_halo_fwd_or_dq', '_halo_dkdv'],
     'halo_s2': ['_halo_fwd_or_dq', '_row_dot_kernel', '_halo_fwd_or_dq', '_halo_dkdv'],
+    'halo_dv': ['_halo_fwd_or_dq', '_row_dot_kernel', '_halo_fwd_or_dq', '_halo_dkdv'],
     'msda': ['_msda_fwd_kernel', '_msda_bwd_kernel'],
 }
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
@@ -50,6 +51,10 @@ WINDOW_CHUNKED = EXPECTED['window'] + ['_window_bwd_dq']
 # columns] and its dQ took row chunks.
 KNOWN_SM90_STACK = {
     ('_na_bwd_dq', 'half'): 32,
+    # fp32 halo dK / dV with 64-wide value heads (halo_dv): 208 B with 8 warps (4 warps: 1.5 KB;
+    # fewer stages: the same). Its FMA dots hold [64, 64] fp32 operands in registers; head dim 64
+    # kept 512-960 B before value heads could differ (not a regression; half precision: none).
+    ('_halo_dkdv', 'float32'): 208,
 }
 # no dot products: no MMA expected
 ELEMENTWISE_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel', '_row_dot_kernel'}

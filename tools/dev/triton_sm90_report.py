@@ -72,11 +72,12 @@ def _window(dtype, B, H, W, C, h, ws, shift, bias=True):
     return window_triton(q, kk, v, (wh, ww), (sh, sw), rpb, (C // h) ** -0.5)
 
 
-def _halo(dtype, B, H, W, C, h, bs, hs, stride=1):
+def _halo(dtype, B, H, W, C, h, bs, hs, stride=1, dv=None):
+    """C / h is the query / key head dim; ``dv`` the value head dim (default the same)."""
     from densekit.ops.halo.triton import halo_triton
     D = C // h
     q = _leaf(B, H // stride, W // stride, h, D, dtype=dtype)
-    kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(2))
+    kk, v = _leaf(B, H, W, h, D, dtype=dtype), _leaf(B, H, W, h, dv or D, dtype=dtype)
     rel_h, rel_w = (_leaf(2 * (bs + 2 * hs) - 1, D, dtype=dtype) for _ in range(2))
     return halo_triton(q, kk, v, bs, hs, rel_h, rel_w, D ** -0.5, False, 'zeros', stride)
 
@@ -112,6 +113,7 @@ def small_cases(dtype: torch.dtype) -> Dict[str, Callable[[], torch.Tensor]]:
         'window': functools.partial(_window, dtype, 1, 14, 14, 96, 3, 7, 3),
         'halo': functools.partial(_halo, dtype, 1, 16, 16, 64, 2, 8, 3),
         'halo_s2': functools.partial(_halo, dtype, 1, 16, 16, 64, 2, 8, 3, 2),  # strided queries
+        'halo_dv': functools.partial(_halo, dtype, 1, 16, 16, 32, 2, 8, 2, 1, 64),  # eca_halonext: 16 / 64
         'msda': functools.partial(_msda, dtype, 1, 5, 2, 32, ((6, 8), (3, 4)), 4),
     }
 

@@ -202,16 +202,12 @@ class HaloAttention(nn.Module):
         k, v = kv[..., :dqk], kv[..., dqk:]
         rel_h, rel_w = self.pos_embed.height_rel, self.pos_embed.width_rel
 
-        d = max(dqk, dv)
-        if dqk != dv:
-            # The op takes one head size for q, k and v; zero channels change no dot product.
-            q, k, rel_h, rel_w = (F.pad(t, (0, d - dqk)) for t in (q, k, rel_h, rel_w))
-            v = F.pad(v, (0, d - dv))
-        # strided queries (s > 1): (b/s)^2 per block, each attending to its block's full window
+        # strided queries (s > 1): (b/s)^2 per block, each attending to its block's full window;
+        # v may have its own head size (dim_head_v)
         out = halo_attention(q.contiguous(), k.contiguous(), v.contiguous(), b, self.halo_size,
                              rel_h=rel_h, rel_w=rel_w, scale=self.scale,
                              scale_pos_embed=self.scale_pos_embed, query_stride=s)
-        out = out[:, :Hq, :Wq, :, :dv]
+        out = out[:, :Hq, :Wq]
         out = out.permute(0, 3, 4, 1, 2).reshape(B, h * dv, Hq, Wq)
         return self.pool(out)
 

@@ -27,7 +27,8 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
         q: queries ``[B, H, W, heads, head_dim]``, or ``[B, H/s, W/s, heads, head_dim]`` with
             ``query_stride=s``.
         k: keys ``[B, H, W, heads, head_dim]``; ``H``, ``W`` multiples of ``block_size``.
-        v: values, same shape as ``k``.
+        v: values ``[B, H, W, heads, head_dim_v]``; the value head dim may differ from the
+            query / key one (timm ``HaloAttn``'s ``dim_head_v`` vs ``dim_head_qk``).
         block_size: query block size ``b``.
         halo_size: halo ``h >= 0`` around each block.
         rel_h: optional ``[2*(b+2h)-1, head_dim]`` relative embedding along height (timm
@@ -44,12 +45,13 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
         backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
 
     Returns:
-        ``[B, H, W, heads, head_dim]`` (``[B, H/s, W/s, heads, head_dim]`` with ``query_stride=s``).
+        ``[B, H, W, heads, head_dim_v]`` (``[B, H/s, W/s, heads, head_dim_v]`` with ``query_stride=s``).
     """
     if k.dim() != 5:
         raise ValueError(f'halo_attention: expected k [B, H, W, heads, head_dim], got {tuple(k.shape)}')
-    if v.shape != k.shape:
-        raise ValueError(f'halo_attention: k, v shapes differ: {tuple(k.shape)}, {tuple(v.shape)}')
+    if v.dim() != 5 or v.shape[:-1] != k.shape[:-1]:
+        raise ValueError(f'halo_attention: v {tuple(v.shape)} must match k {tuple(k.shape)} in all but its '
+                         f'head dim')
     if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
         raise ValueError('halo_attention: q, k, v must share dtype and device')
     if block_size < 1 or halo_size < 0:

@@ -47,7 +47,7 @@ def halo_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, hal
 
     def keys(t):
         t = F.pad(t, (0, 0, 0, 0, halo, halo, halo, halo))
-        return t.reshape(B, -1, h, D).transpose(1, 2)
+        return t.reshape(B, -1, h, t.shape[-1]).transpose(1, 2)
 
     # The relative logits are formed and kept in float32 (float64 for float64 inputs), as the
     # reference does: flex adds them to its float32 scores, and q . rel is large (|q . rel| ~ 30 for
@@ -77,4 +77,4 @@ def halo_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, hal
 
     bm = _block_mask(H, W, block, halo, padding == 'mask', query_stride, str(q.device))
     out = flex_call(q.reshape(B, Hq * Wq, h, D).transpose(1, 2), keys(k), keys(v), score_mod, bm, scale)
-    return out.transpose(1, 2).reshape(B, Hq, Wq, h, D)
+    return out.transpose(1, 2).reshape(B, Hq, Wq, h, v.shape[-1])

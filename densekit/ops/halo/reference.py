@@ -4,7 +4,8 @@ HaloNet: Vaswani et al., "Scaling Local Self-Attention for Parameter Efficient V
 CVPR 2021, arXiv:2103.12731.
 
 Layouts: q, k, v, out ``[B, H, W, heads, head_dim]`` with ``H % b == W % b == 0`` (b = block
-size; with ``query_stride = s``, q and out ``[B, H/s, W/s, heads, head_dim]``); optional relative embeddings ``rel_h``, ``rel_w``: ``[2*win-1, head_dim]`` shared by all
+size; with ``query_stride = s``, q and out ``[B, H/s, W/s, heads, head_dim]``; v and out may
+have their own head dim, timm's ``dim_head_v``); optional relative embeddings ``rel_h``, ``rel_w``: ``[2*win-1, head_dim]`` shared by all
 heads, ``win = b + 2*halo`` (timm's ``PosEmbedRel.height_rel`` / ``width_rel``).
 
 Semantics: the map is cut into ``b x b`` query blocks; block ``(I, J)`` attends to the
@@ -109,6 +110,7 @@ def halo_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int
         ones = torch.ones(1, H, W, 1, 1, dtype=ct, device=q.device)
         valid = windows(ones)[0, :, :, 0, :, 0] > 0  # [nbh, nbw, win*win]
         logits = logits.masked_fill(~valid[None, :, :, None, None, :], float('-inf'))
-    out = logits.softmax(-1) @ vb  # [B, nbh, nbw, h, bq*bq, D]
-    out = out.view(B, nbh, nbw, h, bq, bq, D).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, nbh * bq, nbw * bq, h, D)
+    out = logits.softmax(-1) @ vb  # [B, nbh, nbw, h, bq*bq, Dv]
+    Dv = v.shape[-1]
+    out = out.view(B, nbh, nbw, h, bq, bq, Dv).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, nbh * bq, nbw * bq, h, Dv)
     return out

@@ -55,9 +55,11 @@ def _halo_logits(q, k, q_row, ty, tx, q_ok, allowed, TH, TW, scale, r0,
 
 @triton.jit
 def _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh, r0, offs_d, d_ok,
+                   offs_dv, dv_ok,
                    q_ok, WIN: tl.constexpr, HALO: tl.constexpr, WP: tl.constexpr, RC: tl.constexpr,
                    MASK_PAD: tl.constexpr):
-    """Keys and values of rows ``r0 .. r0+RC`` of a query block's window (``[RC*WP, BLOCK_D]``;
+    """Keys and values of rows ``r0 .. r0+RC`` of a query block's window (``[RC*WP, BLOCK_D]`` /
+    ``[RC*WP, BLOCK_DV]``;
     zeros outside the map) and which (query, key) pairs are attended: the whole window in
     ``'zeros'`` mode (timm), its in-map part in ``'mask'`` mode."""
     u = tl.arange(0, RC * WP)
@@ -67,9 +69,10 @@ def _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, 
     ky = by0 - HALO + uy
     kx = bx0 - HALO + ux
     inside = in_win & (ky >= 0) & (ky < H) & (kx >= 0) & (kx < W)
-    km = inside[:, None] & d_ok[None, :]
-    k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :], mask=km, other=0.0)
-    v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :], mask=km, other=0.0)
+    k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+                mask=inside[:, None] & d_ok[None, :], other=0.0)
+    v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_dv[None, :],
+                mask=inside[:, None] & dv_ok[None, :], other=0.0)
     if MASK_PAD:
         allowed = q_ok[:, None] & inside[None, :]
     else:
@@ -114,13 +117,15 @@ def _halo_logits_t(k, q_t, q_row, ty, tx, q_ok, uy, ux, uy0, ux0, allowed_t, TH,
 @triton.jit
 def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
                     sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
-                    H, W, NQ, WQ, NHEADS, D, scale,
+                    H, W, NQ, WQ, NHEADS, D, D_V, scale,
                     BS: tl.constexpr, BQ: tl.constexpr, HALO: tl.constexpr, WP: tl.constexpr, RC: tl.constexpr,
-                    BM: tl.constexpr, BLOCK_D: tl.constexpr, MASK_PAD: tl.constexpr, HAS_TH: tl.constexpr,
+                    BM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, MASK_PAD: tl.constexpr,
+                    HAS_TH: tl.constexpr,
                     HAS_TW: tl.constexpr, BACKWARD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """Forward (BACKWARD=False: writes O, LSE; the whole window is one tile, RC is unused) or
-    dQ/dth/dtw (BACKWARD=True; O/DO strides shared), streaming the window in chunks of RC rows
-    (its fp32 [BM, WP*WP] tiles in one piece spilled registers on sm_90). ``H, W``: the key map;
+    """Forward (BACKWARD=False: writes O, LSE; the whole window as one tile when RC == WP, else RC
+    rows at a time with an online softmax) or dQ/dth/dtw (BACKWARD=True; O/DO strides shared),
+    streaming the window in chunks of RC rows (its fp32 [BM, WP*WP] tiles in one piece spilled
+    registers on sm_90). ``H, W``: the key map;
     a block holds ``BQ x BQ`` queries (``BQ = BS / query_stride``) of the query map (``NQ`` queries
     per image, ``WQ`` per row)."""
     WIN: tl.constexpr = BS + 2 * HALO
@@ -138,33 +143,56 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
     q_ok = t < BQ * BQ
     y = (pid // n_bw) * BQ + ty  # query map coordinates
     x = (pid % n_bw) * BQ + tx
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_d = tl.arange(0, BLOCK_D)  # query / key channels
     d_ok = offs_d < D
+    offs_dv = tl.arange(0, BLOCK_DV)  # value / output channels
+    dv_ok = offs_dv < D_V
     qm = q_ok[:, None] & d_ok[None, :]
+    om = q_ok[:, None] & dv_ok[None, :]
     q_off = b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :]
     q = tl.load(Q + q_off, mask=qm, other=0.0)
     q_row = (b * NQ + y * WQ + x) * NHEADS + head
-    o_off = b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :]
-    if not BACKWARD:
+    o_off = b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_dv[None, :]
+    if not BACKWARD and RC == WP:  # the whole window in one tile: an exact softmax
         k, v, allowed = _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh, 0,
-                                       offs_d, d_ok, q_ok, WIN, HALO, WP, WP, MASK_PAD)
+                                       offs_d, d_ok, offs_dv, dv_ok, q_ok, WIN, HALO, WP, WP, MASK_PAD)
         s = _halo_logits(q, k, q_row, ty, tx, q_ok, allowed, TH, TW, scale, 0, WIN, WP, WP, BM, HAS_TH, HAS_TW,
                          PREC, UPCAST)
         mx = tl.where(q_ok, row_max(s), 0.0)
         p = tl.exp(s - mx[:, None])
         l = tl.where(q_ok, row_sum(p), 1.0)
         out = dot(p.to(v.dtype), v, PREC, UPCAST) / l[:, None]
-        tl.store(O + o_off, out.to(O.dtype.element_ty), mask=qm)
+        tl.store(O + o_off, out.to(O.dtype.element_ty), mask=om)
         tl.store(LSE + q_row, mx + tl.log(l), mask=q_ok)
+    elif not BACKWARD:  # RC window rows at a time with an online softmax
+        m_i = tl.full([BM], float('-inf'), tl.float32)
+        l_i = tl.full([BM], 0.0, tl.float32)
+        acc = tl.full([BM, BLOCK_DV], 0.0, tl.float32)
+        for r0 in range(0, WIN, RC):
+            k, v, allowed = _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh,
+                                           r0, offs_d, d_ok, offs_dv, dv_ok, q_ok, WIN, HALO, WP, RC, MASK_PAD)
+            s = _halo_logits(q, k, q_row, ty, tx, q_ok, allowed, TH, TW, scale, r0, WIN, WP, RC, BM, HAS_TH,
+                             HAS_TW, PREC, UPCAST)
+            m_new = tl.maximum(m_i, row_max(s))
+            m_use = tl.where(m_new == float('-inf'), 0.0, m_new)  # no allowed key yet: exp gives 0, not NaN
+            alpha = tl.exp(m_i - m_use)
+            p = tl.exp(s - m_use[:, None])
+            l_i = l_i * alpha + row_sum(p)
+            acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, PREC, UPCAST)
+            m_i = m_new
+        m_i = tl.where(q_ok, m_i, 0.0)
+        l_i = tl.where(q_ok, l_i, 1.0)
+        tl.store(O + o_off, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=om)
+        tl.store(LSE + q_row, m_i + tl.log(l_i), mask=q_ok)
     else:
         lse = tl.load(LSE + q_row, mask=q_ok, other=0.0)
         delta = tl.load(DELTA + q_row, mask=q_ok, other=0.0)
-        do = tl.load(DO + o_off, mask=qm, other=0.0)
+        do = tl.load(DO + o_off, mask=om, other=0.0)
         dq = tl.full([BM, BLOCK_D], 0.0, tl.float32)
         dtw = tl.full([BM, WP], 0.0, tl.float32)
         for r0 in range(0, WIN, RC):
             k, v, allowed = _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh,
-                                           r0, offs_d, d_ok, q_ok, WIN, HALO, WP, RC, MASK_PAD)
+                                           r0, offs_d, d_ok, offs_dv, dv_ok, q_ok, WIN, HALO, WP, RC, MASK_PAD)
             s = _halo_logits(q, k, q_row, ty, tx, q_ok, allowed, TH, TW, scale, r0, WIN, WP, RC, BM, HAS_TH,
                              HAS_TW, PREC, UPCAST)
             p = tl.exp(s - lse[:, None])
@@ -187,9 +215,9 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
 @triton.jit
 def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
                sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
-               H, W, NQ, WQ, NHEADS, D, scale,
+               H, W, NQ, WQ, NHEADS, D, D_V, scale,
                BS: tl.constexpr, BQ: tl.constexpr, HALO: tl.constexpr, BM: tl.constexpr, BMQ: tl.constexpr,
-               BLOCK_D: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr,
+               BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, HAS_TH: tl.constexpr, HAS_TW: tl.constexpr, PREC: tl.constexpr,
                UPCAST: tl.constexpr):
     """Program (key block, batch*head): dK, dV of its ``BS x BS`` keys (tile ``BM``) from the
     ``BQ x BQ`` queries (tile ``BMQ``) of each neighbouring block whose window reaches them."""
@@ -207,15 +235,18 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
     t_ok = t < BS * BS
     ky = kbi * BS + t // BS
     kx = kbj * BS + t % BS
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_d = tl.arange(0, BLOCK_D)  # query / key channels
     d_ok = offs_d < D
+    offs_dv = tl.arange(0, BLOCK_DV)  # value / output channels
+    dv_ok = offs_dv < D_V
     km = t_ok[:, None] & d_ok[None, :]
+    vm = t_ok[:, None] & dv_ok[None, :]
     k_off = b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :]
-    v_off = b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :]
+    v_off = b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_dv[None, :]
     k = tl.load(K + k_off, mask=km, other=0.0)
-    v = tl.load(V + v_off, mask=km, other=0.0)
+    v = tl.load(V + v_off, mask=vm, other=0.0)
     dk = tl.full([BM, BLOCK_D], 0.0, tl.float32)
-    dv = tl.full([BM, BLOCK_D], 0.0, tl.float32)
+    dv = tl.full([BM, BLOCK_DV], 0.0, tl.float32)
     for dbi in range(-NB, NB + 1):
         for dbj in range(-NB, NB + 1):
             qbi = kbi + dbi
@@ -227,11 +258,10 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
             q_ok = (tq < BQ * BQ) & blk_ok
             y = qbi * BQ + ty
             x = qbj * BQ + tx
-            qm_t = d_ok[:, None] & q_ok[None, :]
             q_t = tl.load(Q + b * sqb + y[None, :] * sqy + x[None, :] * sqx + head * sqh + offs_d[:, None],
-                          mask=qm_t, other=0.0)  # [D, BM]
-            do_t = tl.load(DO + b * sob + y[None, :] * soy + x[None, :] * sox + head * soh + offs_d[:, None],
-                           mask=qm_t, other=0.0)  # [D, BM]
+                          mask=d_ok[:, None] & q_ok[None, :], other=0.0)  # [D, BMQ]
+            do_t = tl.load(DO + b * sob + y[None, :] * soy + x[None, :] * sox + head * soh + offs_dv[:, None],
+                           mask=dv_ok[:, None] & q_ok[None, :], other=0.0)  # [D_V, BMQ]
             q_row = (b * NQ + y * WQ + x) * NHEADS + head
             lse = tl.load(LSE + q_row, mask=q_ok, other=0.0)
             delta = tl.load(DELTA + q_row, mask=q_ok, other=0.0)
@@ -247,13 +277,13 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
             ds_t = p_t * (dot(v, do_t, PREC, UPCAST) - delta[None, :])
             dk += dot(ds_t.to(q_t.dtype), tl.trans(q_t), PREC, UPCAST)
     tl.store(DK + k_off, (dk * scale).to(DK.dtype.element_ty), mask=km)
-    tl.store(DV + v_off, dv.to(DV.dtype.element_ty), mask=km)
+    tl.store(DV + v_off, dv.to(DV.dtype.element_ty), mask=vm)
 
 
 
 # Developer hook for launch-configuration sweeps (``benchmarks/kernel_sweep.py``): when set, a dict
-# with any of ``{fwd,dq,dkdv}_warps`` / ``{fwd,dq,dkdv}_stages`` and ``dq_rows`` replacing the
-# defaults of _launch / _dq_rows.
+# with any of ``{fwd,dq,dkdv}_warps`` / ``{fwd,dq,dkdv}_stages``, ``fwd_rows`` and ``dq_rows``
+# replacing the defaults of _launch / _fwd_rows / _dq_rows.
 CONFIG_OVERRIDE: Optional[dict] = None
 
 
@@ -267,6 +297,15 @@ def _launch(kernel: str, dtype: torch.dtype = torch.bfloat16, stride: int = 1, b
     return dict(num_warps=o.get(f'{kernel}_warps', warps), num_stages=o.get(f'{kernel}_stages', 3))
 
 
+def _fwd_rows(wp: int, dtype: torch.dtype, block_dv: int) -> int:
+    """Window rows per step of the forward: the whole window (one exact softmax) except in fp32
+    with value heads above 32, whose FMA dot ``P [BM, WP*WP] @ V`` in one piece kept 9-10 KB per
+    thread on the sm_90 stack (head dims 16 / 64 and 64 / 64, block 8, halo 2; 2026-11-26); those
+    stream 32 keys at a time like the dQ kernel."""
+    rows = wp if dtype != torch.float32 or block_dv <= 32 else max(1, min(wp, 32 // wp))
+    return (CONFIG_OVERRIDE or {}).get('fwd_rows', rows)
+
+
 def _dq_rows(wp: int, dtype: torch.dtype) -> int:
     """Window rows per chunk of the dQ kernel: 64 keys per chunk in half precision (tensor cores),
     16 in fp32 (FMA dots, operands in registers). In one piece, the dQ kernel's [64, 256] tiles of
@@ -278,11 +317,13 @@ def _dq_rows(wp: int, dtype: torch.dtype) -> int:
 
 
 class HaloAttentionTriton(torch.autograd.Function):
-    """Autograd wrapper; q, k, v ``[B, H, W, heads, D]``; th / tw fp32 ``[B, H, W, heads, 2win-1]`` or None."""
+    """Autograd wrapper; k ``[B, H, W, heads, D]``, v ``[B, H, W, heads, D_V]``, q ``[B, H/s, W/s,
+    heads, D]`` (query stride s); th / tw fp32 ``[B, H/s, W/s, heads, 2win-1]`` or None."""
 
     @staticmethod
     def forward(ctx, q, k, v, th, tw, block, halo, scale, mask_pad, stride):
         B, H, W, nh, D = k.shape
+        dv = v.shape[-1]
         if B * nh > 65535:
             raise ValueError(f'halo_attention triton: batch * heads = {B * nh} exceeds the grid limit 65535')
         win = block + 2 * halo
@@ -290,25 +331,28 @@ class HaloAttentionTriton(torch.autograd.Function):
         bq = block // stride
         bmq = max(16, triton.next_power_of_2(bq * bq))  # query tile
         block_d = max(16, triton.next_power_of_2(D))
-        out = torch.empty_like(q)
+        block_dv = max(16, triton.next_power_of_2(dv))
+        out = q.new_empty(*q.shape[:-1], dv)
         lse = torch.empty(B, q.shape[1] * q.shape[2], nh, device=q.device, dtype=torch.float32)
         grid = ((H // block) * (W // block), B * nh)
-        meta = dict(BS=block, BQ=bq, HALO=halo, WP=wp, BM=bmq, BLOCK_D=block_d, MASK_PAD=mask_pad,
+        meta = dict(BS=block, BQ=bq, HALO=halo, WP=wp, BM=bmq, BLOCK_D=block_d, BLOCK_DV=block_dv, MASK_PAD=mask_pad,
                     HAS_TH=th is not None, HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q),
                     **_launch('fwd'))
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               out, lse, out, lse, lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(out),
-                              H, W, q.shape[1] * q.shape[2], q.shape[2], nh, D, scale, RC=wp, BACKWARD=False, **meta)
+                              H, W, q.shape[1] * q.shape[2], q.shape[2], nh, D, dv, scale,
+                              RC=_fwd_rows(wp, q.dtype, block_dv), BACKWARD=False, **meta)
         ctx.save_for_backward(q, k, v, th, tw, out, lse)
-        ctx.meta = (block, bq, halo, scale, mask_pad, wp, bmq, block_d)
+        ctx.meta = (block, bq, halo, scale, mask_pad, wp, bmq, block_d, block_dv)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, th, tw, out, lse = ctx.saved_tensors
-        block, bq, halo, scale, mask_pad, wp, bmq, block_d = ctx.meta
+        block, bq, halo, scale, mask_pad, wp, bmq, block_d, block_dv = ctx.meta
         B, H, W, nh, D = k.shape
+        dv_dim = v.shape[-1]
         bm = max(16, triton.next_power_of_2(block * block))  # key tile of the dK / dV kernel
         qmap = (q.shape[1] * q.shape[2], q.shape[2])  # queries per image, per row
         dout = dout if dout.stride(-1) == 1 else dout.contiguous()  # its own strides are passed
@@ -321,12 +365,14 @@ class HaloAttentionTriton(torch.autograd.Function):
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               dout, delta, dq, dth if dth is not None else lse, dtw if dtw is not None else lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
-                              H, W, *qmap, nh, D, scale, BS=block, BQ=bq, HALO=halo, WP=wp, RC=_dq_rows(wp, q.dtype),
-                              BM=bmq, BLOCK_D=block_d, MASK_PAD=mask_pad, BACKWARD=True, **flags, **_launch('dq'))
+                              H, W, *qmap, nh, D, dv_dim, scale, BS=block, BQ=bq, HALO=halo, WP=wp,
+                              RC=_dq_rows(wp, q.dtype), BM=bmq, BLOCK_D=block_d, BLOCK_DV=block_dv, MASK_PAD=mask_pad,
+                              BACKWARD=True, **flags, **_launch('dq'))
         _halo_dkdv[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, lse, dout, delta,
                          dk, dv, *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
-                         H, W, *qmap, nh, D, scale, BS=block, BQ=bq, HALO=halo, BM=bm, BMQ=bmq, BLOCK_D=block_d,
-                         **flags, **_launch('dkdv', q.dtype, block // bq, block_d))
+                         H, W, *qmap, nh, D, dv_dim, scale, BS=block, BQ=bq, HALO=halo, BM=bm, BMQ=bmq,
+                         BLOCK_D=block_d, BLOCK_DV=block_dv, **flags,
+                         **_launch('dkdv', q.dtype, block // bq, max(block_d, block_dv)))
         return dq, dk, dv, dth, dtw, None, None, None, None, None
 
 

@@ -78,7 +78,7 @@ STEPS=" ${GPU_CHECK_STEPS:-parity attention models} "
 want() { [[ $STEPS == *" $1 "* ]]; }
 
 # 2. GPU parity first (the first H200 run, 2026-11-26, needed ~240 s for 149 tests on 14 workers;
-#    172 now)
+#    187 now)
 want parity && step gpu_parity 300 "$OUT/gpu_parity.log" \
   python3 -m pytest -m gpu -n 14 -p no:cacheprovider -p no:benchmark --timeout 200 --tb=short -rfE \
   --durations=15 --junitxml="$OUT/gpu_parity.xml" tests/ops tests/models/test_backbone_contract.py
@@ -94,6 +94,10 @@ want attention && step attention_benchmark 225 "$OUT/attention_gpu.log" \
 want sweep && step kernel_sweep 420 "$OUT/kernel_sweep.log" \
   python3 benchmarks/kernel_sweep.py --json "$OUT/kernel_sweep.json"
 
+# 4b. (only when named: GPU_CHECK_STEPS=halo_stride) strided halo queries vs the padded form, bf16
+want halo_stride && step halo_stride 90 "$OUT/halo_stride.log" \
+  python3 benchmarks/halo_stride.py --device cuda --backend triton --dtype bfloat16 --shape 16,64,64,8,32 --halo 3 --reps 20
+
 # 5. models: backbones, then heads
 want models && step backbones 150 "$OUT/models_gpu.log" python3 benchmarks/backbones.py gpu --iters 5 --warmup 2
 want models && step heads 120 "$OUT/models_gpu.log" python3 benchmarks/heads.py --mode full --device cuda --iters 3
@@ -108,4 +112,5 @@ for r in json.load(open(sys.argv[1]))['rows']:
     print(r['case'], '|', r['impl'][:44], '|', f('fwd_ms'), '|', f('fwdbwd_ms'), '|', f('fwdbwd_peak_MiB'))
 EOF
 tail -n 25 "$OUT/models_gpu.log" 2>/dev/null
+tail -n 4 "$OUT/halo_stride.log" 2>/dev/null
 grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200

@@ -33,6 +33,21 @@ def row_sum(x):
     return tl.reduce(x, 1, SUM_COMBINE)
 
 
+@triton.jit
+def online_softmax_step(m_i, l_i, acc, s, v, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """One key chunk of a streaming (flash-style) softmax: fold logits ``s [M, N]`` (-inf where
+    not attended) and values ``v [N, Dv]`` into the running row max ``m_i``, normaliser ``l_i``
+    and unnormalised output ``acc``; returns the three updated. A row with no attended key yet
+    keeps ``m = -inf``: the shift is 0 there, so ``exp`` gives 0 instead of NaN."""
+    m_new = tl.maximum(m_i, row_max(s))
+    m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
+    alpha = tl.exp(m_i - m_use)
+    p = tl.exp(s - m_use[:, None])
+    l_i = l_i * alpha + row_sum(p)
+    acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, PREC, UPCAST)
+    return m_new, l_i, acc
+
+
 def precision(dtype: torch.dtype) -> str:
     """fp32 inputs use IEEE fp32 dots (no TF32), so the fp32 parity tolerances hold on GPU."""
     return 'ieee' if dtype == torch.float32 else 'tf32'

@@ -25,7 +25,8 @@ import triton
 import triton.language as tl
 
 from densekit.ops._buffers import grad_buffers
-from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum, strides4, sum_axis, upcast
+from densekit.ops._triton_utils import (dot, online_softmax_step, precision, row_dot, row_max, row_sum, strides4,
+                                       sum_axis, upcast)
 
 
 @triton.jit
@@ -173,13 +174,7 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
                                            r0, offs_d, d_ok, offs_dv, dv_ok, q_ok, WIN, HALO, WP, RC, MASK_PAD)
             s = _halo_logits(q, k, q_row, ty, tx, q_ok, allowed, TH, TW, scale, r0, WIN, WP, RC, BM, HAS_TH,
                              HAS_TW, PREC, UPCAST)
-            m_new = tl.maximum(m_i, row_max(s))
-            m_use = tl.where(m_new == float('-inf'), 0.0, m_new)  # no allowed key yet: exp gives 0, not NaN
-            alpha = tl.exp(m_i - m_use)
-            p = tl.exp(s - m_use[:, None])
-            l_i = l_i * alpha + row_sum(p)
-            acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, PREC, UPCAST)
-            m_i = m_new
+            m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v, PREC, UPCAST)
         m_i = tl.where(q_ok, m_i, 0.0)
         l_i = tl.where(q_ok, l_i, 1.0)
         tl.store(O + o_off, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=om)

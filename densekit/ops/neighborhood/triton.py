@@ -37,7 +37,7 @@ import triton.language as tl
 from densekit.ops._buffers import grad_buffers
 from densekit.ops._triton_utils import dot as _dot
 from densekit.ops._triton_utils import precision as _precision
-from densekit.ops._triton_utils import row_dot, row_max, row_sum, strides4
+from densekit.ops._triton_utils import online_softmax_step, row_dot, strides4
 from densekit.ops._triton_utils import upcast as _upcast
 from densekit.ops.neighborhood.bias_tiles import bias_tiles, tile_bytes
 from densekit.ops.neighborhood.reference import axis_windows
@@ -162,13 +162,7 @@ def _na_fwd(Q, K, V, RPB, O, LSE, TILES, TYPE_H, TYPE_W,
         else:
             s, allowed, dr, dc = _scores(q, k, qi, qj, sh, sw, kr, kc, key_ok, q_ok, rpb_ptr, s_rh, s_ra, s_rb,
                                          scale, KH, KW, HAS_RPB, PREC, UPCAST)
-        m_new = tl.maximum(m_i, row_max(s))
-        m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + row_sum(p)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC, UPCAST)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v, PREC, UPCAST)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     tl.store(O + b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :],

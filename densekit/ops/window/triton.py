@@ -33,7 +33,7 @@ import triton.language as tl
 
 from densekit.layers.window import relative_position_index
 from densekit.ops._buffers import grad_buffers
-from densekit.ops._triton_utils import dot, precision, row_dot, row_max, row_sum, strides4, upcast
+from densekit.ops._triton_utils import dot, online_softmax_step, precision, row_dot, strides4, upcast
 
 
 @triton.jit
@@ -130,14 +130,7 @@ def _window_fwd(Q, K, V, RPB, O, LSE,
         k, v, s = _key_chunk(q, K, V, b, head, win, j * BLOCK, skb, sky, skx, skh, svb, svy, svx, svh,
                              offs_d, dok, qty, qtx, qlab, qok, rpb_ptr, s_ra, s_rb, scale, H, W,
                              WH, WW, SH, SW, BLOCK, HAS_RPB, PREC, UPCAST)
-        m_new = tl.maximum(m_i, row_max(s))
-        # a row with no allowed key yet (or a padding row) keeps -inf: shift by 0 so exp gives 0, not NaN
-        m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
-        alpha = tl.exp(m_i - m_use)
-        p = tl.exp(s - m_use[:, None])
-        l_i = l_i * alpha + row_sum(p)
-        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, PREC, UPCAST)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v, PREC, UPCAST)  # padding rows keep -inf
     m_i = tl.where(qok, m_i, 0.0)
     l_i = tl.where(qok, l_i, 1.0)
     tl.store(O + b * sob + qy[:, None] * soy + qx[:, None] * sox + head * soh + offs_d[None, :],

@@ -118,6 +118,35 @@ def test_with_cp_matches(name, frozen):
             torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=0, msg=n)
 
 
+@pytest.mark.parametrize('name', TEST_VARIANTS)
+def test_with_cp_checkpoints_every_trained_block(name, monkeypatch):
+    """``with_cp`` recomputes exactly the blocks autograd records: after frozen stages, the first
+    trained stage (input without gradient) is checkpointed too; frozen blocks are not."""
+    import densekit.layers.checkpoint as ckpt_mod
+    stages = _all_stages(name)
+    real = ckpt_mod.checkpoint
+
+    def checkpointed(frozen):
+        model = _build(name, out_indices=stages, with_cp=True, frozen_stages=frozen).train()
+        names = {id(m): n for n, m in model.named_modules()}
+        seen = []
+
+        def spy(fn, *args, **kwargs):
+            seen.append(names[id(fn)])
+            return real(fn, *args, **kwargs)
+
+        monkeypatch.setattr(ckpt_mod, 'checkpoint', spy)
+        sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+        trained = {n for n, m in model.named_modules() if any(p.requires_grad for p in m.parameters())}
+        return seen, trained
+
+    every, _ = checkpointed(-1)
+    after_freeze, trained = checkpointed(1)
+    assert every, f'{name}: with_cp checkpointed no block'
+    assert after_freeze == [n for n in every if n in trained]
+    assert len(after_freeze) < len(every)
+
+
 def _uses_attention_ops(model, x) -> bool:
     """True when the model dispatches through ``densekit.ops`` attention (an unknown backend
     requested through the environment is then an error)."""

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
-from torch.utils.checkpoint import checkpoint
 
+from densekit.layers.checkpoint import run_blocks
 from densekit.layers.init import init_transformer_weights
 from densekit.layers.window import window_partition, window_reverse
 from densekit.models.backbones.base import BackboneMixin
@@ -202,12 +202,7 @@ class CSWinStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
             x = self.downsample(x)
-        for blk in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x
+        return run_blocks(self.blocks, x, self.with_cp)
 
 
 class CSWin(BackboneMixin, nn.Module):

@@ -28,11 +28,11 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from torchvision.ops import stochastic_depth
 
-from densekit.models.backbones.base import BackboneMixin
+from densekit.layers.checkpoint import run_blocks
 from densekit.layers.drop import drop_path_schedule
+from densekit.models.backbones.base import BackboneMixin
 from densekit.models.convert import register_converter
 from densekit.models.registry import register_backbone
 from densekit.ops.halo import halo_attention
@@ -427,11 +427,7 @@ class HaloNet(BackboneMixin, nn.Module):
         x = self.stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
-            for blk in stage:
-                if self.with_cp and torch.is_grad_enabled():
-                    x = cp.checkpoint(blk, x, use_reentrant=False)
-                else:
-                    x = blk(x)
+            x = run_blocks(stage, x, self.with_cp)
             if i in self.out_indices:
                 outs.append(x)
             if i == self.out_indices[-1]:

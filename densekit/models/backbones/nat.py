@@ -27,8 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch.nn.init import trunc_normal_
-from torch.utils.checkpoint import checkpoint
 
+from densekit.layers.checkpoint import run_blocks
 from densekit.layers.init import init_transformer_weights
 from densekit.models.backbones.base import BackboneMixin
 from densekit.models.convert import register_converter
@@ -193,12 +193,7 @@ class NATStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
             x = self.downsample(x)
-        for blk in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x
+        return run_blocks(self.blocks, x, self.with_cp)
 
 
 class NAT(BackboneMixin, nn.Module):

@@ -30,10 +30,10 @@ from typing import Dict, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from timm.layers import Mlp
 from torchvision.ops import stochastic_depth
 
+from densekit.layers.checkpoint import run_blocks
 from densekit.layers.drop import drop_path_schedule
 from densekit.layers.window import pad_to_multiple, rpb_table_to_dense, to_2tuple, unpad
 from densekit.models.backbones.base import BackboneMixin
@@ -164,12 +164,7 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        for blk in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x
+        return run_blocks(self.blocks, x, self.with_cp)
 
 
 class SwinTransformer(BackboneMixin, nn.Module):

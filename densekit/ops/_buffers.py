@@ -37,3 +37,16 @@ def grad_buffers(*ts: torch.Tensor):
             buf = torch.empty(extent, dtype=t0.dtype, device=t0.device)
             return tuple(buf.as_strided(t.shape, t.stride(), t.storage_offset() - offsets[0]) for t in ts)
     return tuple(torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in ts)
+
+
+def kernel_operand(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when the kernels can read it in place and write its gradient through its strides
+    (last dim contiguous, no two indices on one element), else a contiguous copy.
+
+    An expanded input (stride 0, e.g. keys shared by a batch through ``expand``) must be copied:
+    its gradient buffer from :func:`grad_buffers` would alias the expanded positions, every program
+    would write into the same elements, and the gradient would be one image's times the batch.
+    """
+    if t.stride(-1) == 1 and _non_overlapping(tuple(t.shape), t.stride()):
+        return t
+    return t.contiguous()

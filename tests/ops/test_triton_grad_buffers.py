@@ -92,3 +92,29 @@ def test_row_dot_matches_torch_on_strided_inputs(triton_interpreter, dtype):
     out = torch.randn(2, 5, 3, 3, 2, 24, generator=g).to(dtype)[:, :, :, 2]
     expected = (dout.double() * out.double()).sum(-1).reshape(2, 15, 2).float()
     torch.testing.assert_close(row_dot(dout, out), expected, atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize('op', ['na2d', 'window', 'halo'])
+def test_expanded_inputs_get_summed_gradients(triton_interpreter, op):
+    """Keys / values shared by the batch through ``expand`` (stride 0): the kernels used to write
+    every image's dK / dV into the one aliased element of a stride-0 buffer (NA and window: dk off
+    by ~5), so the gradient must come from a dense copy and be summed over the batch by autograd."""
+    from densekit.ops import halo_attention
+    g = torch.Generator().manual_seed(11)
+    q0 = torch.randn(2, 8, 8, 1, 16, generator=g)
+    k0, v0 = (torch.randn(1, 8, 8, 1, 16, generator=g) for _ in range(2))
+    go = torch.randn(2, 8, 8, 1, 16, generator=g)
+    fns = {'na2d': lambda q, k, v, b: na2d(q, k, v, 3, backend=b),
+           'window': lambda q, k, v, b: window_attention(q, k, v, 4, 2, backend=b),
+           'halo': lambda q, k, v, b: halo_attention(q, k, v, 4, 1, backend=b)}
+    res = {}
+    for backend in ('reference', 'triton'):
+        q, k, v = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+        out = fns[op](q, k.expand(2, -1, -1, -1, -1), v.expand(2, -1, -1, -1, -1), backend)
+        out.backward(go)
+        res[backend] = {'out': out.detach(), 'dq': q.grad, 'dk': k.grad, 'dv': v.grad}
+    tol = TOL[torch.float32]
+    for what, exp in res['reference'].items():
+        # dk / dv sum two images: two gradients' tolerances
+        atol = tol[what] * (2 if what in ('dk', 'dv') else 1) * max(1.0, exp.abs().max().item())
+        torch.testing.assert_close(res['triton'][what], exp, atol=atol, rtol=0, msg=lambda m, w=what: f'{w}: {m}')

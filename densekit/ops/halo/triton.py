@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from densekit.ops._buffers import grad_buffers
 from densekit.ops._triton_utils import (dot, online_softmax_step, precision, row_dot, row_max, row_sum, strides4,
@@ -346,6 +347,7 @@ class HaloAttentionTriton(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: double backward is an error
     def backward(ctx, dout):
         q, k, v, th, tw, out, lse = ctx.saved_tensors
         block, bq, halo, scale, mask_pad, wp, bmq, block_d, block_dv = ctx.meta

@@ -33,8 +33,9 @@ from typing import Optional, Sequence
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
-from densekit.ops._buffers import grad_buffers
+from densekit.ops._buffers import grad_buffers, kernel_operand
 from densekit.ops._triton_utils import dot as _dot
 from densekit.ops._triton_utils import precision as _precision
 from densekit.ops._triton_utils import online_softmax_step, row_dot, strides4
@@ -461,6 +462,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: double backward is an error
     def backward(ctx, dout):
         q, k, v, rpb, out, lse = ctx.saved_tensors
         kernel, dilation, scale, has_rpb = ctx.meta
@@ -506,7 +508,7 @@ def na_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequenc
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
         kernel, dilation = (1, kernel[0]), (1, dilation[0])
         rpb = rpb.unsqueeze(1) if rpb is not None else None
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q, k, v = (kernel_operand(t) for t in (q, k, v))
     if rpb is not None:
         rpb = rpb.to(q.dtype) if rpb.dtype != q.dtype else rpb
     out = NeighborhoodAttentionTriton.apply(q, k, v, rpb, tuple(kernel), tuple(dilation), float(scale))

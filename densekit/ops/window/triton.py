@@ -30,9 +30,10 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from densekit.layers.window import relative_position_index
-from densekit.ops._buffers import grad_buffers
+from densekit.ops._buffers import grad_buffers, kernel_operand
 from densekit.ops._triton_utils import dot, online_softmax_step, precision, row_dot, strides4, upcast
 
 
@@ -328,6 +329,7 @@ class WindowAttentionTriton(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: double backward is an error
     def backward(ctx, dout):
         q, k, v, rpb, out, lse = ctx.saved_tensors
         window, shift, scale, has_rpb = ctx.meta
@@ -371,7 +373,7 @@ class WindowAttentionTriton(torch.autograd.Function):
 def window_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Tuple[int, int],
                   shift: Tuple[int, int], rpb: Optional[torch.Tensor], scale: float) -> torch.Tensor:
     """Window attention through the fused Triton kernels (validated inputs)."""
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q, k, v = (kernel_operand(t) for t in (q, k, v))
     if rpb is not None and rpb.dtype != q.dtype:
         rpb = rpb.to(q.dtype)
     return WindowAttentionTriton.apply(q, k, v, rpb, tuple(window), tuple(shift), float(scale))

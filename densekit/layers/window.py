@@ -18,6 +18,7 @@ Layouts (all helpers are pure functions, no parameters):
 """
 from __future__ import annotations
 
+import operator
 from typing import Sequence, Tuple, Union
 
 import torch
@@ -33,13 +34,20 @@ __all__ = [
 
 
 def to_2tuple(value: IntOrPair, name: str = 'value') -> Tuple[int, int]:
-    """Normalise an int or a length-2 sequence to a tuple of two ints."""
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
+    """Normalise an int (numpy's and 0-d integer tensors included) or a length-2 sequence of them
+    to a tuple of two ints; floats are an error (``int()`` would truncate them silently)."""
+    try:
+        i = operator.index(value)
+        return (i, i)
+    except TypeError:
+        pass
+    try:
+        out = tuple(operator.index(v) for v in value)
+    except TypeError:
+        raise TypeError(f'{name} must be an int or a pair of ints, got {value!r}') from None
+    if len(out) != 2:
         raise ValueError(f'{name} must be an int or a pair, got {value!r}')
-    return value
+    return out
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: IntOrPair, value: float = 0.0) -> Tuple[torch.Tensor, Tuple[int, int]]:

@@ -8,7 +8,9 @@ backend by name) and returns ``None`` when that backend can run the call, else a
 2. else the ``DENSEKIT_ATTN_BACKEND`` environment variable (read on every call, so tests can flip
    it);
 3. else the first backend in priority order whose probe succeeds; every skipped backend is logged
-   at DEBUG level on the ``densekit.ops`` logger with its reason.
+   at DEBUG level on the ``densekit.ops`` logger with its reason (in eager mode only: while
+   ``torch.compile`` traces the op, a ``logging`` call would break the graph, and
+   ``fullgraph=True`` would fail).
 
 An explicitly requested backend (argument or environment) that is unknown or cannot run is an
 error, never a silent fallback.
@@ -28,6 +30,7 @@ ENV_VAR = 'DENSEKIT_ATTN_BACKEND'
 BACKEND_NAMES = ('triton', 'flex', 'reference')
 
 Probe = Callable[[bool], Optional[str]]
+TRITON_GRID_Y_MAX = 65535  # CUDA's limit on the second grid axis
 
 
 def choose_backend(op: str, probes: Mapping[str, Probe], requested: Optional[str] = None) -> str:
@@ -55,18 +58,55 @@ def choose_backend(op: str, probes: Mapping[str, Probe], requested: Optional[str
         if reason is not None:
             raise RuntimeError(f'{op}: backend {name!r} (from {source}) cannot run this call: {reason}')
         return name
+    log = not torch.compiler.is_compiling()
     for name, probe in probes.items():
         reason = probe(False)
         if reason is None:
-            logger.debug('%s: using backend %r', op, name)
+            if log:
+                logger.debug('%s: using backend %r', op, name)
             return name
-        logger.debug('%s: skipping backend %r: %s', op, name, reason)
+        if log:
+            logger.debug('%s: skipping backend %r: %s', op, name, reason)
     raise RuntimeError(f'{op}: no backend can run this call')  # reference always can; defensive
+
+
+def check_qkv(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Shared checks of ``q, k, v``: one floating dtype and one device (each named when they
+    differ), and a head dim of at least 1. Integer inputs would otherwise be computed in float
+    and silently truncated back to their dtype."""
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f'{op}: q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}')
+    if not (q.device == k.device == v.device):
+        raise ValueError(f'{op}: q, k, v devices differ: {q.device}, {k.device}, {v.device}')
+    if not q.is_floating_point():
+        raise ValueError(f'{op}: q, k, v must be floating point (float32, float16, bfloat16; float64 on the '
+                         f'reference backend), got {q.dtype}')
+    if q.dim() and v.dim() and (q.shape[-1] < 1 or v.shape[-1] < 1):
+        raise ValueError(f'{op}: head_dim must be >= 1, got q {tuple(q.shape)}, v {tuple(v.shape)}')
+
+
+def check_bias(op: str, name: str, t: Optional[torch.Tensor], q: torch.Tensor) -> None:
+    """A bias / relative table must be floating point and on ``q``'s device."""
+    if t is None:
+        return
+    if t.device != q.device:
+        raise ValueError(f'{op}: {name} is on {t.device}, q on {q.device}')
+    if not t.is_floating_point():
+        raise ValueError(f'{op}: {name} must be floating point, got {t.dtype}')
 
 
 def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
     """True when autograd will need a backward through any of ``tensors``."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def scale_reason(scale) -> Optional[str]:
+    """Why a fused backend (Triton, flex) cannot take ``scale``: they take it as a number, so a
+    tensor scale that needs a gradient (a learnable logit scale) would silently get none; the
+    reference backend differentiates it."""
+    if isinstance(scale, torch.Tensor) and needs_grad(scale):
+        return 'scale is a tensor that needs a gradient; only the reference backend computes one'
+    return None
 
 
 def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max: int = 128) -> Optional[str]:
@@ -85,6 +125,11 @@ def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max:
         return f'dtype {t.dtype} is not supported (float32/float16/bfloat16 only)'
     if t.shape[-1] > head_dim_max:
         return f'head_dim {t.shape[-1]} > {head_dim_max}'
+    # every kernel puts batch * heads on grid axis 1; the launchers raise past the limit, so
+    # automatic dispatch must skip Triton here instead of failing inside it
+    if t.dim() >= 2 and t.shape[0] * t.shape[-2] > TRITON_GRID_Y_MAX:
+        return (f'batch * heads = {t.shape[0]} * {t.shape[-2]} = {t.shape[0] * t.shape[-2]} exceeds the '
+                f'Triton grid limit {TRITON_GRID_Y_MAX}')
     if t.device.type == 'cuda' and t.dtype == torch.bfloat16 and torch.cuda.get_device_capability(t.device)[0] < 8:
         return 'bfloat16 needs compute capability >= 8.0'
     return None

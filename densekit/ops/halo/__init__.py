@@ -6,15 +6,23 @@ HaloNet (Vaswani et al., CVPR 2021, arXiv:2103.12731). Layouts and the two paddi
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional
 
 import torch
 
-from densekit.ops._backend import choose_backend, flex_probe, triton_probe
+from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason, triton_probe
 
 __all__ = ['halo_attention']
 
 _PADDING = ('zeros', 'mask')
+
+
+def _int(value, name: str) -> int:
+    try:  # numpy ints and 0-d integer tensors pass; a float would reach the kernels' grid maths
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f'halo_attention: {name} must be an int, got {value!r}') from None
 
 
 def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, halo_size: int,
@@ -52,8 +60,10 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
     if v.dim() != 5 or v.shape[:-1] != k.shape[:-1]:
         raise ValueError(f'halo_attention: v {tuple(v.shape)} must match k {tuple(k.shape)} in all but its '
                          f'head dim')
-    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
-        raise ValueError('halo_attention: q, k, v must share dtype and device')
+    check_qkv('halo_attention', q, k, v)
+    block_size = _int(block_size, 'block_size')
+    halo_size = _int(halo_size, 'halo_size')
+    query_stride = _int(query_stride, 'query_stride')
     if block_size < 1 or halo_size < 0:
         raise ValueError(f'halo_attention: need block_size >= 1 and halo_size >= 0, got {block_size}, {halo_size}')
     if query_stride < 1 or block_size % query_stride:
@@ -73,14 +83,15 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
         if t is not None and tuple(t.shape) != (2 * win - 1, q.shape[-1]):
             raise ValueError(f'halo_attention: {name} must have shape {(2 * win - 1, q.shape[-1])}, '
                              f'got {tuple(t.shape)}')
+        check_bias('halo_attention', name, t, q)
     if scale is None:
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
-        return triton_probe(explicit, q)
+        return scale_reason(scale) or triton_probe(explicit, q)
 
     def _flex(explicit):
-        return flex_probe(explicit, q, k, v, rel_h, rel_w)
+        return scale_reason(scale) or flex_probe(explicit, q, k, v, rel_h, rel_w)
 
     name = choose_backend('halo_attention',
                           {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)

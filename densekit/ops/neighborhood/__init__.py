@@ -14,11 +14,12 @@ PyTorch). Validation happens once here, before dispatch.
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from densekit.ops._backend import choose_backend, flex_probe, triton_probe
+from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason, triton_probe
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -26,12 +27,17 @@ __all__ = ['na1d', 'na2d', 'neighborhood_attention']
 
 
 def _per_axis(value: IntOrTuple, n: int, name: str) -> Tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * n
-    value = tuple(int(v) for v in value)
-    if len(value) != n:
+    try:  # any integer, numpy's and 0-d integer tensors included; floats are refused
+        return (operator.index(value),) * n
+    except TypeError:
+        pass
+    try:
+        out = tuple(operator.index(v) for v in value)
+    except TypeError:
+        raise TypeError(f'{name} must be an int or a {n}-tuple of ints, got {value!r}') from None
+    if len(out) != n:
         raise ValueError(f'{name} must be an int or a {n}-tuple, got {value!r}')
-    return value
+    return out
 
 
 def _validate(q, k, v, kernel, dilation, rpb, n: int, op: str):
@@ -41,10 +47,7 @@ def _validate(q, k, v, kernel, dilation, rpb, n: int, op: str):
     if k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f'{op}: q, k, v must have the same shape, got {tuple(q.shape)}, '
                          f'{tuple(k.shape)}, {tuple(v.shape)}')
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f'{op}: q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}')
-    if not (q.device == k.device == v.device):
-        raise ValueError(f'{op}: q, k, v devices differ: {q.device}, {k.device}, {v.device}')
+    check_qkv(op, q, k, v)
     kernel = _per_axis(kernel, n, 'kernel_size')
     dilation = _per_axis(dilation, n, 'dilation')
     spatial = tuple(q.shape[1:1 + n])
@@ -61,8 +64,7 @@ def _validate(q, k, v, kernel, dilation, rpb, n: int, op: str):
         want = (q.shape[-2],) + tuple(2 * kk - 1 for kk in kernel)
         if tuple(rpb.shape) != want:
             raise ValueError(f'{op}: rpb must have shape {want} = [heads, *(2k-1)], got {tuple(rpb.shape)}')
-        if rpb.device != q.device:
-            raise ValueError(f'{op}: rpb is on {rpb.device}, q on {q.device}')
+        check_bias(op, 'rpb', rpb, q)
     return kernel, dilation
 
 
@@ -80,10 +82,10 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ke
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
-        return triton_probe(explicit, q)
+        return scale_reason(scale) or triton_probe(explicit, q)
 
     def _flex(explicit):
-        return flex_probe(explicit, q, k, v, rpb)
+        return scale_reason(scale) or flex_probe(explicit, q, k, v, rpb)
 
     name = choose_backend(op, {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
     if name == 'triton':

@@ -38,6 +38,7 @@ import functools
 from typing import Optional, Sequence, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 @functools.lru_cache(maxsize=256)
@@ -169,6 +170,7 @@ class NeighborhoodAttentionReference(torch.autograd.Function):
         return out.to(q.dtype).view(q.shape)
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: double backward is an error
     def backward(ctx, dout):
         qf, kf, vf, out, lse, rpb_flat = ctx.saved_tensors
         spatial, kernel, dilation, scale, chunk, dtype, has_rpb, rpb_dtype = ctx.meta
@@ -288,8 +290,10 @@ def _na_tiled_group(q, k, v, bias_ext, group_h, group_w, kernel, dilation, scale
 
     def tiles(x, ih, iw):  # -> [B*nrh*nrw, h, nTh, nTw, a*b, D]; two gathers, each a cheap copy backward
         x = x.index_select(1, ih).index_select(2, iw)
-        x = x.view(B, nrh, nth, ih.numel() // (nrh * nth), nrw, ntw, iw.numel() // (nrw * ntw), h, D)
-        return x.permute(0, 1, 4, 7, 2, 5, 3, 6, 8).reshape(B * nrh * nrw, h, nth, ntw, -1, D)
+        a, b = ih.numel() // (nrh * nth), iw.numel() // (nrw * ntw)
+        x = x.view(B, nrh, nth, a, nrw, ntw, b, h, D)
+        # explicit sizes, not -1: with B = 0 a -1 is ambiguous and reshape raises
+        return x.permute(0, 1, 4, 7, 2, 5, 3, 6, 8).reshape(B * nrh * nrw, h, nth, ntw, a * b, D)
 
     qt, kt, vt = tiles(q * scale, q_h, q_w), tiles(k, rows_h, rows_w), tiles(v, rows_h, rows_w)
     logits = qt @ kt.transpose(-1, -2)  # [B*nrh*nrw, h, nTh, nTw, M, N]

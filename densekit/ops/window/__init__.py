@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from densekit.layers.window import to_2tuple
-from densekit.ops._backend import choose_backend, flex_probe, triton_probe
+from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason, triton_probe
 
 # Largest window (in tokens) the fused Triton kernels take with a relative position bias: Swin's
 # 12x12 (144) and 16x16 compile for sm_90 without spills (tests/ops/test_triton_compile.py); the
@@ -50,10 +50,11 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
     if k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f'window_attention: q, k, v shapes differ: {tuple(q.shape)}, {tuple(k.shape)}, '
                          f'{tuple(v.shape)}')
-    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
-        raise ValueError('window_attention: q, k, v must share dtype and device')
+    check_qkv('window_attention', q, k, v)
     window = to_2tuple(window_size, 'window_size')
     shift = to_2tuple(shift, 'shift')
+    if min(window) < 1:
+        raise ValueError(f'window_attention: window_size must be >= 1, got {window}')
     H, W = q.shape[1], q.shape[2]
     if H % window[0] or W % window[1]:
         raise ValueError(f'window_attention: spatial size {(H, W)} is not a multiple of window {window}; '
@@ -65,6 +66,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
         want = (q.shape[-2], 2 * window[0] - 1, 2 * window[1] - 1)
         if tuple(rpb.shape) != want:
             raise ValueError(f'window_attention: rpb must have shape {want}, got {tuple(rpb.shape)}')
+        check_bias('window_attention', 'rpb', rpb, q)
     if scale is None:
         scale = q.shape[-1] ** -0.5
 
@@ -76,10 +78,10 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
         if tokens > limit:
             return (f'window {window} has {tokens} tokens, more than the {limit} the Triton kernels '
                     f'are checked for{" with a relative position bias" if rpb is not None else ""}')
-        return triton_probe(explicit, q)
+        return scale_reason(scale) or triton_probe(explicit, q)
 
     def _flex(explicit):
-        return flex_probe(explicit, q, k, v, rpb)
+        return scale_reason(scale) or flex_probe(explicit, q, k, v, rpb)
 
     name = choose_backend('window_attention',
                           {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)

@@ -8,7 +8,8 @@ COCO: Common Objects in Context", ECCV 2014) on what is an error and what is ski
 * errors (:class:`DataError`): a missing data root / annotation file / image folder, a file that
   is not JSON, missing top-level or per-record keys, a bbox that is not four numbers or has a
   negative size, an annotation whose ``category_id`` is not in ``categories`` or whose
-  ``image_id`` is not in ``images``, an image that does not decode;
+  ``image_id`` is not in ``images``, an image that does not decode, configured class names that
+  are not the file's category names in the file's order (:func:`check_class_names`);
 * skipped with one counted warning per kind and file (mmdet's loader drops these silently):
   zero-area boxes (width or height below one pixel, or ``area <= 0``) and boxes that lie
   entirely outside their image. Boxes that only stick out are kept (training clips them).
@@ -159,6 +160,36 @@ def validate_coco(coco: Any, path: str | Path) -> tuple[dict, Counter]:
     clean = dict(coco)
     clean['annotations'] = kept
     return clean, skipped
+
+
+def check_class_names(coco: dict, classes: Any, path: str | Path) -> None:
+    """Raise :class:`DataError` unless ``classes`` are category names of ``coco``, in its order.
+
+    mmdet's ``CocoDataset`` maps ``metainfo.classes`` to category ids by name and numbers the
+    labels in the order of the file's ``categories`` list: a name that is not in the file is
+    dropped silently (its class never gets an annotation and every later label shifts by one), and
+    names listed in another order are attached to the wrong labels (in visualisations and
+    class-wise results).
+
+    Args:
+        coco: a COCO dict that passed :func:`validate_coco`.
+        classes: the dataset's ``metainfo['classes']``.
+        path: the file ``coco`` came from (for messages).
+    """
+    names = [c['name'] for c in coco['categories']]
+    classes = list(classes or ())
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise DataError(
+            f'{path}: {len(missing)} of the {len(classes)} metainfo.classes are not category '
+            f"names of the file: {_short(missing)} (its categories: {_short(names, 200)}); set "
+            "the dataset's metainfo=dict(classes=(...)) to names from the file")
+    in_file_order = [n for n in names if n in set(classes)]
+    if in_file_order != classes:
+        raise DataError(
+            f'{path}: metainfo.classes {_short(tuple(classes), 200)} are not in the order of the '
+            f"file's categories; labels follow the file's order, so list them as "
+            f'{_short(tuple(in_file_order), 200)}')
 
 
 def log_skipped(skipped: Counter, path: str | Path, log: logging.Logger | None = None) -> None:

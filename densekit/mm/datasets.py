@@ -3,7 +3,10 @@
 * ``DenseKitCocoDataset`` (mmdet): mmdet's ``CocoDataset`` whose annotation file goes through
   :mod:`densekit.datasets.checks` first: a missing root / file / image folder, malformed json, an
   unknown category or image id, a malformed box is a one-sentence error naming the file, key and
-  value; zero-area boxes and boxes outside their image are skipped with a counted warning; an
+  value; a class of ``metainfo.classes`` that is not a category name of the file, or classes listed
+  in another order than the file's categories (mmdet would silently drop the class or attach the
+  wrong names to the labels), and a training set that the filter leaves empty are errors too;
+  zero-area boxes and boxes outside their image are skipped with a counted warning; an
   image that does not decode is named instead of failing as an assertion inside a transform.
 * ``SyntheticShapesDataset`` (mmdet) and ``SyntheticADEDataset`` (mmseg): the quickstart data of
   :mod:`densekit.datasets.synthetic`; when absent, the error says how to generate it.
@@ -63,12 +66,23 @@ class _CheckedCocoMixin:
             checks.require_path(img_dir, 'image folder', hint)
         clean, skipped = checks.validate_coco(checks.load_json(self.ann_file), self.ann_file)
         checks.log_skipped(skipped, self.ann_file, MMLogger.get_current_instance())
+        checks.check_class_names(clean, self.metainfo['classes'], self.ann_file)
         # mmdet's loader reads ``self.COCOAPI(path)``: hand it the validated dict instead.
         self.COCOAPI = lambda _path: _coco_from_dict(clean)
         try:
             return super().load_data_list()
         finally:
             del self.COCOAPI
+
+    def filter_data(self) -> list[dict]:
+        kept = super().filter_data()
+        if not kept and self.data_list:
+            # mmengine would fail later with "need at least one array to concatenate"
+            raise checks.DataError(
+                f'{self.ann_file}: no image of the {len(self.data_list)} is left for training '
+                f'after filter_cfg={self.filter_cfg} (every image has no usable annotation of '
+                f"the classes {tuple(self.metainfo['classes'])})")
+        return kept
 
     def prepare_data(self, idx: int):
         return _prepare_checked(self, idx)

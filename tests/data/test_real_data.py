@@ -77,13 +77,30 @@ def test_coco_gt_as_prediction_is_perfect(name, ann, img_dir, classes, n_images,
 def test_coco_tiny_through_densekit_dataset_matches_mmdet():
     root = shared_data('coco_tiny')
     args = (root, 'annotations/instances_val2017.json', 'val2017/')
-    ours, theirs = _det_dataset(*args, dataset_type='DenseKitCocoDataset'), _det_dataset(*args)
+    ours = _det_dataset(*args, dataset_type='DenseKitCocoDataset')
+    theirs = _det_dataset(*args, dataset_type='CocoDataset')
     assert len(ours) == len(theirs) == 80
     for i in (0, 41, 79):
         a, b = ours.get_data_info(i), theirs.get_data_info(i)
         assert a['img_path'] == b['img_path']
         assert [x['bbox'] for x in a['instances']] == [x['bbox'] for x in b['instances']]
         assert [x['bbox_label'] for x in a['instances']] == [x['bbox_label'] for x in b['instances']]
+
+
+def test_config_dataset_names_a_class_mismatch():
+    """The COCO configs' dataset checks class names: balloon's json read with the 80 COCO names
+    (metainfo not set) is an error; mmdet's CocoDataset gave 13 images with no ground truth."""
+    root = shared_data('balloon')
+    assert Config.fromfile(DET_BASE).val_dataloader.dataset.type == 'DenseKitCocoDataset'
+    from densekit.datasets.checks import DataError
+    with pytest.raises(DataError, match=r"instances_val_512\.json: 80 of the 80 metainfo\.classes "
+                                        r"are not category names of the file: \['person', .*"
+                                        r"\(its categories: \['balloon'\]\)"):
+        _det_dataset(root, 'annotations/instances_val_512.json', 'val_512/')
+    mmdet_ds = _det_dataset(root, 'annotations/instances_val_512.json', 'val_512/',
+                            dataset_type='CocoDataset')
+    assert len(mmdet_ds) == 13
+    assert all(not mmdet_ds.get_data_info(i)['instances'] for i in range(13))
 
 
 def test_balloon_short_train(tmp_path):

@@ -235,3 +235,38 @@ def test_synthetic_datasets_absent_say_how_to_generate(tmp_path, mmdet_scope):
                                 data_prefix=dict(img_path='images/validation',
                                                  seg_map_path='annotations/validation'),
                                 pipeline=[]))
+
+
+def test_dataset_class_name_not_in_file(tmp_path, mmdet_scope):
+    # mmdet drops an unknown name silently (the class never gets an annotation)
+    ann = _write_dataset(tmp_path)
+    with pytest.raises(checks.DataError,
+                       match=rf"{ann}: 1 of the 2 metainfo.classes are not category names of the "
+                             r"file: \['dgo'\] \(its categories: \['cat', 'dog'\]\)"):
+        _build(tmp_path, metainfo=dict(classes=('cat', 'dgo')))
+    # same in test mode, where mmdet would evaluate against images with no ground truth
+    with pytest.raises(checks.DataError, match=r"2 of the 2 metainfo.classes .* \['person', 'bus'\]"):
+        _build(tmp_path, metainfo=dict(classes=('person', 'bus')), test_mode=True)
+
+
+def test_dataset_class_order_must_follow_file(tmp_path, mmdet_scope):
+    # mmdet numbers labels in the file's category order: 'dog' would name the cats' label
+    ann = _write_dataset(tmp_path)
+    with pytest.raises(checks.DataError,
+                       match=rf"{ann}: metainfo.classes \('dog', 'cat'\) are not in the order of "
+                             r"the file's categories; .* list them as \('cat', 'dog'\)"):
+        _build(tmp_path, metainfo=dict(classes=('dog', 'cat')))
+    ds = _build(tmp_path, metainfo=dict(classes=('dog',)))  # a subset in any order is fine
+    assert [x['bbox_label'] for x in ds.get_data_info(1)['instances']] == [0]
+
+
+def test_dataset_training_set_empty_after_filter(tmp_path, mmdet_scope):
+    coco = _coco()
+    for ann in coco['annotations']:
+        ann['bbox'][2] = 0  # zero-area boxes are skipped: no image keeps an annotation
+    ann = _write_dataset(tmp_path, coco)
+    with pytest.raises(checks.DataError,
+                       match=rf"{ann}: no image of the 2 is left for training after filter_cfg="
+                             r"\{'filter_empty_gt': True\}"):
+        _build(tmp_path, filter_cfg=dict(filter_empty_gt=True))
+    assert len(_build(tmp_path, filter_cfg=dict(filter_empty_gt=True), test_mode=True)) == 2

@@ -1,5 +1,7 @@
 # COCO 2017 detection (boxes only), mmdet scope. Single-scale 1333x800 train/test pipeline.
-dataset_type = 'CocoDataset'
+# mmdet's CocoDataset plus densekit's input checks (densekit/mm/datasets.py): a wrong path, class
+# name or annotation is a clear error instead of a silently empty or mislabelled dataset.
+dataset_type = 'DenseKitCocoDataset'
 data_root = 'data/coco/'
 backend_args = None
 

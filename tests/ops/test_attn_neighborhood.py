@@ -77,6 +77,11 @@ BRUTE_CASES = [
     ((9, 8), (3, 3), (3, 2)),
     ((10, 7), (5, 3), (2, 2)),
     ((6, 13), (5, 3), (1, 4)),
+    # the dilated window exactly fits the input (L == k * d) on one or both axes; kernel 1
+    ((15,), (5,), (3,)),
+    ((12,), (3,), (4,)),
+    ((6, 10), (3, 5), (2, 2)),
+    ((9, 4), (3, 1), (3, 4)),
 ]
 
 
@@ -192,6 +197,7 @@ TRITON_CASES = [
     ((1, 14, 13, 1, 64), 13, 1, True),
     ((1, 23, 2, 16), 5, 4, True),
     ((1, 40, 1, 32), 9, 1, True),
+    ((1, 6, 10, 1, 24), (3, 5), (2, 2), True),  # dilated window == input on both axes, head_dim 24
 ]
 
 

@@ -52,6 +52,50 @@ def test_matches_timm_window_attention(shift):
     assert a.relative_position_bias_table.grad is not None
 
 
+def _naive_window_attention(q, k, v, window, shift, rpb, scale):
+    """Swin (shifted) window attention as one dense masked softmax over the whole map, written from
+    the definition: after the cyclic roll by -shift, token (y, x) sits at ((y-sh) % H, (x-sw) % W);
+    a pair attends iff it shares a window and a shift region (Swin's slices [0, L-w), [L-w, L-s),
+    [L-s, L)); the bias is indexed by the query-minus-key offset inside the window."""
+    B, H, W, h, D = q.shape
+    (wh, ww), (sh, sw) = window, shift
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing='ij')
+    ry, rx = ((ys - sh) % H).reshape(-1), ((xs - sw) % W).reshape(-1)
+
+    def region(c, L, w, s):
+        return (c >= L - w).long() + (c >= L - s).long() if s else torch.zeros_like(c)
+
+    lab = region(ry, H, wh, sh) * 3 + region(rx, W, ww, sw)
+    win = (ry // wh) * (W // ww) + rx // ww
+    mask = (win[:, None] == win[None, :]) & (lab[:, None] == lab[None, :])
+    dy = (ry % wh)[:, None] - (ry % wh)[None, :] + wh - 1
+    dx = (rx % ww)[:, None] - (rx % ww)[None, :] + ww - 1
+    qf, kf, vf = (t.reshape(B, H * W, h, D).transpose(1, 2) for t in (q, k, v))
+    logits = ((qf @ kf.transpose(-1, -2)) * scale + rpb[:, dy, dx]).masked_fill(~mask, float('-inf'))
+    return (logits.softmax(-1) @ vf).transpose(1, 2).reshape(q.shape)
+
+
+@pytest.mark.parametrize('shape,window,shift', [((1, 8, 12, 2, 8), (4, 6), (2, 3)), ((2, 9, 20, 1, 8), (9, 10), (4, 5)),
+                                                ((1, 8, 8, 1, 8), (4, 4), (1, 3)), ((1, 6, 8, 1, 8), (2, 4), (0, 2))])
+def test_reference_matches_naive_dense_non_square_and_uneven_shift(shape, window, shift):
+    """timm's check above is square with shift = window // 2; here non-square windows, shifts that
+    differ per axis (one of them 0) and are not half the window, against the dense definition in
+    float64, output and every gradient."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
+    rpb = torch.randn(shape[-2], 2 * window[0] - 1, 2 * window[1] - 1, generator=g, dtype=torch.float64)
+    go = torch.randn(shape, generator=g, dtype=torch.float64)
+    res = []
+    for fn in (lambda *a: window_attention(*a[:3], window, shift, rpb=a[3], backend='reference'),
+               lambda *a: _naive_window_attention(*a[:3], window, shift, a[3], shape[-1] ** -0.5)):
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v, rpb)]
+        out = fn(*leaves)
+        out.backward(go)
+        res.append([out.detach()] + [t.grad for t in leaves])
+    for a, e in zip(*res):
+        torch.testing.assert_close(a, e, atol=1e-12, rtol=0)
+
+
 def test_official_padding_matches_mmdet_shift_window_msa():
     """Odd map size: pad before qkv (official dense-prediction Swin), shift, attend, crop."""
     pytest.importorskip('mmdet')

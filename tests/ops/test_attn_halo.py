@@ -236,6 +236,18 @@ def test_triton_parity_low_precision(triton_interpreter, dtype):
     check_backend(_halo_op(4, 2, 'zeros', scale_pos_embed=True), 'triton', (1, 4, 8, 2, 32), (2, 15, 32), dtype)
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_low_precision_reference_returns_input_dtype(dtype):
+    """The reference computes half inputs in fp32 and returned that fp32 tensor (NA and window
+    return the input dtype, as documented), so an fp16 HaloNet on CPU handed fp32 to its next layer."""
+    q, k, v, rel, go = make_inputs((1, 8, 8, 2, 16), (2, 11, 16))
+    leaves = [t.to(dtype).requires_grad_(True) for t in (q, k, v)]
+    out = halo_attention(*leaves, 4, 1, rel_h=rel[0].to(dtype), rel_w=rel[1].to(dtype), backend='reference')
+    out.backward(go.to(dtype))
+    assert out.dtype == dtype and all(t.grad.dtype == dtype for t in leaves)
+    check_backend(_halo_op(4, 1, 'zeros'), 'reference', (1, 8, 8, 2, 16), (2, 11, 16), dtype)
+
+
 @pytest.mark.parametrize('padding', ['zeros', 'mask'])
 def test_flex_forward_on_cpu_matches_reference(padding):
     pytest.importorskip('torch.nn.attention.flex_attention')

@@ -74,7 +74,8 @@ def halo_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int
     win = block + 2 * halo
     nbh, nbw = H // block, W // block
     bq = block // query_stride  # queries per block side
-    ct = torch.float64 if q.dtype == torch.float64 else torch.float32
+    dtype = q.dtype
+    ct = torch.float64 if dtype == torch.float64 else torch.float32
     q, k, v = q.to(ct), k.to(ct), v.to(ct)
     rows = _window_rows_cpu(nbh, block, halo).to(q.device)
     cols = _window_rows_cpu(nbw, block, halo).to(q.device)
@@ -113,4 +114,4 @@ def halo_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int
     out = logits.softmax(-1) @ vb  # [B, nbh, nbw, h, bq*bq, Dv]
     Dv = v.shape[-1]
     out = out.view(B, nbh, nbw, h, bq, bq, Dv).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, nbh * bq, nbw * bq, h, Dv)
-    return out
+    return out.to(dtype)  # computed in fp32 for half inputs; returned in the input dtype

@@ -43,6 +43,14 @@ def test_pretrained_local_file_is_loaded(tmp_path):
     torch.testing.assert_close(m.model.conv1.weight, torch.full_like(m.model.conv1.weight, 0.25))
 
 
+def test_missing_pretrained_file_is_named(tmp_path):
+    # timm itself raised FileNotFoundError with an empty message
+    missing = tmp_path / 'resnet18_in1k.pth'
+    with pytest.raises(FileNotFoundError, match=rf"TimmBackbone\('resnet18'\): pretrained "
+                                                rf"checkpoint '{missing}' does not exist"):
+        build_backbone('TimmBackbone', model_name='resnet18', pretrained=str(missing))
+
+
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises((ValueError, RuntimeError), match='resnet1800'):
         build_backbone('TimmBackbone', model_name='resnet1800')

@@ -1,6 +1,7 @@
 """Any timm model as a dense-prediction backbone, through timm's ``features_only`` API."""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -43,6 +44,10 @@ class TimmBackbone(nn.Module):
             model_kwargs['drop_path_rate'] = drop_path_rate
         kwargs = dict(features_only=True, out_indices=tuple(out_indices), **model_kwargs)
         if pretrained:
+            if not os.path.isfile(pretrained):
+                # timm raises a FileNotFoundError with an empty message (the path only in a log)
+                raise FileNotFoundError(f"TimmBackbone({model_name!r}): pretrained checkpoint "
+                                        f"'{pretrained}' does not exist")
             kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
         try:
             self.model = timm.create_model(model_name, **kwargs)

@@ -296,12 +296,14 @@ def _launch(kernel: str, dtype: torch.dtype = torch.bfloat16, stride: int = 1, b
     return dict(num_warps=o.get(f'{kernel}_warps', warps), num_stages=o.get(f'{kernel}_stages', 3))
 
 
-def _fwd_rows(wp: int, dtype: torch.dtype, block_dv: int) -> int:
-    """Window rows per step of the forward: the whole window (one exact softmax) except in fp32
-    with value heads above 32, whose FMA dot ``P [BM, WP*WP] @ V`` in one piece kept 9-10 KB per
-    thread on the sm_90 stack (head dims 16 / 64 and 64 / 64, block 8, halo 2; 2026-11-26); those
-    stream 32 keys at a time like the dQ kernel."""
-    rows = wp if dtype != torch.float32 or block_dv <= 32 else max(1, min(wp, 32 // wp))
+def _fwd_rows(wp: int, dtype: torch.dtype) -> int:
+    """Window rows per step of the forward: the whole window (one exact softmax) in half
+    precision; in fp32, 32 keys at a time with an online softmax, like the dQ kernel. The fp32
+    FMA dot ``P [BM, WP*WP] @ V`` in one piece does not fit the registers (sm_90, block 8, halo 3,
+    2026-11-26): triton 3.6 (the GPU machine's) kept 5.9 KB per thread on the stack at head dim
+    32, triton 3.8 none but 254 registers, and both 9-10 KB with 64-wide value heads; in 32-key
+    steps 124 / 128 registers and no stack."""
+    rows = wp if dtype != torch.float32 else max(1, min(wp, 32 // wp))
     return (CONFIG_OVERRIDE or {}).get('fwd_rows', rows)
 
 
@@ -341,7 +343,7 @@ class HaloAttentionTriton(torch.autograd.Function):
                               out, lse, out, lse, lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(out),
                               H, W, q.shape[1] * q.shape[2], q.shape[2], nh, D, dv, scale,
-                              RC=_fwd_rows(wp, q.dtype, block_dv), BACKWARD=False, **meta)
+                              RC=_fwd_rows(wp, q.dtype), BACKWARD=False, **meta)
         ctx.save_for_backward(q, k, v, th, tw, out, lse)
         ctx.meta = (block, bq, halo, scale, mask_pad, wp, bmq, block_d, block_dv)
         return out

@@ -50,6 +50,8 @@ def choose_backend(op: str, probes: Mapping[str, Probe], requested: Optional[str
         if env and env.lower() != 'auto':
             requested, source = env, f'{ENV_VAR} environment variable'
     if requested is not None:
+        if not isinstance(requested, str):
+            raise TypeError(f'{op}: backend must be a string or None, got {requested!r}')
         name = requested.lower()
         if name not in probes:
             raise ValueError(f'{op}: unknown backend {requested!r} (from {source}); '

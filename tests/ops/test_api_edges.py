@@ -159,3 +159,9 @@ def test_fused_backends_refuse_a_scale_that_needs_a_gradient(triton_interpreter,
     out = OPS[op](q, k, v, scale=scale)  # automatic: the reference
     out.sum().backward()
     assert scale.grad is not None and scale.grad.abs() > 0
+
+
+def test_backend_must_be_a_string():
+    q, k, v = _qkv()
+    with pytest.raises(TypeError, match=r'na2d: backend must be a string or None, got 1'):  # was AttributeError
+        na2d(q, k, v, 3, backend=1)

@@ -11,9 +11,10 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 
-# Restores RNG states on resume (bit-identical single-process resume); keep it when a config
-# sets its own custom_hooks.
-custom_hooks = [dict(type='RNGStateHook')]
+# RNGStateHook restores RNG states on resume (bit-identical single-process resume);
+# NumClassesCheckHook refuses heads whose num_classes differ from the dataset's classes before
+# training / testing starts. Keep both when a config sets its own custom_hooks.
+custom_hooks = [dict(type='RNGStateHook'), dict(type='NumClassesCheckHook')]
 
 env_cfg = dict(
     cudnn_benchmark=False,

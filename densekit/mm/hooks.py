@@ -108,6 +108,69 @@ class RNGStateHook(Hook):
             torch.cuda.set_rng_state_all(state['cuda'])
 
 
+@HOOKS.register_module()
+class NumClassesCheckHook(Hook):
+    """Refuses a model whose heads' ``num_classes`` differ from the number of dataset classes.
+
+    Pointing a config at another dataset without changing the heads otherwise fails late and far
+    from the cause: an 80-class Mask R-CNN on a one-class COCO json trains a whole epoch, then
+    mmdet's ``CocoMetric`` stops with ``IndexError: list index out of range``; mmseg's
+    ``IoUMetric`` silently ignores predicted labels beyond its class count. The check runs before
+    training (for the train and validation sets), before validation and before testing.
+    mmdet's ``NumClassCheckHook`` does the same with ``assert``s, for mmdet models only and not
+    before testing.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        self._check(runner, 'train_dataloader', runner.train_loop)
+        self._check(runner, 'val_dataloader', getattr(runner, '_val_loop', None))
+
+    def before_val(self, runner) -> None:
+        self._check(runner, 'val_dataloader', runner.val_loop)
+
+    def before_test(self, runner) -> None:
+        self._check(runner, 'test_dataloader', runner.test_loop)
+
+    @staticmethod
+    def _check(runner, which: str, loop) -> None:
+        dataloader = getattr(loop, 'dataloader', None)
+        classes = getattr(getattr(dataloader, 'dataset', None), 'metainfo', {}).get('classes')
+        if classes is None:
+            return
+        if isinstance(classes, str):
+            raise ValueError(f"{which}.dataset.metainfo.classes is the string {classes!r}; it "
+                             f"must be a tuple of names (one class: classes=({classes!r},))")
+        model = getattr(runner.model, 'module', runner.model)  # (Distributed)DataParallel
+        wrong = [(name, module.num_classes) for name, module in _class_heads(model)
+                 if module.num_classes != len(classes)]
+        if wrong:
+            heads = ', '.join(f'model.{name}.num_classes={n}' for name, n in wrong)
+            raise ValueError(
+                f'{heads} but {which}.dataset has {len(classes)} '
+                f"{'class' if len(classes) == 1 else 'classes'} {_short_names(classes)}; set "
+                f'num_classes={len(classes)} in every head of the config')
+
+
+def _class_heads(model):
+    """The (name, module) pairs of ``model`` whose ``num_classes`` counts the dataset classes:
+    not an RPN (class-agnostic proposals) nor a panoptic FPN's semantic head (stuff + 1)."""
+    for name, module in model.named_modules():
+        n = getattr(module, 'num_classes', None)
+        if not isinstance(n, int) or isinstance(n, bool) or not name:
+            continue
+        if name.split('.')[-1] == 'rpn_head' or type(module).__name__ in (
+                'RPNHead', 'FusedSemanticHead', 'PanopticFPNHead'):
+            continue
+        yield name, module
+
+
+def _short_names(classes, limit: int = 4) -> str:
+    names = tuple(classes)
+    return repr(names) if len(names) <= limit else f"({', '.join(map(repr, names[:limit]))}, ...)"
+
+
 class _ApplyBeforeFetch:
     """Stands in for an iteration-based loop's data loader iterator: passes ``skip`` fetches
     through, then calls ``apply`` before the next one and puts the original iterator back."""

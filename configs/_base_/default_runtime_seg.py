@@ -13,8 +13,11 @@ default_hooks = dict(
 
 # RNGStateHook restores RNG states on resume (bit-identical single-process resume);
 # NumClassesCheckHook refuses heads whose num_classes differ from the dataset's classes before
-# training / testing starts. Keep both when a config sets its own custom_hooks.
-custom_hooks = [dict(type='RNGStateHook'), dict(type='NumClassesCheckHook')]
+# training / testing starts; BackboneCheckpointHook converts an official / timm / mmdet-zoo
+# backbone in a `load_from` (or tools/test.py) checkpoint to densekit's keys. Keep them when a
+# config sets its own custom_hooks.
+custom_hooks = [dict(type='RNGStateHook'), dict(type='NumClassesCheckHook'),
+                dict(type='BackboneCheckpointHook')]
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -213,5 +213,7 @@ def test(argv: Iterable[str] | None = None):
     if args.out:
         _enable_out(cfg, args.out)
     runner = build_runner(cfg)
+    from densekit.mm.hooks import CheckpointCoversModelHook
+    runner.register_hook(CheckpointCoversModelHook())
     metrics = runner.test()
     return runner, metrics

@@ -171,6 +171,84 @@ def _short_names(classes, limit: int = 4) -> str:
     return repr(names) if len(names) <= limit else f"({', '.join(map(repr, names[:limit]))}, ...)"
 
 
+@HOOKS.register_module()
+class BackboneCheckpointHook(Hook):
+    """Converts the backbone part of a ``load_from`` checkpoint (``tools/test.py CKPT`` too) to
+    densekit's keys, as ``init_cfg`` does: an official / timm backbone release, or an mmdet /
+    mmseg zoo model whose ``backbone.*`` keys use that codebase's names.
+
+    mmengine loads ``load_from`` with ``strict=False``: without this, such a checkpoint loaded no
+    backbone weight at all and only logged the key names. A bare backbone checkpoint (no key of
+    the model, no ``backbone.`` prefix) is loaded into the model's backbone. densekit's own
+    checkpoints pass through unchanged (converters keep densekit keys); resuming is not touched.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if getattr(runner, '_resume', False):
+            return
+        from densekit.engine.checkpoint import checkpoint_family
+        model = _unwrap(runner.model)
+        backbone = getattr(model, 'backbone', None)
+        family = checkpoint_family(backbone) if backbone is not None else None
+        if family is None:
+            return
+        from densekit.models.convert import convert_checkpoint
+        sd = checkpoint.get('state_dict', checkpoint.get('model', checkpoint))
+        tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        if any(k.startswith('backbone.') for k in tensors):
+            rest = {k: v for k, v in tensors.items() if not k.startswith('backbone.')}
+            bb = {k[len('backbone.'):]: v for k, v in tensors.items() if k.startswith('backbone.')}
+        elif tensors and not set(tensors) & set(model.state_dict()):
+            rest, bb = {}, tensors  # an ImageNet release of the backbone alone
+        else:
+            return
+        converted = convert_checkpoint(family, bb)
+        new = {**rest, **{f'backbone.{k}': v for k, v in converted.items()}}
+        if new.keys() == tensors.keys() and all(new[k] is tensors[k] for k in new):
+            return  # densekit's own keys
+        if sd is checkpoint:
+            checkpoint.clear()
+        else:
+            checkpoint.pop('model', None)
+        checkpoint['state_dict'] = new
+        print_log(f'BackboneCheckpointHook: converted the {len(bb)} backbone tensors of the '
+                  f'checkpoint ({family} family) to {len(converted)} densekit tensors',
+                  logger='current')
+
+
+class CheckpointCoversModelHook(Hook):
+    """``tools/test.py``: refuses a checkpoint that leaves weights of the model unloaded.
+
+    mmengine loads ``load_from`` with ``strict=False``: a checkpoint of another model (or a
+    backbone-only release) was evaluated with randomly initialised heads, reporting mAP 0 with the
+    missing keys in one log line. Runs after :class:`BackboneCheckpointHook` converted the
+    backbone; extra keys in the checkpoint are allowed.
+    """
+
+    priority = 'LOW'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = _unwrap(runner.model)
+        sd = checkpoint.get('state_dict', checkpoint)
+        have = {k[len('module.'):] if k.startswith('module.') else k for k in sd}
+        expected = list(model.state_dict())
+        missing = [k for k in expected if k not in have]
+        if missing:
+            raise ValueError(
+                f'checkpoint {runner._load_from} lacks {len(missing)} of the {len(expected)} '
+                f'weights of the model in {runner.cfg.filename} (e.g. {missing[:3]}); it was not '
+                'trained with this config, and testing would use untrained weights for them')
+
+
+def _unwrap(model):
+    """The detector / segmentor inside (Distributed)DataParallel and TTA wrappers."""
+    while not hasattr(model, 'backbone') and hasattr(model, 'module'):
+        model = model.module
+    return model
+
+
 class _ApplyBeforeFetch:
     """Stands in for an iteration-based loop's data loader iterator: passes ``skip`` fetches
     through, then calls ``apply`` before the next one and puts the original iterator back."""

@@ -252,3 +252,17 @@ def test_cfg_options_typo_is_an_error(tiny, tmp_path):
 def test_missing_config_is_an_error(tmp_path):
     r = _train(tmp_path / 'nope.py', tmp_path / 'wd', tmp_path, check=False)
     assert r.returncode != 0 and 'nope.py does not exist' in r.stderr
+
+
+def test_test_tool_refuses_a_checkpoint_of_another_model(tiny, tmp_path):
+    """mmengine loads with strict=False: a backbone-only checkpoint was evaluated with a random
+    decode head (mIoU of an untrained model, the missing keys in one log line)."""
+    import timm
+    from densekit.engine.runner import test
+    backbone = timm.create_model('resnet10t', features_only=True, out_indices=(1, 2))
+    ckpt = tmp_path / 'backbone_only.pth'
+    torch.save({'state_dict': {f'backbone.model.{k}': v
+                               for k, v in backbone.state_dict().items()}}, ckpt)
+    with pytest.raises(ValueError, match=rf"checkpoint {ckpt} lacks \d+ of the \d+ weights of the "
+                                         rf"model in {tiny} \(e\.g\. \['decode_head\."):
+        test([str(tiny), str(ckpt), '--work-dir', str(tmp_path / 'wd')])

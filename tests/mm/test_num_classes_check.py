@@ -72,7 +72,8 @@ def test_runtime_configs_install_the_hook():
     from mmengine.config import Config
     for name in ('default_runtime_det.py', 'default_runtime_seg.py'):
         hooks = Config.fromfile(REPO / 'configs' / '_base_' / name).custom_hooks
-        assert [h['type'] for h in hooks] == ['RNGStateHook', 'NumClassesCheckHook']
+        assert [h['type'] for h in hooks] == ['RNGStateHook', 'NumClassesCheckHook',
+                                              'BackboneCheckpointHook']
 
 
 def test_train_cli_refuses_80_class_heads_on_balloon(tmp_path):

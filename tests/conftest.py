@@ -44,3 +44,36 @@ def shared_data(name: str) -> Path:
 def requires_cuda():
     if not torch.cuda.is_available():
         pytest.skip('needs a CUDA device')
+
+
+def triton_interpreter_unusable() -> str:
+    """Why this environment cannot run Triton kernels through the CPU interpreter ('' if it can).
+
+    triton < 3.7's interpreter turns runtime integer arguments into 1-element arrays, which numpy
+    >= 2.4 no longer converts to Python ints: every kernel that loops over one (``range(0, n)``)
+    fails with "only 0-dimensional arrays can be converted to Python scalars" (triton 3.6 with
+    numpy 2.2 / 2.3, and triton 3.7.1 with numpy 2.4, work; checked 2026-11-26).
+    """
+    try:
+        import triton
+    except ImportError:
+        return 'triton is not installed'
+    import numpy as np
+
+    def version(v: str) -> tuple:
+        return tuple(int(x) for x in v.split('+')[0].split('.')[:2])
+
+    if version(triton.__version__) < (3, 7) and version(np.__version__) >= (2, 4):
+        return (f'triton {triton.__version__} interpreter cannot run with numpy {np.__version__} '
+                '(needs triton >= 3.7 or numpy < 2.4)')
+    return ''
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    """Run densekit's Triton kernels through the CPU interpreter in this test (the kernels pick
+    interpreted vs compiled mode when launched under ``TRITON_INTERPRET``)."""
+    why = triton_interpreter_unusable()
+    if why:
+        pytest.skip(why)
+    monkeypatch.setenv('TRITON_INTERPRET', '1')

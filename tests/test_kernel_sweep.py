@@ -54,7 +54,9 @@ def test_best_per_kernel_and_combination(sweep):
 
 @pytest.mark.slow
 def test_sweep_configurations_compute_correctly_in_the_interpreter(tmp_path):
-    pytest.importorskip('triton')
+    from conftest import triton_interpreter_unusable
+    if triton_interpreter_unusable():
+        pytest.skip(triton_interpreter_unusable())
     out = tmp_path / 'sweep.json'
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'kernel_sweep.py'), '--smoke', '--json', str(out)],

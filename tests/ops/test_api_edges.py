@@ -22,12 +22,6 @@ def _qkv(shape=(1, 8, 8, 2, 16), seed=0, requires_grad=False):
     return [torch.randn(shape, generator=g).requires_grad_(requires_grad) for _ in range(3)]
 
 
-@pytest.fixture
-def triton_interpreter(monkeypatch):
-    pytest.importorskip('triton')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-
-
 # ---------------------------------------------------------------- validation
 @pytest.mark.parametrize('op', OPS)
 def test_integer_inputs_are_an_error(op):

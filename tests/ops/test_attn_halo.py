@@ -162,12 +162,6 @@ STRIDED_CASES = [
 ]
 
 
-@pytest.fixture
-def triton_interpreter(monkeypatch):
-    pytest.importorskip('triton')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-
-
 @pytest.mark.parametrize('shape,block,halo,padding,with_rel', TRITON_CASES)
 def test_triton_parity_fp32(triton_interpreter, shape, block, halo, padding, with_rel):
     win = block + 2 * halo

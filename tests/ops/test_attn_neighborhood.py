@@ -201,12 +201,6 @@ TRITON_CASES = [
 ]
 
 
-@pytest.fixture
-def triton_interpreter(monkeypatch):
-    pytest.importorskip('triton')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-
-
 @pytest.mark.parametrize('shape,kernel,dilation,with_rpb', TRITON_CASES)
 def test_triton_parity_fp32(triton_interpreter, shape, kernel, dilation, with_rpb):
     n = len(shape) - 3

@@ -153,12 +153,6 @@ TRITON_CASES = [
 ]
 
 
-@pytest.fixture
-def triton_interpreter(monkeypatch):
-    pytest.importorskip('triton')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-
-
 @pytest.mark.parametrize('shape,window,shift,with_rpb', TRITON_CASES)
 def test_triton_parity_fp32(triton_interpreter, shape, window, shift, with_rpb):
     w = (window, window) if isinstance(window, int) else window

@@ -45,9 +45,7 @@ def _check(case, device):
 
 
 @pytest.mark.parametrize('case', CASES)
-def test_triton_matches_reference_in_interpreter(case, monkeypatch):
-    pytest.importorskip('triton')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
+def test_triton_matches_reference_in_interpreter(case, triton_interpreter):
     _check(case, 'cpu')
 
 

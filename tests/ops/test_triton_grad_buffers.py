@@ -42,12 +42,6 @@ def test_anything_else_gets_separate_buffers(case):
         assert g.shape == t.shape and g.stride() == t.stride()
 
 
-@pytest.fixture
-def triton_interpreter(monkeypatch):
-    pytest.importorskip('triton')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-
-
 @pytest.mark.parametrize('op', ['na2d', 'window'])
 def test_one_tensor_as_q_k_and_v(triton_interpreter, op):
     """q = k = v (one tensor): its gradient is the sum of three, never one overwriting another."""

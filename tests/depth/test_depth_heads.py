@@ -49,6 +49,15 @@ def test_head_rejects_wrong_inputs():
         FPNDepthHead(CHANNELS, norm='ln')
 
 
+@pytest.mark.parametrize('head_cls', [DPTDepthHead, FPNDepthHead])
+def test_head_names_channel_mismatch(head_cls):
+    # A backbone swapped (e.g. convnext_test for convnext_tiny) without decode_head.in_channels:
+    # a clear error naming the field and both channel lists, not a conv2d shape error.
+    head = head_cls((96, 192, 384, 768), channels=16)
+    with pytest.raises(ValueError, match=r'decode_head\.in_channels.*\[8, 16, 24, 32\]'):
+        head(_pyramid(n=1))
+
+
 def test_activation_values():
     x = torch.tensor([0.0, -1.0, 2.0])
     assert torch.allclose(DepthActivation('sigmoid', max_depth=80.0)(x), 80.0 * torch.sigmoid(x))

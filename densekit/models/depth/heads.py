@@ -120,6 +120,16 @@ class FusionBlock(nn.Module):
         return self.project(path)
 
 
+def _check_feats(head: str, in_channels: tuple[int, ...], feats: Sequence[torch.Tensor]) -> None:
+    # A backbone swapped without updating decode_head.in_channels would otherwise fail deep in a
+    # conv with no hint of which config field to change.
+    got = [int(f.shape[1]) for f in feats]
+    if len(feats) != len(in_channels) or tuple(got) != in_channels:
+        raise ValueError(f"{head} expects {len(in_channels)} maps with channels {in_channels} "
+                         f"(decode_head.in_channels), the backbone gave channels {got} (shapes "
+                         f"{[tuple(f.shape) for f in feats]}); set decode_head.in_channels={got}")
+
+
 class DPTDepthHead(nn.Module):
     """DPT-style depth decoder for a backbone returning NCHW maps from fine to coarse.
 
@@ -177,9 +187,7 @@ class DPTDepthHead(nn.Module):
         self.activation = DepthActivation(activation, min_depth, max_depth)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(feats) != len(self.in_channels):
-            raise ValueError(f"DPTDepthHead expects {len(self.in_channels)} maps with channels "
-                             f"{self.in_channels}, got {[tuple(f.shape) for f in feats]}")
+        _check_feats('DPTDepthHead', self.in_channels, feats)
         levels = [r(f) for r, f in zip(self.reassemble, feats)]
         path = self.fusions[-1](levels[-1])
         for i in range(len(levels) - 2, -1, -1):
@@ -234,9 +242,7 @@ class FPNDepthHead(nn.Module):
         return F.interpolate(x, size=size, mode='bilinear', align_corners=self.align_corners)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(feats) != len(self.in_channels):
-            raise ValueError(f"FPNDepthHead expects {len(self.in_channels)} maps with channels "
-                             f"{self.in_channels}, got {[tuple(f.shape) for f in feats]}")
+        _check_feats('FPNDepthHead', self.in_channels, feats)
         lat = [l(f) for l, f in zip(self.lateral, feats)]
         for i in range(len(lat) - 2, -1, -1):  # top-down pathway
             lat[i] = lat[i] + self._resize(lat[i + 1], lat[i].shape[-2:])

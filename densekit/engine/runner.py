@@ -216,4 +216,19 @@ def test(argv: Iterable[str] | None = None):
     from densekit.mm.hooks import CheckpointCoversModelHook
     runner.register_hook(CheckpointCoversModelHook())
     metrics = runner.test()
+    _check_metrics(cfg, metrics, args.checkpoint)
     return runner, metrics
+
+
+def _check_metrics(cfg, metrics: dict | None, checkpoint: str) -> None:
+    # mmdet's CocoMetric returns {} (after an ERROR log line) when the model predicted nothing
+    # above test_cfg's score threshold on every image: the run used to exit 0 with no number.
+    evaluators = cfg.get('test_evaluator') or []
+    evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]
+    if metrics or any(e.get('format_only') for e in evaluators):
+        return
+    raise RuntimeError(
+        f"tools/test.py: the test evaluator(s) {[e.get('type') for e in evaluators]} returned no "
+        f"metric for checkpoint {checkpoint}; for COCO metrics this means the model made no "
+        f"prediction above model.test_cfg's score threshold on any test image (an untrained or "
+        f"collapsed model: its mAP is 0)")

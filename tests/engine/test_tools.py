@@ -266,3 +266,25 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(tiny, tmp_path):
     with pytest.raises(ValueError, match=rf"checkpoint {ckpt} lacks \d+ of the \d+ weights of the "
                                          rf"model in {tiny} \(e\.g\. \['decode_head\."):
         test([str(tiny), str(ckpt), '--work-dir', str(tmp_path / 'wd')])
+
+
+def test_test_tool_errors_when_the_evaluator_returns_no_metric(tiny, tmp_path, monkeypatch):
+    """A detector that predicts nothing: mmdet's CocoMetric logs an ERROR and returns {}, and
+    tools/test.py exited 0 with no number (seen with an untrained Cascade Mask R-CNN)."""
+    import densekit.engine.runner as runner_mod
+
+    class _Runner:
+        def register_hook(self, hook):
+            pass
+
+        def test(self):
+            return {}
+
+    monkeypatch.setattr(runner_mod, 'build_runner', lambda cfg: _Runner())
+    ckpt = tmp_path / 'c.pth'
+    torch.save({'state_dict': {}}, ckpt)
+    with pytest.raises(RuntimeError, match=rf"returned no metric for checkpoint {ckpt}"):
+        runner_mod.test([str(tiny), str(ckpt), '--work-dir', str(tmp_path / 'wd')])
+    monkeypatch.setattr(runner_mod, 'build_runner', lambda cfg: type(
+        '_R', (_Runner,), {'test': lambda self: {'mIoU': 1.0}})())
+    assert runner_mod.test([str(tiny), str(ckpt), '--work-dir', str(tmp_path / 'wd')])[1] == {'mIoU': 1.0}

@@ -64,7 +64,7 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python3 - >> "$OUT/env.txt" 2>&1 <<'EOF'
 import importlib
-for m in ('torch', 'triton', 'timm', 'mmengine', 'mmcv', 'mmdet', 'mmseg', 'pycocotools', 'densekit'):
+for m in ('torch', 'triton', 'numpy', 'timm', 'mmengine', 'mmcv', 'mmdet', 'mmseg', 'pycocotools', 'densekit'):
     try:
         print(m, getattr(importlib.import_module(m), '__version__', 'ok'))
     except Exception as e:

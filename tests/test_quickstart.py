@@ -83,3 +83,13 @@ def test_segmentation_quickstart_learns(tmp_path):
     print(f'untrained: {untrained}\ntrained: {trained}')
     # The shipped schedule reaches about 39 mIoU (sky / ground well, shapes partly).
     assert trained['mIoU'] >= untrained['mIoU'] + 20.0, (untrained['mIoU'], trained['mIoU'])
+
+
+def test_quickstart_script_names_existing_configs():
+    """tools/quickstart.sh runs the configs these tests train (`--seg` named a missing file)."""
+    import re
+    script = (REPO / 'tools' / 'quickstart.sh').read_text()
+    named = re.findall(r'configs/quickstart/([\w.-]+\.py)', script)
+    assert sorted(named) == sorted([DET, SEG]), named
+    for name in named:
+        assert (REPO / 'configs' / 'quickstart' / name).is_file(), name

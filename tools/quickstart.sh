@@ -20,8 +20,8 @@ if [ "${1:-}" = "--seg" ]; then
     if [ ! -d "$DATA_ROOT/ade/annotations/validation" ]; then
         "$PYTHON" tools/make_demo_data.py "$DATA_ROOT" --kind ade
     fi
-    exec "$PYTHON" tools/train.py configs/quickstart/fcn_r18_synthetic-ade.py \
-        --work-dir "$WORK_DIR/fcn" \
+    exec "$PYTHON" tools/train.py configs/quickstart/fpn_r18_synthetic-ade.py \
+        --work-dir "$WORK_DIR/fpn" \
         --cfg-options "train_dataloader.dataset.data_root=$DATA_ROOT/ade/" \
                       "val_dataloader.dataset.data_root=$DATA_ROOT/ade/" \
                       "test_dataloader.dataset.data_root=$DATA_ROOT/ade/" "$@"

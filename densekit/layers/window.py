@@ -27,27 +27,32 @@ import torch.nn.functional as F
 IntOrPair = Union[int, Sequence[int]]
 
 __all__ = [
-    'to_2tuple', 'pad_to_multiple', 'unpad', 'window_partition', 'window_reverse',
+    'to_ntuple', 'to_2tuple', 'pad_to_multiple', 'unpad', 'window_partition', 'window_reverse',
     'relative_position_index', 'relative_position_bias', 'rpb_table_to_dense',
     'rpb_dense_to_table', 'shift_region_labels', 'shift_window_mask',
 ]
 
 
-def to_2tuple(value: IntOrPair, name: str = 'value') -> Tuple[int, int]:
-    """Normalise an int (numpy's and 0-d integer tensors included) or a length-2 sequence of them
-    to a tuple of two ints; floats are an error (``int()`` would truncate them silently)."""
+def to_ntuple(value, n: int, name: str = 'value') -> Tuple[int, ...]:
+    """Normalise an int (numpy's and 0-d integer tensors included) or a length-``n`` sequence of
+    them to a tuple of ``n`` ints; floats are an error (``int()`` would truncate them silently)."""
+    what = f'a {n}-tuple'
     try:
-        i = operator.index(value)
-        return (i, i)
+        return (operator.index(value),) * n
     except TypeError:
         pass
     try:
         out = tuple(operator.index(v) for v in value)
     except TypeError:
-        raise TypeError(f'{name} must be an int or a pair of ints, got {value!r}') from None
-    if len(out) != 2:
-        raise ValueError(f'{name} must be an int or a pair, got {value!r}')
+        raise TypeError(f'{name} must be an int or {what} of ints, got {value!r}') from None
+    if len(out) != n:
+        raise ValueError(f'{name} must be an int or {what}, got {value!r}')
     return out
+
+
+def to_2tuple(value: IntOrPair, name: str = 'value') -> Tuple[int, int]:
+    """:func:`to_ntuple` with ``n = 2``."""
+    return to_ntuple(value, 2, name)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: IntOrPair, value: float = 0.0) -> Tuple[torch.Tensor, Tuple[int, int]]:

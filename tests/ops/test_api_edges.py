@@ -70,7 +70,7 @@ def test_integer_like_sizes_are_accepted_and_floats_refused():
                                atol=0, rtol=0)
     with pytest.raises(TypeError, match=r'kernel_size must be an int or a 2-tuple of ints, got 3.0'):
         na2d(q, k, v, 3.0)
-    with pytest.raises(TypeError, match=r'window_size must be an int or a pair of ints, got 4.0'):
+    with pytest.raises(TypeError, match=r'window_size must be an int or a 2-tuple of ints, got 4.0'):
         window_attention(q, k, v, 4.0)
     with pytest.raises(TypeError, match=r'halo_attention: block_size must be an int, got 4.0'):
         halo_attention(q, k, v, 4.0, 1)  # was a TypeError from view() deep in the reference

@@ -14,30 +14,16 @@ PyTorch). Validation happens once here, before dispatch.
 """
 from __future__ import annotations
 
-import operator
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
+from densekit.layers.window import to_ntuple
 from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason, triton_probe
 
 IntOrTuple = Union[int, Sequence[int]]
 
 __all__ = ['na1d', 'na2d', 'neighborhood_attention']
-
-
-def _per_axis(value: IntOrTuple, n: int, name: str) -> Tuple[int, ...]:
-    try:  # any integer, numpy's and 0-d integer tensors included; floats are refused
-        return (operator.index(value),) * n
-    except TypeError:
-        pass
-    try:
-        out = tuple(operator.index(v) for v in value)
-    except TypeError:
-        raise TypeError(f'{name} must be an int or a {n}-tuple of ints, got {value!r}') from None
-    if len(out) != n:
-        raise ValueError(f'{name} must be an int or a {n}-tuple, got {value!r}')
-    return out
 
 
 def _validate(q, k, v, kernel, dilation, rpb, n: int, op: str):
@@ -48,8 +34,8 @@ def _validate(q, k, v, kernel, dilation, rpb, n: int, op: str):
         raise ValueError(f'{op}: q, k, v must have the same shape, got {tuple(q.shape)}, '
                          f'{tuple(k.shape)}, {tuple(v.shape)}')
     check_qkv(op, q, k, v)
-    kernel = _per_axis(kernel, n, 'kernel_size')
-    dilation = _per_axis(dilation, n, 'dilation')
+    kernel = to_ntuple(kernel, n, 'kernel_size')
+    dilation = to_ntuple(dilation, n, 'dilation')
     spatial = tuple(q.shape[1:1 + n])
     for a, (L, kk, d) in enumerate(zip(spatial, kernel, dilation)):
         if kk < 1 or kk % 2 == 0:

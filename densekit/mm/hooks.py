@@ -194,9 +194,8 @@ class BackboneCheckpointHook(Hook):
         family = checkpoint_family(backbone) if backbone is not None else None
         if family is None:
             return
-        from densekit.models.convert import convert_checkpoint
-        sd = checkpoint.get('state_dict', checkpoint.get('model', checkpoint))
-        tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        from densekit.models.convert import convert_checkpoint, unwrap_state_dict
+        tensors = {k: v for k, v in unwrap_state_dict(checkpoint).items() if isinstance(v, torch.Tensor)}
         if any(k.startswith('backbone.') for k in tensors):
             rest = {k: v for k, v in tensors.items() if not k.startswith('backbone.')}
             bb = {k[len('backbone.'):]: v for k, v in tensors.items() if k.startswith('backbone.')}
@@ -208,10 +207,11 @@ class BackboneCheckpointHook(Hook):
         new = {**rest, **{f'backbone.{k}': v for k, v in converted.items()}}
         if new.keys() == tensors.keys() and all(new[k] is tensors[k] for k in new):
             return  # densekit's own keys
-        if sd is checkpoint:
-            checkpoint.clear()
-        else:
-            checkpoint.pop('model', None)
+        # mmengine loads checkpoint['state_dict'] (else the dict itself): drop the tensors of a bare
+        # state dict and the other wrappers, keep the rest (meta, ...)
+        for key in [k for k, v in checkpoint.items()
+                    if isinstance(v, torch.Tensor) or k in ('model', 'module', 'model_state')]:
+            del checkpoint[key]
         checkpoint['state_dict'] = new
         print_log(f'BackboneCheckpointHook: converted the {len(bb)} backbone tensors of the '
                   f'checkpoint ({family} family) to {len(converted)} densekit tensors',

@@ -31,6 +31,10 @@ BACKEND_NAMES = ('triton', 'flex', 'reference')
 
 Probe = Callable[[bool], Optional[str]]
 TRITON_GRID_Y_MAX = 65535  # CUDA's limit on the second grid axis
+# Triton computes element offsets in int32 (``tl.program_id`` and integer kernel arguments below
+# 2**31 are int32), so an offset into a tensor of 2**31 or more elements silently wraps: a wrong
+# answer or an illegal memory access on the GPU, never an error.
+TRITON_INT32_ELEMENTS = 2 ** 31
 
 
 def choose_backend(op: str, probes: Mapping[str, Probe], requested: Optional[str] = None) -> str:
@@ -134,6 +138,29 @@ def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max:
                 f'Triton grid limit {TRITON_GRID_Y_MAX}')
     if t.device.type == 'cuda' and t.dtype == torch.bfloat16 and torch.cuda.get_device_capability(t.device)[0] < 8:
         return 'bfloat16 needs compute capability >= 8.0'
+    return None
+
+
+def index_span(t: torch.Tensor) -> int:
+    """Elements a kernel may address from ``t``'s data pointer: the reach of its strides, or its
+    element count where that is larger (an expanded, overlapping input, which the wrappers copy
+    to a contiguous tensor first)."""
+    if t.numel() == 0:
+        return 0
+    return max(t.numel(), 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride())))
+
+
+def int32_offset_reason(sizes: Mapping[str, int]) -> Optional[str]:
+    """Why 32-bit Triton offsets cannot index these tensors (``name -> elements``), or ``None``.
+
+    Each op's probe lists every tensor and scratch buffer its kernels index (inputs, outputs,
+    gradients, log-sum-exp, dS / table buffers): automatic dispatch falls back instead of the
+    kernels wrapping around.
+    """
+    for name, n in sizes.items():
+        if n >= TRITON_INT32_ELEMENTS:
+            return (f'{name} spans {n} elements, at least 2**31 = {TRITON_INT32_ELEMENTS}: the Triton kernels '
+                    f'index it with 32-bit offsets')
     return None
 
 

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from densekit.ops._backend import TRITON_INT32_ELEMENTS, index_span
 from densekit.ops._buffers import grad_buffers
 from densekit.ops._triton_utils import (dot, online_softmax_step, precision, row_dot, row_max, row_sum, strides4,
                                        sum_axis, upcast)
@@ -357,7 +358,10 @@ class HaloAttentionTriton(torch.autograd.Function):
         dv_dim = v.shape[-1]
         bm = max(16, triton.next_power_of_2(block * block))  # key tile of the dK / dV kernel
         qmap = (q.shape[1] * q.shape[2], q.shape[2])  # queries per image, per row
-        dout = dout if dout.stride(-1) == 1 else dout.contiguous()  # its own strides are passed
+        # its own strides are passed; a strided view (e.g. the gradient of a channel slice of a
+        # concatenation) may span 2**31 elements that the int32 offsets cannot reach, out never does
+        if dout.stride(-1) != 1 or index_span(dout) >= TRITON_INT32_ELEMENTS:
+            dout = dout.contiguous()
         delta = row_dot(dout, out)
         dq, dk, dv = grad_buffers(q, k, v)
         dth = torch.zeros_like(th) if th is not None else None

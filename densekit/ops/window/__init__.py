@@ -5,12 +5,14 @@ Swin Transformer (Liu et al., ICCV 2021, arXiv:2103.14030). Layouts and semantic
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import torch
 
 from densekit.layers.window import to_2tuple
-from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason, triton_probe
+from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, index_span, int32_offset_reason,
+                                   needs_grad, scale_reason, triton_probe)
 
 # Largest window (in tokens) the fused Triton kernels take with a relative position bias: Swin's
 # 12x12 (144) and 16x16 compile for sm_90 without spills (tests/ops/test_triton_compile.py); the
@@ -22,6 +24,18 @@ MAX_TRITON_WINDOW = 256
 MAX_TRITON_WINDOW_NO_BIAS = 4096
 
 __all__ = ['window_attention']
+
+
+def _triton_sizes(q, k, v, window, rpb) -> dict:
+    """Elements of what the Triton kernels index (``int32_offset_reason``). Outputs, gradients and
+    the log-sum-exp are no larger than q; with a bias that needs a gradient, the backward's fp32
+    dS buffer (``ds_shape``; only asked once the Triton probe passed, so triton is importable)."""
+    sizes = {'q': index_span(q), 'k': index_span(k), 'v': index_span(v)}
+    if rpb is not None and needs_grad(rpb):
+        from densekit.ops.window.triton import ds_shape
+        B, H, W, nh, D = q.shape
+        sizes['the dS buffer of the rpb gradient'] = math.prod(ds_shape(B, H, W, nh, D, window, q.dtype)[0])
+    return sizes
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_size: Union[int, Sequence[int]],
@@ -78,7 +92,8 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
         if tokens > limit:
             return (f'window {window} has {tokens} tokens, more than the {limit} the Triton kernels '
                     f'are checked for{" with a relative position bias" if rpb is not None else ""}')
-        return scale_reason(scale) or triton_probe(explicit, q)
+        return (scale_reason(scale) or triton_probe(explicit, q)
+                or int32_offset_reason(_triton_sizes(q, k, v, window, rpb)))
 
     def _flex(explicit):
         return scale_reason(scale) or flex_probe(explicit, q, k, v, rpb)

@@ -264,6 +264,15 @@ def _image_chunks(batch: int, programs_per_image: int):
     return triton.cdiv(batch, b_per), b_per
 
 
+def ds_shape(B: int, H: int, W: int, nh: int, head_dim: int, window: Tuple[int, int], dtype: torch.dtype):
+    """Shape ``[image chunks, windows, heads, N, N]`` of the fp32 dS buffer the backward fills when
+    the bias needs a gradient, and the images per chunk (the window probe checks its size)."""
+    n_tokens = window[0] * window[1]
+    n_win = (H // window[0]) * (W // window[1])
+    img_chunks, b_per = _image_chunks(B, n_win * _tiling(n_tokens, head_dim, dtype).chunks * nh)
+    return (img_chunks, n_win, nh, n_tokens, n_tokens), b_per
+
+
 class _Tiling(NamedTuple):
     block: int  # tokens per chunk
     chunks: int  # chunks per window
@@ -346,9 +355,9 @@ class WindowAttentionTriton(torch.autograd.Function):
         # With a bias gradient, a program sums dS over a chunk of images, so the fp32 dS buffer is
         # [image chunks, windows, heads, N, N] instead of one [N, N] per image (for Swin-T stage 1
         # at batch 32: 11 MB instead of 59 MB); chunks keep >= ~_MIN_PROGRAMS programs in flight.
-        img_chunks, b_per = _image_chunks(B, n_win * chunks * nh) if need_drpb else (B, 1)
-        ds = (torch.zeros(img_chunks, n_win, nh, N, N, device=q.device, dtype=torch.float32) if need_drpb
-              else lse)
+        shape, b_per = ds_shape(B, H, W, nh, D, window, q.dtype) if need_drpb else ((B,), 1)
+        img_chunks = shape[0]
+        ds = torch.zeros(shape, device=q.device, dtype=torch.float32) if need_drpb else lse
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
         common = dict(WH=wh, WW=ww, SH=shift[0], SW=shift[1], BLOCK=block, CHUNKS=chunks, BLOCK_D=block_d,
                       HAS_RPB=has_rpb, PREC=precision(q.dtype), UPCAST=upcast(q))

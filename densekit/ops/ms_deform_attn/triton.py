@@ -18,9 +18,13 @@ value gradient with fp32 atomics. Accumulation is fp32 for every input dtype.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
+
+from densekit.ops._backend import TRITON_INT32_ELEMENTS, int32_offset_reason
 
 # Reductions and fills use core builtins (``tl.reduce`` with triton's combine function,
 # ``tl.full``) instead of ``tl.sum`` / ``tl.zeros``, which are ``@triton.jit`` library functions
@@ -36,7 +40,7 @@ def _level_setup(shapes_ptr, starts_ptr, loc_ptr, attn_ptr, row, lvl, P, offs_p)
     w_l = tl.load(shapes_ptr + 2 * lvl + 1).to(tl.int32)
     start = tl.load(starts_ptr + lvl).to(tl.int32)
     p_ok = offs_p < P
-    lp = row * P + offs_p  # flat index of (b, q, head, lvl, p)
+    lp = row * P + offs_p  # flat index of (b, q, head, lvl, p); int64, as row is
     x = tl.load(loc_ptr + 2 * lp, mask=p_ok, other=0.0).to(tl.float32) * w_l - 0.5
     y = tl.load(loc_ptr + 2 * lp + 1, mask=p_ok, other=0.0).to(tl.float32) * h_l - 0.5
     a = tl.load(attn_ptr + lp, mask=p_ok, other=0.0).to(tl.float32)
@@ -68,7 +72,7 @@ def _msda_fwd_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_p
     acc = tl.full([BLOCK_D], 0.0, tl.float32)
     for lvl in range(0, L):
         h_l, w_l, start, p_ok, lp, x, y, a = _level_setup(
-            shapes_ptr, starts_ptr, loc_ptr, attn_ptr, pid * L + lvl, lvl, P, offs_p)
+            shapes_ptr, starts_ptr, loc_ptr, attn_ptr, pid.to(tl.int64) * L + lvl, lvl, P, offs_p)
         x0f = tl.floor(x)
         y0f = tl.floor(y)
         lx = x - x0f
@@ -107,7 +111,7 @@ def _msda_bwd_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, gout_
     g = tl.load(gout_ptr + pid.to(tl.int64) * D + offs_d, mask=d_ok, other=0.0).to(tl.float32)
     for lvl in range(0, L):
         h_l, w_l, start, p_ok, lp, x, y, a = _level_setup(
-            shapes_ptr, starts_ptr, loc_ptr, attn_ptr, pid * L + lvl, lvl, P, offs_p)
+            shapes_ptr, starts_ptr, loc_ptr, attn_ptr, pid.to(tl.int64) * L + lvl, lvl, P, offs_p)
         x0f = tl.floor(x)
         y0f = tl.floor(y)
         lx = x - x0f
@@ -180,6 +184,20 @@ class _MSDeformAttnTriton(torch.autograd.Function):
                 gattn.to(ctx.in_dtypes[1]))
 
 
+def int32_reason(value_shape, loc_shape) -> Optional[str]:
+    """Why the kernels cannot take these shapes, or ``None``. Offsets into the flat per-point
+    tensors (locations, weights and their gradients) and into output rows are int64, as is each
+    image's start in ``value``; a row inside one image (``S * heads * D`` elements) is addressed
+    in int32 by the gather, whose per-element arithmetic stays 32-bit. The grid has one program
+    per (batch, query, head) on axis 0 (CUDA allows 2**31 - 1)."""
+    bs, s, nh, d = value_shape
+    nq = loc_shape[1]
+    if bs * nq * nh > TRITON_INT32_ELEMENTS - 1:
+        return (f'batch * queries * heads = {bs} * {nq} * {nh} = {bs * nq * nh} programs exceed the grid limit '
+                f'{TRITON_INT32_ELEMENTS - 1}')
+    return int32_offset_reason({'one image of value (S * heads * head_dim)': s * nh * d})
+
+
 def ms_deform_attn_triton(value: torch.Tensor, spatial_shapes: torch.Tensor,
                           level_start_index: torch.Tensor, sampling_locations: torch.Tensor,
                           attention_weights: torch.Tensor) -> torch.Tensor:
@@ -187,5 +205,8 @@ def ms_deform_attn_triton(value: torch.Tensor, spatial_shapes: torch.Tensor,
     if value.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f'ms_deform_attn_triton supports float32/float16/bfloat16 values, got '
                          f'{value.dtype}')
+    reason = int32_reason(value.shape, sampling_locations.shape)
+    if reason is not None:
+        raise ValueError(f'ms_deform_attn_triton cannot run this call: {reason}')
     return _MSDeformAttnTriton.apply(value, spatial_shapes, level_start_index,
                                      sampling_locations, attention_weights)

@@ -10,6 +10,11 @@ COCO: Common Objects in Context", ECCV 2014) on what is an error and what is ski
   negative size, an annotation whose ``category_id`` is not in ``categories`` or whose
   ``image_id`` is not in ``images``, an image that does not decode, configured class names that
   are not the file's category names in the file's order (:func:`check_class_names`);
+* for folder-layout datasets (semantic labels, depth maps paired with images by file name): an
+  image folder without an image, and label files missing for listed images
+  (:func:`find_missing_labels`, :func:`missing_labels_error`): a misspelt ``seg_map_path`` or
+  label suffix otherwise builds fine and fails later inside a data-loader worker, and a partial
+  label folder would silently train on fewer images;
 * skipped with one counted warning per kind and file (mmdet's loader drops these silently):
   zero-area boxes (width or height below one pixel, or ``area <= 0``) and boxes that lie
   entirely outside their image. Boxes that only stick out are kept (training clips them).
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -219,3 +225,75 @@ def check_image(path: str | Path) -> None:
     if img is None:
         raise DataError(f"image '{p}' ({data.size} bytes) does not decode as an image file "
                         '(corrupt, truncated or not an image)')
+
+
+def find_missing_labels(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``(image, label)`` pairs whose label file does not exist (one ``stat`` per label)."""
+    return [(img, label) for img, label in pairs if not os.path.isfile(label)]
+
+
+def _folder_note(folder: str, expected: str) -> str:
+    """Why ``expected`` is not found: the folder is missing, or what the nearest folder holds.
+
+    Only called on the error path, so listing one directory costs nothing on the normal path.
+    """
+    if not os.path.isdir(folder):
+        return 'which does not exist'
+    parent = os.path.dirname(expected)
+    if not os.path.isdir(parent):
+        return f"which exists but has no sub-folder '{os.path.relpath(parent, folder)}'"
+    names = sorted(os.listdir(parent))
+    if not names:
+        return f"whose folder '{parent}' is empty"
+    shown = ', '.join(repr(n) for n in names[:3])
+    more = f' and {len(names) - 3} more' if len(names) > 3 else ''
+    return f"whose folder '{parent}' holds {shown}{more}"
+
+
+def missing_labels_error(owner: str, missing: list[tuple[str, str]], total: int, *,
+                         images: str, label_field: str, label_dir: str, suffix_field: str,
+                         suffix: str | None, kind: str = 'label',
+                         max_listed: int = 3) -> DataNotFoundError:
+    """The error for ``missing`` of ``total`` images without their label file.
+
+    Args:
+        owner: the dataset class name (message prefix).
+        missing: ``(image, expected label)`` pairs from :func:`find_missing_labels`.
+        total: how many images were listed.
+        images: where the images came from, e.g. ``"data_prefix.img_path='.../val'"``.
+        label_field: the config field of the label folder, e.g. ``'data_prefix.seg_map_path'``.
+        label_dir: its value (as joined with ``data_root``).
+        suffix_field: the argument that names the label suffix, e.g. ``'seg_map_suffix'``.
+        suffix: its value; ``None`` where the label paths are listed in a split file.
+        kind: what a label is, for the message (``'label'``, ``'depth'``).
+        max_listed: how many missing labels a partial-folder message lists.
+    """
+    img, label = missing[0]
+    suffix_note = f' ({suffix_field}={suffix!r})' if suffix is not None else ''
+    if len(missing) == total:
+        which = (f'none of the {total} images of {images} has its' if total > 1
+                 else f'the one image of {images} has no')
+        check = f' and {suffix_field}' if suffix is not None else ''
+        return DataNotFoundError(
+            f"{owner}: {which} {kind} file under {label_field}='{label_dir}' "
+            f"({_folder_note(label_dir, label)}); e.g. image '{img}' needs '{label}'"
+            f'{suffix_note}; check {label_field}{check}')
+    return DataNotFoundError(
+        f'{owner}: {len(missing)} of the {total} images of {images} have no {kind} file under '
+        f"{label_field}='{label_dir}': missing {list_missing(missing, max_listed)}{suffix_note}; "
+        f'training on the others would silently drop them: add the {kind} files or remove the '
+        'images')
+
+
+def list_missing(missing: list[tuple[str, str]], max_listed: int = 3) -> str:
+    """``'a.png', 'b.png' and 5 more``: the first expected label paths of ``missing``."""
+    listed = ', '.join(f"'{label}'" for _, label in missing[:max_listed])
+    return listed + (f' and {len(missing) - max_listed} more' if len(missing) > max_listed else '')
+
+
+def require_images(n_images: int, owner: str, images: str, suffix_field: str,
+                   suffix: str) -> None:
+    """Raise :class:`DataError` when a folder scan or split file gave no image."""
+    if n_images == 0:
+        raise DataNotFoundError(f'{owner}: no image found in {images} ({suffix_field}={suffix!r}); '
+                        f'check the folder and {suffix_field}')

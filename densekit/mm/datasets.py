@@ -8,6 +8,13 @@
   wrong names to the labels), and a training set that the filter leaves empty are errors too;
   zero-area boxes and boxes outside their image are skipped with a counted warning; an
   image that does not decode is named instead of failing as an assertion inside a transform.
+* ``DenseKitCityscapesDataset`` and ``DenseKitADE20KDataset`` (mmseg): mmseg's
+  ``CityscapesDataset`` / ``ADE20KDataset`` (same arguments) whose build fails, naming the field,
+  folder, image count and an expected label path, when the image folder is missing or holds no
+  image, or when any image lacks its label file (mmseg derives the label paths without looking:
+  a misspelt ``data_prefix.seg_map_path`` or ``seg_map_suffix`` fails later in a data-loader
+  worker, or never when the pipeline loads no labels). Without ``seg_map_path`` (unlabelled
+  inference) nothing is required of labels.
 * ``SyntheticShapesDataset`` (mmdet) and ``SyntheticADEDataset`` (mmseg): the quickstart data of
   :mod:`densekit.datasets.synthetic`; when absent, the error says how to generate it.
 """
@@ -19,7 +26,7 @@ from mmdet.datasets import CocoDataset
 from mmdet.datasets.api_wrappers import COCO
 from mmdet.registry import DATASETS as MMDET_DATASETS
 from mmengine.logging import MMLogger
-from mmseg.datasets import BaseSegDataset
+from mmseg.datasets import ADE20KDataset, BaseSegDataset, CityscapesDataset
 from mmseg.registry import DATASETS as MMSEG_DATASETS
 
 from densekit.datasets import checks
@@ -103,8 +110,52 @@ class SyntheticShapesDataset(_CheckedCocoMixin, CocoDataset):
     missing_hint = _SYNTHETIC_HINT
 
 
+class _CheckedSegMixin:
+    """``BaseSegDataset.load_data_list`` plus the folder / label checks of the module docstring."""
+
+    def load_data_list(self) -> list[dict]:
+        if (self.backend_args or {}).get('backend', 'local') != 'local':
+            # object storage: os.path cannot see it and a request per label is not cheap;
+            # left unchecked, as in mmseg
+            return super().load_data_list()
+        owner = type(self).__name__
+        img_dir = self.data_prefix.get('img_path') or ''
+        label_dir = self.data_prefix.get('seg_map_path')
+        from_split = bool(self.ann_file) and not osp.isdir(self.ann_file)
+        if from_split:
+            checks.require_path(self.ann_file, f'{owner}: ann_file')
+            images = f"ann_file '{self.ann_file}'"
+        else:
+            checks.require_path(img_dir, f'{owner}: image folder data_prefix.img_path')
+            images = f"data_prefix.img_path='{img_dir}'"
+        data_list = super().load_data_list()
+        checks.require_images(len(data_list), owner, images, 'img_suffix', self.img_suffix)
+        if label_dir is not None:
+            missing = checks.find_missing_labels(
+                [(d['img_path'], d['seg_map_path']) for d in data_list])
+            if missing:
+                raise checks.missing_labels_error(
+                    owner, missing, len(data_list), images=images,
+                    label_field='data_prefix.seg_map_path', label_dir=label_dir,
+                    suffix_field='seg_map_suffix', suffix=self.seg_map_suffix)
+        return data_list
+
+    def prepare_data(self, idx: int):
+        return _prepare_checked(self, idx)
+
+
 @MMSEG_DATASETS.register_module()
-class SyntheticADEDataset(BaseSegDataset):
+class DenseKitCityscapesDataset(_CheckedSegMixin, CityscapesDataset):
+    """mmseg's ``CityscapesDataset`` with densekit's folder / label checks (same arguments)."""
+
+
+@MMSEG_DATASETS.register_module()
+class DenseKitADE20KDataset(_CheckedSegMixin, ADE20KDataset):
+    """mmseg's ``ADE20KDataset`` with densekit's folder / label checks (same arguments)."""
+
+
+@MMSEG_DATASETS.register_module()
+class SyntheticADEDataset(_CheckedSegMixin, BaseSegDataset):
     """The synthetic ADE20K-layout set of ``tools/make_demo_data.py`` (``OUT/ade``).
 
     Labels are stored ADE-style (0 = unlabeled), hence ``reduce_zero_label=True``.
@@ -125,6 +176,3 @@ class SyntheticADEDataset(BaseSegDataset):
             if self.data_prefix.get(key):
                 checks.require_path(self.data_prefix[key], what, hint)
         return super().load_data_list()
-
-    def prepare_data(self, idx: int):
-        return _prepare_checked(self, idx)

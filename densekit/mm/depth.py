@@ -35,9 +35,11 @@ from mmcv.transforms import BaseTransform
 from mmengine.dataset import BaseDataset
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.structures import PixelData
 
+from densekit.datasets import checks
 from densekit.evaluation.depth import CROPS, aggregate_depth_metrics, depth_metrics
 from densekit.models.depth import DPTDepthHead, FPNDepthHead, L1DepthLoss, SILogLoss, valid_depth_mask
 
@@ -61,9 +63,11 @@ class DepthFolderDataset(BaseDataset):
         max_depth: upper bound of valid depth.
         eval_crop: ``None``, ``'eigen'`` or ``'garg'`` (see :mod:`densekit.evaluation.depth`).
         crop_dataset: ``'nyu'``, ``'kitti'`` or ``'auto'``: which Eigen crop ``'eigen'`` is.
-        skip_missing_depth: with ``ann_file``, drop frames whose depth is ``None`` or whose depth
-            file does not exist (BTS evaluation skips them the same way); otherwise they are kept
-            without ``depth_map_path`` (inference only).
+        skip_missing_depth: drop frames whose depth is ``None`` (split file) or whose depth file
+            does not exist (BTS evaluation skips them the same way), with a counted log line;
+            otherwise they are kept without ``depth_map_path`` (inference only). Either way, a
+            depth folder in which no listed depth file exists (a wrong ``depth_map_path`` or
+            ``depth_suffix``) is an error naming the folder and an expected path.
         **kwargs: ``mmengine.dataset.BaseDataset`` arguments (``data_root``, ``ann_file``,
             ``data_prefix``, ``pipeline``, ``test_mode``, ``indices``, ...).
     """
@@ -108,12 +112,57 @@ class DepthFolderDataset(BaseDataset):
         return info
 
     def load_data_list(self) -> list[dict]:
+        owner = type(self).__name__
         img_dir = self.data_prefix.get('img_path', '')
         depth_dir = self.data_prefix.get('depth_map_path')
         if self.ann_file:
-            return self._load_split_file(img_dir, depth_dir)
-        if not osp.isdir(img_dir):
-            raise FileNotFoundError(f"{type(self).__name__}: image folder {img_dir!r} does not exist")
+            checks.require_path(self.ann_file, f'{owner}: ann_file')
+            images, suffix = f"ann_file '{self.ann_file}'", None
+            frames = self._read_split_file(img_dir, depth_dir)
+        else:
+            checks.require_path(img_dir, f'{owner}: image folder data_prefix.img_path')
+            images, suffix = f"data_prefix.img_path='{img_dir}'", self.depth_suffix
+            frames = self._scan_folder(img_dir, depth_dir)
+            checks.require_images(len(frames), owner, images, 'img_suffix', self.img_suffix)
+            if depth_dir is None:  # images only (inference)
+                return frames
+        listed = [d for d in frames if 'depth_map_path' in d]
+        missing = checks.find_missing_labels([(d['img_path'], d['depth_map_path']) for d in listed])
+        if listed and len(missing) == len(listed):
+            # a wrong folder or suffix, not frames without ground truth: nothing would be trained
+            raise checks.missing_labels_error(
+                owner, missing, len(listed), images=images,
+                label_field='data_prefix.depth_map_path', label_dir=depth_dir,
+                suffix_field='depth_suffix', suffix=suffix, kind='depth')
+        log = MMLogger.get_current_instance()
+        if missing:
+            gone = {label for _, label in missing}
+            for d in listed:
+                if d['depth_map_path'] in gone:
+                    del d['depth_map_path']
+            action = 'skipped' if self.skip_missing_depth else 'kept without depth (inference only)'
+            log.warning(f"{owner}: {action} {len(missing)} of the {len(frames)} frames of {images}"
+                        f" whose depth file under data_prefix.depth_map_path='{depth_dir}' does "
+                        f'not exist: {checks.list_missing(missing)} (skip_missing_depth='
+                        f'{self.skip_missing_depth})')
+        no_gt = len(frames) - len(listed)
+        if no_gt:
+            # BTS split files mark frames without ground truth with a 'None' depth
+            action = 'skipped' if self.skip_missing_depth else 'kept without depth'
+            why = ("'None' in the split file" if depth_dir is not None
+                   else 'no data_prefix.depth_map_path')
+            log.info(f'{owner}: {action} {no_gt} of the {len(frames)} frames of {images} that have '
+                     f'no depth ({why})')
+        if self.skip_missing_depth:
+            frames = [d for d in frames if 'depth_map_path' in d]
+        if not frames:
+            raise checks.DataNotFoundError(
+                f'{owner}: {images} lists no frame with a depth map (data_prefix.depth_map_path='
+                f'{depth_dir!r}, skip_missing_depth={self.skip_missing_depth})')
+        return frames
+
+    def _scan_folder(self, img_dir: str, depth_dir: str | None) -> list[dict]:
+        """Every ``*img_suffix`` image under ``img_dir`` with its expected depth path, sorted."""
         out = []
         for root, _, files in os.walk(img_dir):
             for name in files:
@@ -123,39 +172,27 @@ class DepthFolderDataset(BaseDataset):
                 depth = None
                 if depth_dir is not None:
                     depth = osp.join(depth_dir, rel[:-len(self.img_suffix)] + self.depth_suffix)
-                    if not osp.isfile(depth):
-                        if self.skip_missing_depth:
-                            continue
-                        depth = None
                 out.append(self._info(osp.join(img_dir, rel), depth))
-        if not out:
-            raise FileNotFoundError(f"{type(self).__name__}: no '*{self.img_suffix}' image with a "
-                                    f"'*{self.depth_suffix}' depth map under {img_dir!r} / "
-                                    f"{depth_dir!r}")
         return sorted(out, key=lambda d: d['img_path'])
 
-    def _load_split_file(self, img_dir: str, depth_dir: str | None) -> list[dict]:
+    def _read_split_file(self, img_dir: str, depth_dir: str | None) -> list[dict]:
+        """The frames of a BTS split file; a ``None`` depth gives a frame without depth."""
         out = []
         with open(self.ann_file) as f:
-            for lineno, line in enumerate(f, 1):
+            for line in f:
                 parts = line.split()
                 if not parts:
                     continue
-                img = osp.join(img_dir, parts[0].lstrip('/'))
                 depth = None
                 if len(parts) > 1 and parts[1] != 'None' and depth_dir is not None:
                     depth = osp.join(depth_dir, parts[1].lstrip('/'))
-                if depth is None or not osp.isfile(depth):
-                    if self.skip_missing_depth:
-                        continue
-                    depth = None
-                info = self._info(img, depth)
+                info = self._info(osp.join(img_dir, parts[0].lstrip('/')), depth)
                 if len(parts) > 2:
                     info['focal'] = float(parts[2])
                 out.append(info)
         if not out:
-            raise FileNotFoundError(f"{type(self).__name__}: split file {self.ann_file!r} lists no "
-                                    f"frame with depth under {depth_dir!r}")
+            raise checks.DataError(f"{type(self).__name__}: ann_file '{self.ann_file}' lists no "
+                                   'frame (it is empty)')
         return out
 
 

@@ -181,7 +181,7 @@ def test_ade20k_sample_gt_as_prediction(dataset_cfg):
     root = shared_data('ade20k_sample') / 'ADEChallengeData2016'
     ds = _seg_dataset(REPO / 'configs' / '_base_' / 'datasets' / dataset_cfg,
                       data_root=f'{root}/')
-    assert type(ds).__name__ == 'ADE20KDataset' and len(ds) == 3
+    assert type(ds).__name__ == 'DenseKitADE20KDataset' and len(ds) == 3
     results, present = _seg_gt_as_prediction(ds)
     # reduce_zero_label: stored 0 ("other") becomes 255 and classes shift to 0..149.
     assert len(present) > 3 and max(present) < 150
@@ -192,7 +192,7 @@ def test_cityscapes_sample_gt_as_prediction():
     root = shared_data('cityscapes_sample')
     ds = _seg_dataset(REPO / 'configs' / '_base_' / 'datasets' / 'cityscapes_512x1024.py',
                       data_root=f'{root}/')
-    assert type(ds).__name__ == 'CityscapesDataset' and len(ds) == 1
+    assert type(ds).__name__ == 'DenseKitCityscapesDataset' and len(ds) == 1
     sample = ds[0]['data_samples']
     assert tuple(sample.gt_sem_seg.data.shape[1:]) == (128, 256)
     results, present = _seg_gt_as_prediction(ds)

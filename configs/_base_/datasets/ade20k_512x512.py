@@ -1,6 +1,6 @@
 # ADE20K (SceneParsing, 150 classes) with 512x512 crops, mmseg scope; mIoU. Labels are stored
 # with 0 = "other" and shifted down by `reduce_zero_label` (0 becomes the ignore index 255).
-dataset_type = 'ADE20KDataset'
+dataset_type = 'DenseKitADE20KDataset'  # mmseg's ADE20KDataset + label-folder checks
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
 

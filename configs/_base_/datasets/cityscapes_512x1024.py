@@ -1,6 +1,6 @@
 # Cityscapes (19 train classes, fine annotations) with 512x1024 crops, mmseg scope; mIoU.
 # Expects `*_gtFine_labelTrainIds.png` (mmseg's tools/dataset_converters/cityscapes.py).
-dataset_type = 'CityscapesDataset'
+dataset_type = 'DenseKitCityscapesDataset'  # mmseg's CityscapesDataset + label-folder checks
 data_root = 'data/cityscapes/'
 crop_size = (512, 1024)
 

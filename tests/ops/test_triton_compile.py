@@ -181,3 +181,31 @@ def test_sass_instruction_classes_are_counted():
     c = _triton_aot.sass_classes(sass)
     assert c['total'] == 7
     assert (c['MUFU'], c['LDG'], c['LDGSTS'], c['HGMMA'], c['STG'], c['LDS']) == (1, 2, 1, 1, 1, 0)
+
+
+def test_gpu_parity_compile_tool_covers_every_triton_case():
+    """tools/dev/compile_gpu_parity_cases.py compiles the Triton cases of the ``gpu`` parity tests
+    by expanding their parametrize marks itself: it must list exactly the cases pytest collects."""
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
+    listed = subprocess.run([sys.executable, str(ROOT / 'tools' / 'dev' / 'compile_gpu_parity_cases.py'), '--list'],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    collected = subprocess.run([sys.executable, '-m', 'pytest', '-m', 'gpu', '--collect-only', '-q', '-p', 'no:cacheprovider',
+                                'tests/ops/test_attn_neighborhood.py', 'tests/ops/test_attn_window.py',
+                                'tests/ops/test_attn_halo.py'],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert '::' in collected.stdout, collected.stdout[-3000:] + collected.stderr[-3000:]
+
+    def per_test(ids):
+        counts = {}
+        for i in ids:
+            key = i.split('[')[0].split('/')[-1].replace('.py', '')
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    triton_ids = [i for i in collected.stdout.splitlines() if '::test_' in i and 'flex' not in i.split('::')[1]
+                  and ('reference' not in i.split('[', 1)[-1])]
+    listed_ids = [i for i in listed.stdout.splitlines() if '::test_' in i]
+    assert per_test(listed_ids) == per_test(triton_ids)
+    assert len(listed_ids) >= 80

@@ -14,8 +14,9 @@ default_hooks = dict(
 # RNGStateHook restores RNG states on resume (bit-identical single-process resume);
 # NumClassesCheckHook refuses heads whose num_classes differ from the dataset's classes before
 # training / testing starts; BackboneCheckpointHook converts an official / timm / mmdet-zoo
-# backbone in a `load_from` (or tools/test.py) checkpoint to densekit's keys. Keep them when a
-# config sets its own custom_hooks.
+# backbone in a `load_from` (or tools/test.py) checkpoint to densekit's keys. tools/train.py and
+# tools/test.py add any of the three that a config's own custom_hooks lacks (densekit_hooks = False
+# opts out).
 custom_hooks = [dict(type='RNGStateHook'), dict(type='NumClassesCheckHook'),
                 dict(type='BackboneCheckpointHook')]
 

@@ -59,6 +59,32 @@ def load_config(path: str, options: dict | None = None):
     return cfg
 
 
+# densekit's hooks of the det / seg / depth runtimes (configs/_base_/default_runtime_*.py): a
+# config that sets its own ``custom_hooks`` (mmengine replaces lists, it does not merge them)
+# would otherwise drop them without a word
+DENSEKIT_HOOKS = ('RNGStateHook', 'NumClassesCheckHook', 'BackboneCheckpointHook')
+
+
+def add_densekit_hooks(cfg) -> list[str]:
+    """Appends to ``cfg.custom_hooks`` each of :data:`DENSEKIT_HOOKS` it lacks; returns their names.
+
+    ``densekit_hooks = False`` in a config opts out (then ``custom_hooks`` is used as written).
+    """
+    if not cfg.get('densekit_hooks', True):
+        return []
+    hooks = list(cfg.get('custom_hooks') or [])
+    present = set()
+    for h in hooks:
+        kind = h.get('type') if hasattr(h, 'get') else h
+        present.add(kind if isinstance(kind, str) else getattr(kind, '__name__', type(kind).__name__))
+    missing = [name for name in DENSEKIT_HOOKS if name not in present]
+    if missing:
+        cfg.custom_hooks = hooks + [dict(type=name) for name in missing]
+        logger.info('added densekit hooks %s to custom_hooks (set densekit_hooks = False in the '
+                    'config to opt out)', missing)
+    return missing
+
+
 def _setup_launcher(cfg, launcher: str) -> None:
     cfg.launcher = launcher
     if launcher != 'none':
@@ -104,6 +130,7 @@ def train(argv: Iterable[str] | None = None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = load_config(args.config, args.cfg_options)
+    add_densekit_hooks(cfg)
     _setup_launcher(cfg, args.launcher)
     _work_dir(cfg, args.work_dir, args.config)
 
@@ -203,6 +230,7 @@ def test(argv: Iterable[str] | None = None):
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.cfg_options)
+    add_densekit_hooks(cfg)
     _setup_launcher(cfg, args.launcher)
     _work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint

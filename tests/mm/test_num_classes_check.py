@@ -76,9 +76,29 @@ def test_runtime_configs_install_the_hook():
                                               'BackboneCheckpointHook']
 
 
-def test_train_cli_refuses_80_class_heads_on_balloon(tmp_path):
+def test_configs_own_custom_hooks_keep_densekit_hooks():
+    """mmengine replaces lists: a config with its own custom_hooks used to drop densekit's."""
+    from mmengine.config import Config
+
+    from densekit.engine.runner import DENSEKIT_HOOKS, add_densekit_hooks
+    cfg = Config(dict(custom_hooks=[dict(type='EMAHook'), dict(type='RNGStateHook')]))
+    assert add_densekit_hooks(cfg) == ['NumClassesCheckHook', 'BackboneCheckpointHook']
+    assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'RNGStateHook', 'NumClassesCheckHook',
+                                                     'BackboneCheckpointHook']
+    assert add_densekit_hooks(cfg) == []  # idempotent
+    cfg = Config(dict(custom_hooks=[dict(type=NumClassesCheckHook)]))  # a class as the type
+    assert add_densekit_hooks(cfg) == ['RNGStateHook', 'BackboneCheckpointHook']
+    cfg = Config(dict())
+    assert add_densekit_hooks(cfg) == list(DENSEKIT_HOOKS)
+    cfg = Config(dict(custom_hooks=[dict(type='EMAHook')], densekit_hooks=False))  # opt-out
+    assert add_densekit_hooks(cfg) == [] and [h['type'] for h in cfg.custom_hooks] == ['EMAHook']
+
+
+@pytest.mark.parametrize('own_hooks', [False, True])
+def test_train_cli_refuses_80_class_heads_on_balloon(tmp_path, own_hooks):
     """The user path: a Mask R-CNN config pointed at the one-class balloon set, num_classes not
-    changed. Before, training ran and mmdet's CocoMetric failed with an IndexError."""
+    changed. Before, training ran and mmdet's CocoMetric failed with an IndexError. With the
+    config's own custom_hooks (an EMA hook) the check used to be dropped as well."""
     root = shared_data('balloon')
     from densekit.engine.runner import train
     ann = 'annotations/instances_val_512.json'
@@ -90,8 +110,12 @@ def test_train_cli_refuses_80_class_heads_on_balloon(tmp_path):
                  f'{split}_dataloader.dataset.data_prefix.img=val_512/',
                  f"{split}_dataloader.dataset.metainfo.classes=('balloon',)",
                  f'{split}_dataloader.num_workers=0', f'{split}_dataloader.persistent_workers=False']
+    config = REPO / 'configs' / 'mask_rcnn' / 'mask-rcnn_swin-t_fpn_1x_coco.py'
+    if own_hooks:  # a user's config on top of ours, with its own hook list
+        own = tmp_path / 'own_hooks.py'
+        own.write_text(f"_base_ = '{config}'\ncustom_hooks = [dict(type='EMAHook')]\n")
+        config = own
     with pytest.raises(ValueError, match=r"^model\.roi_head\.bbox_head\.num_classes=80, model\."
                                          r"roi_head\.mask_head\.num_classes=80 but train_dataloader"
                                          r"\.dataset has 1 class \('balloon',\)"):
-        train([str(REPO / 'configs' / 'mask_rcnn' / 'mask-rcnn_swin-t_fpn_1x_coco.py'),
-               '--work-dir', str(tmp_path), '--cfg-options', *opts])
+        train([str(config), '--work-dir', str(tmp_path), '--cfg-options', *opts])

@@ -29,7 +29,7 @@ import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests'), os.path.join(ROOT, 'tests', 'ops')]
+sys.path[:0] = [ROOT] + [os.path.join(ROOT, 'tests', *sub) for sub in ((), ('ops',), ('models',))]
 
 if os.environ.get('TRITON_INTERPRET') == '1':
     sys.exit('run without TRITON_INTERPRET=1: kernels defined under the interpreter cannot be compiled')
@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from densekit.ops import _triton_aot  # noqa: E402
 
 MODULES = {'neighborhood': 'test_attn_neighborhood', 'window': 'test_attn_window', 'halo': 'test_attn_halo'}
+FAMILIES = (*MODULES, 'backbones')
 SHARED_LIMIT = {90: _triton_aot.SM90_MAX_SHARED_BYTES, 80: 166912}
 
 
@@ -73,10 +74,45 @@ def _gpu_tests(module):
             yield name, fn
 
 
+def _backbones(arch, rows, failures):
+    """tests/models/test_backbone_contract.py::test_attention_backends_agree_cuda: every tiny
+    backbone's forward and backward at its input size with ``DENSEKIT_ATTN_BACKEND=triton``. An
+    op call the Triton probe refuses is listed, not a failure (that test accepts refusals)."""
+    import test_backbone_contract as contract
+
+    from densekit.ops._backend import ENV_VAR
+    for name in contract.TEST_VARIANTS:
+        test_id = f'test_backbone_contract::test_attention_backends_agree_cuda[{name}]'
+        model = contract._build(name).eval()
+        x = torch.randn(2, 3, contract.H, contract.W)
+        os.environ[ENV_VAR] = 'triton'
+        t0 = time.perf_counter()
+        err = None
+        try:
+            with _triton_aot.compile_only(arch) as reports:
+                outs = model(x)
+                sum(o.float().sum() for o in outs).backward()
+        except Exception as e:  # noqa: BLE001
+            err = f'{type(e).__name__}: {str(e)[:300]}'
+        finally:
+            os.environ.pop(ENV_VAR, None)
+        for r in reports:
+            rows.append({'test': test_id, 'kernel': r.kernel, 'num_warps': r.num_warps, 'num_stages': r.num_stages,
+                         'shared_bytes': r.shared_bytes, 'registers': r.registers, 'stack_bytes': r.stack_bytes,
+                         'mma': r.mma, 'compile_s': round(r.compile_s, 2)})
+            if r.shared_bytes > SHARED_LIMIT[arch]:
+                failures.append(f'{test_id}: {r.kernel} needs {r.shared_bytes} B of shared memory')
+        refused = err is not None and 'cannot run' in err
+        if err is not None and not refused:
+            failures.append(f'{test_id}: {err}')
+        print(f'{test_id}: {len(reports)} kernels, {time.perf_counter() - t0:.1f} s'
+              + (f' (refused: {err})' if refused else f' FAILED {err}' if err else ''), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--arch', type=int, default=90)
-    ap.add_argument('--only', default=','.join(MODULES))
+    ap.add_argument('--only', default=','.join(FAMILIES))
     ap.add_argument('--json', default=None)
     ap.add_argument('--list', action='store_true', help='print the Triton test cases, compile nothing')
     args = ap.parse_args()
@@ -85,8 +121,8 @@ def main():
         sys.exit(f'no ahead-of-time Triton compilation here: {why}')
 
     from attn_parity import make_inputs
-    modules = {fam: importlib.import_module(MODULES[fam]) for fam in args.only.split(',')}
-    for fam in modules:  # define the kernels now, compiled (the wrappers import them lazily)
+    modules = {fam: importlib.import_module(MODULES[fam]) for fam in args.only.split(',') if fam in MODULES}
+    for fam in MODULES:  # define the kernels now, compiled (the wrappers import them lazily)
         importlib.import_module(f'densekit.ops.{fam}.triton')
     # the kernels are defined (compiled mode); from here on the dispatch accepts explicit CPU calls
     os.environ['TRITON_INTERPRET'] = '1'
@@ -153,6 +189,9 @@ def main():
 
     if args.list:
         return
+    if 'backbones' in args.only.split(','):
+        _backbones(args.arch, rows, failures)
+
     import triton
     summary = {'arch': args.arch, 'triton': triton.__version__, 'torch': torch.__version__,
                'tests': len({r['test'] for r in rows}), 'kernels': len(rows), 'failures': failures,

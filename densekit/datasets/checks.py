@@ -291,9 +291,12 @@ def list_missing(missing: list[tuple[str, str]], max_listed: int = 3) -> str:
     return listed + (f' and {len(missing) - max_listed} more' if len(missing) > max_listed else '')
 
 
-def require_images(n_images: int, owner: str, images: str, suffix_field: str,
-                   suffix: str) -> None:
-    """Raise :class:`DataError` when a folder scan or split file gave no image."""
-    if n_images == 0:
-        raise DataNotFoundError(f'{owner}: no image found in {images} ({suffix_field}={suffix!r}); '
-                        f'check the folder and {suffix_field}')
+def require_images(n_images: int, owner: str, images: str, img_suffix: str | None) -> None:
+    """Raise :class:`DataNotFoundError` when a folder scan (``img_suffix``: what it looked for) or
+    a split file (``img_suffix=None``) gave no image."""
+    if n_images:
+        return
+    if img_suffix is None:
+        raise DataNotFoundError(f'{owner}: {images} lists no image (it is empty)')
+    raise DataNotFoundError(f'{owner}: no image found in {images} (img_suffix={img_suffix!r}); '
+                            'check the folder and img_suffix')

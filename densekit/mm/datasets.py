@@ -114,9 +114,11 @@ class _CheckedSegMixin:
     """``BaseSegDataset.load_data_list`` plus the folder / label checks of the module docstring."""
 
     def load_data_list(self) -> list[dict]:
-        if (self.backend_args or {}).get('backend', 'local') != 'local':
-            # object storage: os.path cannot see it and a request per label is not cheap;
-            # left unchecked, as in mmseg
+        from mmengine.fileio import LocalBackend, get_file_backend
+        where = self.data_prefix.get('img_path') or self.ann_file or self.data_root or '.'
+        if not isinstance(get_file_backend(where, backend_args=self.backend_args), LocalBackend):
+            # object storage (``backend_args`` or an ``s3://`` / ``http://`` ... prefix): os.path
+            # cannot see it and a request per label is not cheap; left unchecked, as in mmseg
             return super().load_data_list()
         owner = type(self).__name__
         img_dir = self.data_prefix.get('img_path') or ''
@@ -129,7 +131,7 @@ class _CheckedSegMixin:
             checks.require_path(img_dir, f'{owner}: image folder data_prefix.img_path')
             images = f"data_prefix.img_path='{img_dir}'"
         data_list = super().load_data_list()
-        checks.require_images(len(data_list), owner, images, 'img_suffix', self.img_suffix)
+        checks.require_images(len(data_list), owner, images, None if from_split else self.img_suffix)
         if label_dir is not None:
             missing = checks.find_missing_labels(
                 [(d['img_path'], d['seg_map_path']) for d in data_list])

@@ -123,7 +123,7 @@ class DepthFolderDataset(BaseDataset):
             checks.require_path(img_dir, f'{owner}: image folder data_prefix.img_path')
             images, suffix = f"data_prefix.img_path='{img_dir}'", self.depth_suffix
             frames = self._scan_folder(img_dir, depth_dir)
-            checks.require_images(len(frames), owner, images, 'img_suffix', self.img_suffix)
+            checks.require_images(len(frames), owner, images, self.img_suffix)
             if depth_dir is None:  # images only (inference)
                 return frames
         listed = [d for d in frames if 'depth_map_path' in d]

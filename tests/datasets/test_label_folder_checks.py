@@ -153,6 +153,14 @@ def test_ade20k_split_file_with_missing_labels(tmp_path):
         _build('ade20k_512x512.py', data_root=str(tmp_path), ann_file='train.txt')
 
 
+def test_empty_split_file(tmp_path):
+    (tmp_path / 'images' / 'training').mkdir(parents=True)
+    (tmp_path / 'train.txt').write_text('')
+    with pytest.raises(DataError, match=re.escape(
+            f"DenseKitADE20KDataset: ann_file '{tmp_path}/train.txt' lists no image (it is empty)")):
+        _build('ade20k_512x512.py', data_root=str(tmp_path), ann_file='train.txt')
+
+
 def test_empty_image_folder(tmp_path):
     (tmp_path / 'images' / 'training').mkdir(parents=True)
     (tmp_path / 'annotations' / 'training').mkdir(parents=True)
@@ -168,6 +176,30 @@ def test_empty_image_folder(tmp_path):
             "DenseKitCityscapesDataset: image folder data_prefix.img_path "
             f"'{tmp_path}/leftImg8bit/train' does not exist")):
         _build('cityscapes_512x1024.py', data_root=str(tmp_path))
+
+
+def test_object_storage_is_left_to_mmseg():
+    """A data_root on object storage (a URL prefix, no ``backend_args``) is not checked with
+    os.path: the build lists the images through mmengine's backend, as mmseg's own class does."""
+    from mmengine.fileio import BaseStorageBackend, register_backend
+
+    class _Remote(BaseStorageBackend):  # one image, no label read at build time
+        def get(self, filepath):
+            raise AssertionError('nothing is read at build time')
+
+        def get_text(self, filepath, encoding='utf-8'):
+            raise AssertionError('nothing is read at build time')
+
+        def list_dir_or_file(self, dir_path, list_dir=True, list_file=True, suffix=None, recursive=False):
+            yield 'ADE_train_00000000.jpg'
+
+        def join_path(self, filepath, *filepaths):
+            return '/'.join([filepath.rstrip('/'), *filepaths])
+
+    register_backend('densekit_test_remote', _Remote, force=True, prefixes='dkremote')
+    ds = _build('ade20k_512x512.py', data_root='dkremote://bucket/ade')
+    assert len(ds) == 1
+    assert ds.get_data_info(0)['seg_map_path'] == 'dkremote://bucket/ade/annotations/training/ADE_train_00000000.png'
 
 
 # -------------------------------------------------------------------------------------- depth

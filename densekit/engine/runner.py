@@ -76,12 +76,15 @@ def add_densekit_hooks(cfg) -> list[str]:
     present = set()
     for h in hooks:
         kind = h.get('type') if hasattr(h, 'get') else h
-        present.add(kind if isinstance(kind, str) else getattr(kind, '__name__', type(kind).__name__))
+        if not isinstance(kind, str):  # a Hook class or instance
+            kind = kind.__name__ if isinstance(kind, type) else type(kind).__name__
+        present.add(kind.rsplit('.', 1)[-1])  # 'mmengine.RNGStateHook' names the same hook
     missing = [name for name in DENSEKIT_HOOKS if name not in present]
     if missing:
         cfg.custom_hooks = hooks + [dict(type=name) for name in missing]
-        logger.info('added densekit hooks %s to custom_hooks (set densekit_hooks = False in the '
-                    'config to opt out)', missing)
+        from mmengine.logging import print_log
+        print_log(f'added densekit hooks {missing} to custom_hooks (set densekit_hooks = False in '
+                  'the config to opt out)', logger='current')
     return missing
 
 

@@ -88,6 +88,8 @@ def test_configs_own_custom_hooks_keep_densekit_hooks():
     assert add_densekit_hooks(cfg) == []  # idempotent
     cfg = Config(dict(custom_hooks=[dict(type=NumClassesCheckHook)]))  # a class as the type
     assert add_densekit_hooks(cfg) == ['RNGStateHook', 'BackboneCheckpointHook']
+    cfg = Config(dict(custom_hooks=[NumClassesCheckHook(), dict(type='mmengine.RNGStateHook')]))
+    assert add_densekit_hooks(cfg) == ['BackboneCheckpointHook']
     cfg = Config(dict())
     assert add_densekit_hooks(cfg) == list(DENSEKIT_HOOKS)
     cfg = Config(dict(custom_hooks=[dict(type='EMAHook')], densekit_hooks=False))  # opt-out

@@ -31,8 +31,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-# Hopper's opt-in shared-memory limit per block (227 KiB)
+# opt-in shared-memory limit per block: Hopper (H100 / H200) 227 KiB, Ampere (A100) 163 KiB
 SM90_MAX_SHARED_BYTES = 232448
+SHARED_LIMIT = {90: SM90_MAX_SHARED_BYTES, 80: 166912}
 
 
 @dataclass

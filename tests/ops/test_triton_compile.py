@@ -26,8 +26,7 @@ ok, why = _triton_aot.available()
 pytestmark = pytest.mark.skipif(not ok, reason=f'no ahead-of-time Triton compilation here: {why}')
 
 ROOT = Path(__file__).resolve().parents[2]
-# opt-in shared memory per block: H100/H200 227 KiB, A100 163 KiB
-SHARED_LIMIT = {90: _triton_aot.SM90_MAX_SHARED_BYTES, 80: 166912}
+SHARED_LIMIT = _triton_aot.SHARED_LIMIT
 TENSOR_CORE_OP = {90: 'HGMMA', 80: 'HMMA'}
 # kernels launched by forward + backward of each op
 EXPECTED = {
@@ -183,29 +182,39 @@ def test_sass_instruction_classes_are_counted():
     assert (c['MUFU'], c['LDG'], c['LDGSTS'], c['HGMMA'], c['STG'], c['LDS']) == (1, 2, 1, 1, 1, 0)
 
 
-def test_gpu_parity_compile_tool_covers_every_triton_case():
-    """tools/dev/compile_gpu_parity_cases.py compiles the Triton cases of the ``gpu`` parity tests
-    by expanding their parametrize marks itself: it must list exactly the cases pytest collects."""
+def _compile_tool(*args, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
-    listed = subprocess.run([sys.executable, str(ROOT / 'tools' / 'dev' / 'compile_gpu_parity_cases.py'), '--list'],
-                            env=env, capture_output=True, text=True, timeout=600)
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    collected = subprocess.run([sys.executable, '-m', 'pytest', '-m', 'gpu', '--collect-only', '-q', '-p', 'no:cacheprovider',
-                                'tests/ops/test_attn_neighborhood.py', 'tests/ops/test_attn_window.py',
-                                'tests/ops/test_attn_halo.py'],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert '::' in collected.stdout, collected.stdout[-3000:] + collected.stderr[-3000:]
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'dev' / 'compile_gpu_parity_cases.py'), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
 
-    def per_test(ids):
-        counts = {}
-        for i in ids:
-            key = i.split('[')[0].split('/')[-1].replace('.py', '')
-            counts[key] = counts.get(key, 0) + 1
-        return counts
 
-    triton_ids = [i for i in collected.stdout.splitlines() if '::test_' in i and 'flex' not in i.split('::')[1]
-                  and ('reference' not in i.split('[', 1)[-1])]
-    listed_ids = [i for i in listed.stdout.splitlines() if '::test_' in i]
-    assert per_test(listed_ids) == per_test(triton_ids)
-    assert len(listed_ids) >= 80
+def test_gpu_parity_compile_tool_lists_the_triton_cases():
+    """tools/dev/compile_gpu_parity_cases.py takes its cases from pytest's collection of the
+    ``gpu`` tests: every Triton case, and none that runs only the reference or flex."""
+    listed = [line for line in _compile_tool('--list').splitlines() if '::test_' in line]
+    assert len(listed) == len(set(listed)) >= 90
+    for nodeid in listed:
+        assert 'flex' not in nodeid and 'reference' not in nodeid, nodeid
+    for name in ('test_attn_neighborhood.py::test_cuda_parity[', 'test_cuda_triton_per_pair_bias_parity[',
+                 'test_attn_window.py::test_cuda_parity[', 'test_attn_halo.py::test_cuda_parity[',
+                 'test_cuda_strided_parity[', 'test_attention_backends_agree_cuda[swin_test]'):
+        assert any(name in nodeid for nodeid in listed), name
+    # the parity tests' reference cases are the other half of each parametrization
+    ops = [n for n in listed if '/ops/' in n and 'per_pair' not in n and 'strided' not in n]
+    assert all(n.endswith('-triton]') for n in ops), [n for n in ops if not n.endswith('-triton]')][:3]
+
+
+def test_gpu_parity_compile_tool_compiles_a_case(tmp_path):
+    """One case end to end: the test's own body (its monkeypatched launch configuration too)
+    with every launch compiled for sm_90 and recorded."""
+    out = tmp_path / 'report.json'
+    _compile_tool('--only', 'neighborhood', '-k', 'per_pair_bias_parity and shape0 and dtype1', '--json', str(out))
+    report = json.loads(out.read_text())
+    assert report['summary']['failures'] == [] and report['summary']['tests'] == 1
+    assert [r['kernel'] for r in report['rows']] == EXPECTED['na2d']
+    for r in report['rows']:
+        assert 0 < r['shared_bytes'] <= SHARED_LIMIT[90], r
+        assert r['mma'] == (None if r['kernel'] in ELEMENTWISE_KERNELS else 'HGMMA'), r  # bf16 case

@@ -245,15 +245,12 @@ def _folder_note(folder: str, expected: str) -> str:
     names = sorted(os.listdir(parent))
     if not names:
         return f"whose folder '{parent}' is empty"
-    shown = ', '.join(repr(n) for n in names[:3])
-    more = f' and {len(names) - 3} more' if len(names) > 3 else ''
-    return f"whose folder '{parent}' holds {shown}{more}"
+    return f"whose folder '{parent}' holds {_first(names)}"
 
 
 def missing_labels_error(owner: str, missing: list[tuple[str, str]], total: int, *,
                          images: str, label_field: str, label_dir: str, suffix_field: str,
-                         suffix: str | None, kind: str = 'label',
-                         max_listed: int = 3) -> DataNotFoundError:
+                         suffix: str | None, kind: str = 'label') -> DataNotFoundError:
     """The error for ``missing`` of ``total`` images without their label file.
 
     Args:
@@ -266,7 +263,6 @@ def missing_labels_error(owner: str, missing: list[tuple[str, str]], total: int,
         suffix_field: the argument that names the label suffix, e.g. ``'seg_map_suffix'``.
         suffix: its value; ``None`` where the label paths are listed in a split file.
         kind: what a label is, for the message (``'label'``, ``'depth'``).
-        max_listed: how many missing labels a partial-folder message lists.
     """
     img, label = missing[0]
     suffix_note = f' ({suffix_field}={suffix!r})' if suffix is not None else ''
@@ -280,15 +276,20 @@ def missing_labels_error(owner: str, missing: list[tuple[str, str]], total: int,
             f'{suffix_note}; check {label_field}{check}')
     return DataNotFoundError(
         f'{owner}: {len(missing)} of the {total} images of {images} have no {kind} file under '
-        f"{label_field}='{label_dir}': missing {list_missing(missing, max_listed)}{suffix_note}; "
+        f"{label_field}='{label_dir}': missing {list_missing(missing)}{suffix_note}; "
         f'training on the others would silently drop them: add the {kind} files or remove the '
         'images')
 
 
 def list_missing(missing: list[tuple[str, str]], max_listed: int = 3) -> str:
     """``'a.png', 'b.png' and 5 more``: the first expected label paths of ``missing``."""
-    listed = ', '.join(f"'{label}'" for _, label in missing[:max_listed])
-    return listed + (f' and {len(missing) - max_listed} more' if len(missing) > max_listed else '')
+    return _first([label for _, label in missing], max_listed)
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    """``'a', 'b', 'c' and 5 more``: the first ``n`` of ``names``, quoted."""
+    shown = ', '.join(repr(name) for name in names[:n])
+    return shown + (f' and {len(names) - n} more' if len(names) > n else '')
 
 
 def require_images(n_images: int, owner: str, images: str, img_suffix: str | None) -> None:

@@ -52,9 +52,12 @@ def test_rows_ran_and_agree_with_the_fp32_reference(smoke_rows):
     _, rows = smoke_rows
     for (case, impl), r in rows.items():
         if '[flex]' in impl or impl.startswith('compiled flex'):
-            # flex_attention has no CPU backward in this torch: the row must say so, nothing else
+            # flex_attention has no CPU backward in this torch: an error row must say that, and
+            # nothing else; a row that ran (a torch with one) must have run forward and backward
             if 'error' in r:
                 assert 'CPU' in r['error'], r
+            else:
+                assert r['fwd_ms'] > 0 and r['fwdbwd_ms'] > 0, r
             continue
         assert 'error' not in r, r
         assert r['fwd_ms'] > 0 and r['fwdbwd_ms'] > 0, r

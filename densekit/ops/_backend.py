@@ -30,6 +30,7 @@ ENV_VAR = 'DENSEKIT_ATTN_BACKEND'
 BACKEND_NAMES = ('triton', 'flex', 'reference')
 
 Probe = Callable[[bool], Optional[str]]
+TRITON_GRID_X_MAX = 2 ** 31 - 1  # CUDA's limit on the first grid axis
 TRITON_GRID_Y_MAX = 65535  # CUDA's limit on the second grid axis
 # Triton computes element offsets in int32 (``tl.program_id`` and integer kernel arguments below
 # 2**31 are int32), so an offset into a tensor of 2**31 or more elements silently wraps: a wrong

@@ -108,11 +108,19 @@ def test_halo_refuses_a_logit_table_of_2_31_elements(triton_interpreter, no_kern
 
 
 # ---------------------------------------------------------------- multi-scale deformable attention
+def _define_kernels_interpreted(monkeypatch):
+    """``@triton.jit`` fixes the mode when a kernel module is first imported: importing the MSDA
+    kernels here without ``TRITON_INTERPRET`` would leave compiled kernels that the interpreter
+    tests run later in this process cannot launch on CPU."""
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+
+
 def test_ms_deform_attn_triton_refuses_an_image_of_value_of_2_31_elements(monkeypatch):
     """Rows inside one image of ``value`` are gathered with int32 offsets (the batch offset is
     int64): one image of S * heads * D >= 2**31 elements must be refused (an explicit request:
     an error)."""
     pytest.importorskip('triton')
+    _define_kernels_interpreted(monkeypatch)
     from densekit.ops.ms_deform_attn import ms_deform_attn
 
     class Launched(torch.autograd.Function):
@@ -130,8 +138,9 @@ def test_ms_deform_attn_triton_refuses_an_image_of_value_of_2_31_elements(monkey
         ms_deform_attn(value, shapes, starts, loc, attn, backend='triton')
 
 
-def test_ms_deform_attn_triton_grid_limit():
+def test_ms_deform_attn_triton_grid_limit(monkeypatch):
     pytest.importorskip('triton')
+    _define_kernels_interpreted(monkeypatch)
     from densekit.ops.ms_deform_attn.triton import int32_reason
     assert int32_reason((2, 100, 8, 32), (2, 300, 8, 4, 4, 2)) is None
     assert 'exceed the grid limit 2147483647' in int32_reason((1, 100, 8, 32), (1, 2 ** 28, 8, 4, 4, 2))

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from densekit.ops._backend import TRITON_INT32_ELEMENTS, int32_offset_reason
+from densekit.ops._backend import TRITON_GRID_X_MAX, int32_offset_reason
 
 # Reductions and fills use core builtins (``tl.reduce`` with triton's combine function,
 # ``tl.full``) instead of ``tl.sum`` / ``tl.zeros``, which are ``@triton.jit`` library functions
@@ -192,9 +192,9 @@ def int32_reason(value_shape, loc_shape) -> Optional[str]:
     per (batch, query, head) on axis 0 (CUDA allows 2**31 - 1)."""
     bs, s, nh, d = value_shape
     nq = loc_shape[1]
-    if bs * nq * nh > TRITON_INT32_ELEMENTS - 1:
+    if bs * nq * nh > TRITON_GRID_X_MAX:
         return (f'batch * queries * heads = {bs} * {nq} * {nh} = {bs * nq * nh} programs exceed the grid limit '
-                f'{TRITON_INT32_ELEMENTS - 1}')
+                f'{TRITON_GRID_X_MAX}')
     return int32_offset_reason({'one image of value (S * heads * head_dim)': s * nh * d})
 
 

@@ -355,9 +355,12 @@ class WindowAttentionTriton(torch.autograd.Function):
         # With a bias gradient, a program sums dS over a chunk of images, so the fp32 dS buffer is
         # [image chunks, windows, heads, N, N] instead of one [N, N] per image (for Swin-T stage 1
         # at batch 32: 11 MB instead of 59 MB); chunks keep >= ~_MIN_PROGRAMS programs in flight.
-        shape, b_per = ds_shape(B, H, W, nh, D, window, q.dtype) if need_drpb else ((B,), 1)
-        img_chunks = shape[0]
-        ds = torch.zeros(shape, device=q.device, dtype=torch.float32) if need_drpb else lse
+        if need_drpb:
+            shape, b_per = ds_shape(B, H, W, nh, D, window, q.dtype)
+            img_chunks = shape[0]
+            ds = torch.zeros(shape, device=q.device, dtype=torch.float32)
+        else:  # one image per program, no dS buffer (the kernel does not write it)
+            img_chunks, b_per, ds = B, 1, lse
         rs = (rpb.stride(0), rpb.stride(1), rpb.stride(2)) if has_rpb else (0, 0, 0)
         common = dict(WH=wh, WW=ww, SH=shift[0], SW=shift[1], BLOCK=block, CHUNKS=chunks, BLOCK_D=block_d,
                       HAS_RPB=has_rpb, PREC=precision(q.dtype), UPCAST=upcast(q))

@@ -292,6 +292,16 @@ def _first(names: list[str], n: int = 3) -> str:
     return shown + (f' and {len(names) - n} more' if len(names) > n else '')
 
 
+def require_listed_images(paths: list[str], owner: str, images: str, img_dir: str) -> None:
+    """Raise :class:`DataNotFoundError` when images a split file lists do not exist (a wrong
+    ``data_prefix.img_path``, or a split file of another layout): one ``stat`` per image."""
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise DataNotFoundError(
+            f"{owner}: {len(missing)} of the {len(paths)} images listed by {images} do not exist "
+            f"under data_prefix.img_path='{img_dir}': {_first(missing)}")
+
+
 def require_images(n_images: int, owner: str, images: str, img_suffix: str | None) -> None:
     """Raise :class:`DataNotFoundError` when a folder scan (``img_suffix``: what it looked for) or
     a split file (``img_suffix=None``) gave no image."""

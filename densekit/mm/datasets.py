@@ -132,6 +132,8 @@ class _CheckedSegMixin:
             images = f"data_prefix.img_path='{img_dir}'"
         data_list = super().load_data_list()
         checks.require_images(len(data_list), owner, images, None if from_split else self.img_suffix)
+        if from_split:  # a folder scan lists only what exists
+            checks.require_listed_images([d['img_path'] for d in data_list], owner, images, img_dir)
         if label_dir is not None:
             missing = checks.find_missing_labels(
                 [(d['img_path'], d['seg_map_path']) for d in data_list])

@@ -159,6 +159,8 @@ class DepthFolderDataset(BaseDataset):
             raise checks.DataNotFoundError(
                 f'{owner}: {images} lists no frame with a depth map (data_prefix.depth_map_path='
                 f'{depth_dir!r}, skip_missing_depth={self.skip_missing_depth})')
+        if self.ann_file:  # a folder scan lists only what exists
+            checks.require_listed_images([d['img_path'] for d in frames], owner, images, img_dir)
         return frames
 
     def _scan_folder(self, img_dir: str, depth_dir: str | None) -> list[dict]:

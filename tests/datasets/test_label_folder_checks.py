@@ -153,6 +153,19 @@ def test_ade20k_split_file_with_missing_labels(tmp_path):
         _build('ade20k_512x512.py', data_root=str(tmp_path), ann_file='train.txt')
 
 
+def test_split_file_images_must_exist(tmp_path):
+    # a split file lists names; mmseg joins them to data_prefix.img_path without looking
+    _ade(tmp_path, n=2)
+    (tmp_path / 'train.txt').write_text('ADE_train_00000000\nADE_train_00000001\n')
+    assert len(_build('ade20k_512x512.py', data_root=str(tmp_path), ann_file='train.txt')) == 2
+    with pytest.raises(DataError, match=re.escape(
+            f"DenseKitADE20KDataset: 2 of the 2 images listed by ann_file '{tmp_path}/train.txt' do not "
+            f"exist under data_prefix.img_path='{tmp_path}/images/train': "
+            f"'{tmp_path}/images/train/ADE_train_00000000.jpg', ")):
+        _build('ade20k_512x512.py', data_root=str(tmp_path), ann_file='train.txt',
+               data_prefix=dict(img_path='images/train', seg_map_path='annotations/training'))
+
+
 def test_empty_split_file(tmp_path):
     (tmp_path / 'images' / 'training').mkdir(parents=True)
     (tmp_path / 'train.txt').write_text('')
@@ -267,6 +280,10 @@ def test_kitti_split_file_wrong_depth_folder(tmp_path):
     (tmp_path / 'eigen_test.txt').write_text('\n'.join(lines) + '\n')
     kw = dict(data_root=str(tmp_path), ann_file='eigen_test.txt')
     assert len(_depth('KITTIEigenDataset', **kw)) == 3
+    with pytest.raises(DataError, match=re.escape(  # images under another folder than the split's
+            f"KITTIEigenDataset: 3 of the 3 images listed by ann_file '{tmp_path}/eigen_test.txt' do not "
+            f"exist under data_prefix.img_path='{tmp_path}/rgb': '{tmp_path}/rgb/drive/image_02/0000000000.png'")):
+        _depth('KITTIEigenDataset', **kw, data_prefix=dict(img_path='rgb', depth_map_path='data_depth_annotated'))
     with pytest.raises(DataError, match=re.escape(
             f"KITTIEigenDataset: none of the 3 images of ann_file '{tmp_path}/eigen_test.txt' has "
             f"its depth file under data_prefix.depth_map_path='{tmp_path}/depth_annotated' (which "

@@ -78,7 +78,8 @@ STEPS=" ${GPU_CHECK_STEPS:-parity attention models} "
 want() { [[ $STEPS == *" $1 "* ]]; }
 
 # 2. GPU parity first (the first H200 run, 2026-11-26, needed ~240 s for 149 tests on 14 workers;
-#    187 now)
+#    193 now; their Triton kernels, 455, take ~13 CPU-minutes to compile, checked without a GPU by
+#    tools/dev/compile_gpu_parity_cases.py)
 want parity && step gpu_parity 300 "$OUT/gpu_parity.log" \
   python3 -m pytest -m gpu -n 14 -p no:cacheprovider -p no:benchmark --timeout 200 --tb=short -rfE \
   --durations=15 --junitxml="$OUT/gpu_parity.xml" tests/ops tests/models/test_backbone_contract.py

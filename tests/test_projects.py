@@ -36,3 +36,30 @@ def test_custom_backbone_trains_one_step(tmp_path, monkeypatch):
     runner.train()
     after = runner.model.backbone.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if 'weight' in k)
+
+
+def test_custom_backbone_builds_through_mmseg(tmp_path, monkeypatch):
+    """The same user backbone in a segmentation config: ``custom_imports`` registers it into
+    mmseg's MODELS too (an mmseg EncoderDecoder with mmseg's FPN head on top)."""
+    pytest.importorskip('mmseg')
+    monkeypatch.syspath_prepend(str(REPO))
+    import densekit  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+
+    cfg_file = tmp_path / 'seg.py'
+    cfg_file.write_text(
+        "custom_imports = dict(imports=['projects.example_backbone.example_backbone'], "
+        "allow_failed_imports=False)\n"
+        "model = dict(type='EncoderDecoder', data_preprocessor=dict(type='SegDataPreProcessor', "
+        "size=(64, 64)), backbone=dict(type='ExampleConvNet', widths=(8, 16, 32, 64)), "
+        "decode_head=dict(type='FPNHead', in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], "
+        "feature_strides=[4, 8, 16, 32], channels=16, num_classes=3, "
+        "loss_decode=dict(type='CrossEntropyLoss')))\n")
+    cfg = Config.fromfile(str(cfg_file))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg.model)
+    assert type(model.backbone).__name__ == 'ExampleConvNet'
+    logits = model(torch.randn(2, 3, 64, 64), mode='tensor')
+    assert logits.shape == (2, 3, 16, 16)

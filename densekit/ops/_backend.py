@@ -117,7 +117,9 @@ def scale_reason(scale) -> Optional[str]:
 
 
 def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max: int = 128) -> Optional[str]:
-    """Common reasons the Triton kernels cannot run (``None`` if they can)."""
+    """Common reasons the Triton kernels cannot run (``None`` if they can). ``tensors``: q, k, v
+    (the checks of device, dtype and shape read q; every one must be indexable with 32-bit
+    offsets)."""
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -139,7 +141,7 @@ def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max:
                 f'Triton grid limit {TRITON_GRID_Y_MAX}')
     if t.device.type == 'cuda' and t.dtype == torch.bfloat16 and torch.cuda.get_device_capability(t.device)[0] < 8:
         return 'bfloat16 needs compute capability >= 8.0'
-    return None
+    return int32_offset_reason({name: index_span(x) for name, x in zip('qkv', tensors) if x is not None})
 
 
 def index_span(t: torch.Tensor) -> int:

@@ -79,13 +79,13 @@ def test_na_refuses_a_rpb_gradient_buffer_of_2_31_elements(triton_interpreter, n
 
 
 def test_na_dS_buffer_counts_only_when_the_bias_needs_a_gradient():
-    from densekit.ops.neighborhood import _triton_sizes
+    from densekit.ops.neighborhood import _scratch_sizes
     q = _big(1, 2048, 4096, 2, 16)
     rpb = torch.zeros(2, 25, 25, requires_grad=True)
-    assert 'the dS buffer of the rpb gradient' in _triton_sizes(q, q, q, (13, 13), rpb)
+    assert 'the dS buffer of the rpb gradient' in _scratch_sizes(q, (13, 13), rpb)
     with torch.no_grad():
-        assert int32_offset_reason(_triton_sizes(q, q, q, (13, 13), rpb)) is None
-    assert int32_offset_reason(_triton_sizes(q, q, q, (13, 13), rpb.detach())) is None
+        assert int32_offset_reason(_scratch_sizes(q, (13, 13), rpb)) is None
+    assert int32_offset_reason(_scratch_sizes(q, (13, 13), rpb.detach())) is None
 
 
 def test_window_refuses_a_rpb_gradient_buffer_of_2_31_elements(triton_interpreter, no_kernels):

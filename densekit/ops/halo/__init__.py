@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, index_span, int32_offset_reason,
+from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, int32_offset_reason,
                                    scale_reason, triton_probe)
 
 __all__ = ['halo_attention']
@@ -27,11 +27,12 @@ def _int(value, name: str) -> int:
         raise TypeError(f'halo_attention: {name} must be an int, got {value!r}') from None
 
 
-def _triton_sizes(q, k, v, rel_h, rel_w, win: int) -> dict:
-    """Elements of what the Triton kernels index (``int32_offset_reason``). Outputs, gradients and
-    the log-sum-exp are no larger than q / v; the fp32 relative-logit tables (and their gradients)
-    are ``[B, H/s, W/s, heads, 2*win-1]``, larger than q when ``2*win-1`` exceeds head_dim."""
-    sizes = {'q': index_span(q), 'k': index_span(k), 'v': index_span(v)}
+def _scratch_sizes(q, rel_h, rel_w, win: int) -> dict:
+    """Elements of the scratch buffers the Triton kernels index (``int32_offset_reason``; q, k, v
+    are checked by ``triton_probe``). Outputs, gradients and the log-sum-exp are no larger than
+    q / v; the fp32 relative-logit tables (and their gradients) are ``[B, H/s, W/s, heads, 2*win-1]``,
+    larger than q when ``2*win-1`` exceeds head_dim."""
+    sizes = {}
     for name, t in (('rel_h', rel_h), ('rel_w', rel_w)):
         if t is not None:
             sizes[f'the {name} logit table'] = math.prod(q.shape[:-1]) * (2 * win - 1)
@@ -101,8 +102,8 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
-        return (scale_reason(scale) or triton_probe(explicit, q)
-                or int32_offset_reason(_triton_sizes(q, k, v, rel_h, rel_w, win)))
+        return (scale_reason(scale) or triton_probe(explicit, q, k, v)
+                or int32_offset_reason(_scratch_sizes(q, rel_h, rel_w, win)))
 
     def _flex(explicit):
         return scale_reason(scale) or flex_probe(explicit, q, k, v, rel_h, rel_w)

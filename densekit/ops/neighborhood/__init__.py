@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from densekit.layers.window import to_ntuple
-from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, index_span, int32_offset_reason,
+from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, int32_offset_reason,
                                    needs_grad, scale_reason, triton_probe)
 
 IntOrTuple = Union[int, Sequence[int]]
@@ -56,11 +56,12 @@ def _validate(q, k, v, kernel, dilation, rpb, n: int, op: str):
     return kernel, dilation
 
 
-def _triton_sizes(q, k, v, kernel, rpb) -> dict:
-    """Elements of what the Triton kernels index (``int32_offset_reason``). Outputs, gradients and
-    the log-sum-exp are no larger than q; the fp32 dS buffer of the rpb gradient is
-    ``[B, tokens, heads, prod(kernel)]``; the bias tiles stay under ``BIAS_TILE_MAX_BYTES``."""
-    sizes = {'q': index_span(q), 'k': index_span(k), 'v': index_span(v)}
+def _scratch_sizes(q, kernel, rpb) -> dict:
+    """Elements of the scratch buffers the Triton kernels index (``int32_offset_reason``; q, k, v
+    are checked by ``triton_probe``). Outputs, gradients and the log-sum-exp are no larger than q;
+    the fp32 dS buffer of the rpb gradient is ``[B, tokens, heads, prod(kernel)]``; the bias tiles
+    stay under ``BIAS_TILE_MAX_BYTES``."""
+    sizes = {}
     if rpb is not None and needs_grad(rpb):
         sizes['the dS buffer of the rpb gradient'] = math.prod(q.shape[:-1]) * math.prod(kernel)
     return sizes
@@ -80,8 +81,8 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ke
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
-        return (scale_reason(scale) or triton_probe(explicit, q)
-                or int32_offset_reason(_triton_sizes(q, k, v, kernel, rpb)))
+        return (scale_reason(scale) or triton_probe(explicit, q, k, v)
+                or int32_offset_reason(_scratch_sizes(q, kernel, rpb)))
 
     def _flex(explicit):
         return scale_reason(scale) or flex_probe(explicit, q, k, v, rpb)

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from densekit.layers.window import to_2tuple
-from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, index_span, int32_offset_reason,
+from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, int32_offset_reason,
                                    needs_grad, scale_reason, triton_probe)
 
 # Largest window (in tokens) the fused Triton kernels take with a relative position bias: Swin's
@@ -26,11 +26,12 @@ MAX_TRITON_WINDOW_NO_BIAS = 4096
 __all__ = ['window_attention']
 
 
-def _triton_sizes(q, k, v, window, rpb) -> dict:
-    """Elements of what the Triton kernels index (``int32_offset_reason``). Outputs, gradients and
-    the log-sum-exp are no larger than q; with a bias that needs a gradient, the backward's fp32
-    dS buffer (``ds_shape``; only asked once the Triton probe passed, so triton is importable)."""
-    sizes = {'q': index_span(q), 'k': index_span(k), 'v': index_span(v)}
+def _scratch_sizes(q, window, rpb) -> dict:
+    """Elements of the scratch buffers the Triton kernels index (``int32_offset_reason``; q, k, v
+    are checked by ``triton_probe``). Outputs, gradients and the log-sum-exp are no larger than q;
+    with a bias that needs a gradient, the backward's fp32 dS buffer (``ds_shape``; only asked once
+    the Triton probe passed, so triton is importable)."""
+    sizes = {}
     if rpb is not None and needs_grad(rpb):
         from densekit.ops.window.triton import ds_shape
         B, H, W, nh, D = q.shape
@@ -92,8 +93,8 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
         if tokens > limit:
             return (f'window {window} has {tokens} tokens, more than the {limit} the Triton kernels '
                     f'are checked for{" with a relative position bias" if rpb is not None else ""}')
-        return (scale_reason(scale) or triton_probe(explicit, q)
-                or int32_offset_reason(_triton_sizes(q, k, v, window, rpb)))
+        return (scale_reason(scale) or triton_probe(explicit, q, k, v)
+                or int32_offset_reason(_scratch_sizes(q, window, rpb)))
 
     def _flex(explicit):
         return scale_reason(scale) or flex_probe(explicit, q, k, v, rpb)

@@ -6,6 +6,7 @@ new family is covered by adding that variant. Checks on an odd input (97x131): o
 ``frozen_stages``, ``with_cp`` equivalence, every attention backend giving the same features, and
 building through mmdet's and mmseg's ``MODELS``.
 """
+import contextlib
 import os
 import sys
 from typing import Dict, Set, Tuple
@@ -285,11 +286,15 @@ def _check_backends(name, model, x, monkeypatch, backward: bool) -> None:
 def test_attention_backends_agree(name, monkeypatch):
     """CPU: Triton (TRITON_INTERPRET=1) and FlexAttention's forward against the reference."""
     from conftest import triton_interpreter_unusable
+    from triton_hazards import gpu_hazards
+    hazards = contextlib.nullcontext()
     if not triton_interpreter_unusable():  # else Triton refuses on CPU and only flex is compared
         monkeypatch.setenv('TRITON_INTERPRET', '1')
+        hazards = gpu_hazards()  # races, out-of-bounds accesses, uninitialised memory (see there)
     model = _build(name).eval()
     # Small (the Triton interpreter is slow) but odd, so that every op pads.
-    _check_backends(name, model, torch.randn(1, 3, 45, 37), monkeypatch, backward=False)
+    with hazards:
+        _check_backends(name, model, torch.randn(1, 3, 45, 37), monkeypatch, backward=False)
 
 
 @pytest.mark.gpu

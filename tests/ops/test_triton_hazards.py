@@ -2,6 +2,11 @@
 in a small kernel written to have it, a correct kernel passes, and densekit's attention kernels
 (which every ``triton_interpreter`` test runs under these checks) are really instrumented."""
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -168,3 +173,24 @@ def test_ms_deform_attn_atomics_run_under_the_checks(interp):
     torch.testing.assert_close(out.detach(), ref, rtol=0, atol=1e-5)
     assert len(checker.kernels) >= 2 and checker.launches == sum(checker.kernels.values())
     assert torch.isfinite(value.grad).all() and torch.isfinite(loc.grad).all()
+
+
+def test_gpu_parity_cases_run_under_the_checks_through_the_tool(tmp_path):
+    """``tools/dev/compile_gpu_parity_cases.py --interpret`` runs a CUDA parity case's own body on
+    CPU under these checks (a child process: ``triton.jit`` picks the interpreter at definition)."""
+    from conftest import triton_interpreter_unusable
+    why = triton_interpreter_unusable()
+    if why:
+        pytest.skip(why)
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / 'interp.json'
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    proc = subprocess.run([sys.executable, str(root / 'tools/dev/compile_gpu_parity_cases.py'), '--interpret',
+                           '--only', 'halo', '-k', 'test_cuda_parity and shape0 and dtype1', '--json', str(out)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result['summary']['tests'] == 1 and result['summary']['failures'] == []
+    # forward, delta, dQ and dK / dV launches, each checked
+    assert {r['kernel'] for r in result['rows']} == {'_halo_fwd_or_dq', '_row_dot_kernel', '_halo_dkdv'}
+    assert result['summary']['launches'] == 4

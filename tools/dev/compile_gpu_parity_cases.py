@@ -1,4 +1,4 @@
-"""Compile, for a GPU target and without a GPU, every Triton case of the CUDA parity tests.
+"""Compile (or interpret), for a GPU target and without a GPU, every Triton case of the CUDA parity tests.
 
 The CUDA parity tests (``pytest -m gpu``, run by ``benchmarks/gpu_check.sh`` on a lent H100 / H200)
 are the first place a Triton kernel meets the real compiler at those shapes; on the one GPU run
@@ -11,7 +11,13 @@ memory, registers and stack, and fails when a kernel does not compile or does no
 target's shared memory.
 
     python tools/dev/compile_gpu_parity_cases.py [--arch 90] [--only neighborhood,window,halo,backbones]
-                                                 [-k EXPR] [--json out.json] [--list]
+                                                 [-k EXPR] [--json out.json] [--list] [--interpret]
+
+``--interpret`` runs each case's parity check itself instead, on CPU tensors of the case's shape
+and dtype through the Triton interpreter, with the GPU hazard checks of ``tests/triton_hazards.py``
+(cross-program races, accesses outside the tensors' elements, NaN for uninitialised memory and
+masked-off lanes): what the CUDA parity run will compare, minus the GPU's own arithmetic (the
+interpreter widens bf16 dot operands to fp32). Slow: minutes per large case.
 
 ``backbones``: the tiny backbones of ``test_backbone_contract.py::test_attention_backends_agree_cuda``
 (forward and backward with ``DENSEKIT_ATTN_BACKEND=triton``). Reference / flex cases are not
@@ -35,8 +41,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT] + [os.path.join(ROOT, 'tests', *sub) for sub in ((), ('ops',), ('models',))]
 
-if os.environ.get('TRITON_INTERPRET') == '1':
+INTERPRET = '--interpret' in sys.argv[1:]
+if os.environ.get('TRITON_INTERPRET') == '1' and not INTERPRET:
     sys.exit('run without TRITON_INTERPRET=1: kernels defined under the interpreter cannot be compiled')
+if INTERPRET:  # before any kernel is defined: ``triton.jit`` picks the interpreter at definition
+    os.environ['TRITON_INTERPRET'] = '1'
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -97,9 +106,38 @@ def _compile_op_case(item, arch):
             run(op, *make_inputs(shape, bias_shape, seed), backend, dtype)
         reports.extend(compiled)
 
+    _run_op_case(item, compile_check)
+    return reports
+
+
+def _interpret_op_case(item, arch):
+    """Runs the test's body with ``check_backend`` on CPU, under the GPU hazard checks; returns one
+    report per kernel launch (name and count)."""
+    from attn_parity import check_backend
+    from triton_hazards import gpu_hazards
+    launches = {}
+
+    def interpret_check(op, backend, shape, bias_shape, dtype, seed=0, device=None):
+        with gpu_hazards() as checker:
+            check_backend(op, backend, shape, bias_shape, dtype, seed, device='cpu')
+        for name, n in checker.kernels.items():
+            launches[name] = launches.get(name, 0) + n
+
+    _run_op_case(item, interpret_check)
+    return [Launches(name, n) for name, n in sorted(launches.items())]
+
+
+class Launches:
+    """What ``--interpret`` reports per kernel: its name and how many launches were checked."""
+
+    def __init__(self, kernel: str, launches: int):
+        self.kernel, self.launches, self.shared_bytes = kernel, launches, 0
+
+
+def _run_op_case(item, check):
     module = item.module
     original = module.check_backend
-    module.check_backend = compile_check
+    module.check_backend = check
     mp = pytest.MonkeyPatch()
     try:
         params = inspect.signature(item.function).parameters
@@ -108,7 +146,6 @@ def _compile_op_case(item, arch):
     finally:
         mp.undo()
         module.check_backend = original
-    return reports
 
 
 def _compile_backbone_case(item, arch):
@@ -128,6 +165,22 @@ def _compile_backbone_case(item, arch):
     return reports
 
 
+def _interpret_backbone_case(item, arch):
+    """``test_attention_backends_agree_cuda[name]`` on CPU (fp32, forward and backward, every
+    backend the probes accept against the reference) under the GPU hazard checks."""
+    from triton_hazards import gpu_hazards
+    contract = item.module
+    model = contract._build(item.callspec.params['name']).eval()
+    mp = pytest.MonkeyPatch()
+    try:
+        with gpu_hazards() as checker:
+            contract._check_backends(item.callspec.params['name'], model, torch.randn(2, 3, contract.H, contract.W),
+                                     mp, backward=True)
+    finally:
+        mp.undo()
+    return [Launches(name, n) for name, n in sorted(checker.kernels.items())]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--arch', type=int, default=90, choices=sorted(_triton_aot.SHARED_LIMIT))
@@ -135,15 +188,17 @@ def main():
     ap.add_argument('-k', dest='keyword', default=None, help="pytest's -k expression, to compile some cases")
     ap.add_argument('--json', default=None)
     ap.add_argument('--list', action='store_true', help='print the Triton test cases, compile nothing')
+    ap.add_argument('--interpret', action='store_true',
+                    help='run the parity checks through the interpreter with the GPU hazard checks instead')
     args = ap.parse_args()
     families = args.only.split(',')
     unknown = set(families) - set(FAMILIES)
     if unknown:
         ap.error(f'--only: unknown {sorted(unknown)}; choose from {FAMILIES}')
     ok, why = _triton_aot.available()
-    if not ok and not args.list:
+    if not ok and not (args.list or args.interpret):
         sys.exit(f'no ahead-of-time Triton compilation here: {why}')
-    for fam in OPS:  # define the kernels now, compiled (the wrappers import them lazily)
+    for fam in OPS:  # define the kernels now, compiled unless --interpret (the wrappers import them lazily)
         importlib.import_module(f'densekit.ops.{fam}.triton')
 
     items = triton_cases(families, args.keyword)
@@ -151,7 +206,7 @@ def main():
         for item in items:
             print(item.nodeid)
         return
-    # the kernels are defined (compiled mode); from here on the dispatch accepts explicit CPU calls
+    # the kernels are defined; from here on the dispatch accepts explicit CPU calls
     os.environ['TRITON_INTERPRET'] = '1'
 
     rows, failures = [], []
@@ -160,24 +215,36 @@ def main():
         t0 = time.perf_counter()
         reports, err = [], None
         try:
-            reports = (_compile_backbone_case if backbone else _compile_op_case)(item, args.arch)
+            if args.interpret:
+                reports = (_interpret_backbone_case if backbone else _interpret_op_case)(item, args.arch)
+            else:
+                reports = (_compile_backbone_case if backbone else _compile_op_case)(item, args.arch)
+        except pytest.skip.Exception as e:  # the backbone test's "no other backend runs here"
+            err = f'skipped: {e}'
         except Exception as e:  # noqa: BLE001 - every failure is reported, then the run goes on
             err = f'{type(e).__name__}: {str(e)[:400]}'
-        refused = backbone and err is not None and 'cannot run' in err  # that test accepts refusals
+        # the backbone test accepts refusals (and skips when nothing but the reference runs)
+        refused = backbone and err is not None and ('cannot run' in err or err.startswith('skipped'))
         _record(item.nodeid, reports, args.arch, rows, failures)
         if err is not None and not refused:
             failures.append(f'{item.nodeid}: {err}')
         elif not reports and not refused and not backbone:
-            failures.append(f'{item.nodeid}: no kernel was compiled (launched in the interpreter?)')
-        print(f'{item.nodeid}: {len(reports)} kernels, {time.perf_counter() - t0:.1f} s'
+            failures.append(f'{item.nodeid}: no Triton kernel ran' if args.interpret else
+                            f'{item.nodeid}: no kernel was compiled (launched in the interpreter?)')
+        what = f'{sum(r.launches for r in reports)} launches checked' if args.interpret else f'{len(reports)} kernels'
+        print(f'{item.nodeid}: {what}, {time.perf_counter() - t0:.1f} s'
               + (f' (refused: {err})' if refused else f' FAILED {err}' if err else ''), flush=True)
 
     import triton
-    summary = {'arch': args.arch, 'triton': triton.__version__, 'torch': torch.__version__,
-               'tests': len({r['test'] for r in rows}), 'kernels': len(rows), 'failures': failures,
-               'max_shared_bytes': max((r['shared_bytes'] for r in rows), default=0),
-               'max_registers': max((r['registers'] for r in rows), default=0),
-               'with_stack': sorted({(r['kernel'], r['stack_bytes']) for r in rows if r['stack_bytes']})}
+    summary = {'triton': triton.__version__, 'torch': torch.__version__,
+               'tests': len({r['test'] for r in rows}), 'failures': failures}
+    if args.interpret:
+        summary.update(mode='interpret + GPU hazard checks', launches=sum(r['launches'] for r in rows))
+    else:
+        summary.update(arch=args.arch, kernels=len(rows),
+                       max_shared_bytes=max((r['shared_bytes'] for r in rows), default=0),
+                       max_registers=max((r['registers'] for r in rows), default=0),
+                       with_stack=sorted({(r['kernel'], r['stack_bytes']) for r in rows if r['stack_bytes']}))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'summary': summary, 'rows': rows}, f, indent=1, default=str)

@@ -70,16 +70,21 @@ def triton_interpreter_unusable() -> str:
 
 
 @pytest.fixture
-def triton_interpreter(monkeypatch):
+def triton_interpreter_unchecked(monkeypatch):
     """Run densekit's Triton kernels through the CPU interpreter in this test (the kernels pick
-    interpreted vs compiled mode when launched under ``TRITON_INTERPRET``), with the GPU hazard
-    checks of ``triton_hazards`` on: every launch is checked for cross-program races and
-    out-of-bounds accesses, and uninitialised memory / masked-off lanes read NaN.
-    ``DENSEKIT_GPU_HAZARDS=0`` turns the checks off (to tell a hazard from a numerical failure)."""
+    interpreted vs compiled mode when launched under ``TRITON_INTERPRET``)."""
     why = triton_interpreter_unusable()
     if why:
         pytest.skip(why)
     monkeypatch.setenv('TRITON_INTERPRET', '1')
+
+
+@pytest.fixture
+def triton_interpreter(triton_interpreter_unchecked):
+    """The interpreter with the GPU hazard checks of ``triton_hazards`` on: every launch is checked
+    for cross-program races and out-of-bounds accesses, and uninitialised memory / masked-off
+    lanes read NaN. ``DENSEKIT_GPU_HAZARDS=0`` turns the checks off (to tell a hazard from a
+    numerical failure)."""
     if os.environ.get('DENSEKIT_GPU_HAZARDS', '1') == '0':
         yield
         return

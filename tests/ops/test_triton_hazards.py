@@ -21,20 +21,11 @@ from densekit.ops import halo_attention, na2d, window_attention
 from densekit.ops.ms_deform_attn import ms_deform_attn
 
 
-@pytest.fixture
-def interp(monkeypatch):
-    from conftest import triton_interpreter_unusable
-    why = triton_interpreter_unusable()
-    if why:
-        pytest.skip(why)
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-
-
 @functools.lru_cache(maxsize=None)
 def _kernels():
     """The kernels of these tests, defined on first use: ``triton.jit`` makes an interpreted
-    function only when ``TRITON_INTERPRET`` is set at definition time (the ``interp`` fixture
-    sets it first)."""
+    function only when ``TRITON_INTERPRET`` is set at definition time (the
+    ``triton_interpreter_unchecked`` fixture sets it first)."""
     @triton.jit
     def _copy(X, Y, N, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -76,7 +67,7 @@ def _kernels():
                            atomic_hist=_atomic_hist, shifted_view=_shifted_view, no_other=_no_other)
 
 
-def test_correct_kernel_passes_and_is_counted(interp):
+def test_correct_kernel_passes_and_is_counted(triton_interpreter_unchecked):
     x = torch.randn(10)
     y = torch.empty(10)
     with gpu_hazards() as checker:
@@ -85,20 +76,20 @@ def test_correct_kernel_passes_and_is_counted(interp):
     assert checker.launches == 1 and checker.kernels['_copy'] == 1
 
 
-def test_store_race_between_programs(interp):
+def test_store_race_between_programs(triton_interpreter_unchecked):
     x = torch.randn(10)
     with gpu_hazards(), pytest.raises(HazardError, match=r"_same_block_everywhere: store / store race .*'Y'.*"
                                                            r"program \(0, 0, 0\) and program \(1, 0, 0\)"):
         _kernels().same_block_everywhere[(3,)](x, torch.empty(10), 10, BLOCK=4)
 
 
-def test_read_of_another_programs_store(interp):
+def test_read_of_another_programs_store(triton_interpreter_unchecked):
     x = torch.randn(12)
     with gpu_hazards(), pytest.raises(HazardError, match=r"store / load race .*'X'"):
         _kernels().reads_neighbour[(3,)](x, torch.empty(3), 12, BLOCK=4)
 
 
-def test_atomics_may_share_bytes_but_not_with_plain_access(interp):
+def test_atomics_may_share_bytes_but_not_with_plain_access(triton_interpreter_unchecked):
     x = torch.ones(12)
     h = torch.zeros(2)
     with gpu_hazards():
@@ -108,7 +99,7 @@ def test_atomics_may_share_bytes_but_not_with_plain_access(interp):
         _kernels().atomic_hist[(3,)](x, h, 12, BLOCK=4, READ_BACK=True)
 
 
-def test_access_outside_a_view_inside_its_storage(interp):
+def test_access_outside_a_view_inside_its_storage(triton_interpreter_unchecked):
     """q as a view into packed [q | k]: reading one element past q's view stays inside the
     storage (no crash on CPU, garbage or another tensor's data on GPU) and is caught."""
     packed = torch.randn(2, 8)
@@ -117,7 +108,7 @@ def test_access_outside_a_view_inside_its_storage(interp):
         _kernels().shifted_view[(2,)](q, torch.empty(8), 8, BLOCK=4)
 
 
-def test_masked_lanes_without_other_and_fresh_memory_read_as_garbage(interp):
+def test_masked_lanes_without_other_and_fresh_memory_read_as_garbage(triton_interpreter_unchecked):
     x = torch.arange(3, dtype=torch.float32)
     y = torch.zeros(4)
     with gpu_hazards():
@@ -146,7 +137,7 @@ def _halo(q, k, v, rel, backend=None):
     (_win, (3, 12, 12, 1, 16), (1, 23, 23), {'_window_fwd', '_window_bwd_dkdv', '_window_bwd_dq'}),
     (_halo, (1, 8, 12, 2, 16), (2, 11, 16), {'_halo_fwd_or_dq', '_halo_dkdv'}),
 ])
-def test_attention_kernels_run_under_the_checks(interp, monkeypatch, op, shape, bias, kernels):
+def test_attention_kernels_run_under_the_checks(triton_interpreter_unchecked, monkeypatch, op, shape, bias, kernels):
     """Several programs per launch (small tiles / chunks), so that races could occur; every
     kernel of the forward and backward is instrumented, and parity holds on poisoned memory."""
     import densekit.ops.neighborhood.triton as na_t
@@ -159,7 +150,7 @@ def test_attention_kernels_run_under_the_checks(interp, monkeypatch, op, shape, 
     assert checker.launches == sum(checker.kernels.values())
 
 
-def test_ms_deform_attn_atomics_run_under_the_checks(interp):
+def test_ms_deform_attn_atomics_run_under_the_checks(triton_interpreter_unchecked):
     gen = torch.Generator().manual_seed(0)
     shapes = torch.tensor([[5, 7], [2, 3]])
     starts = torch.tensor([0, 35])

@@ -155,13 +155,13 @@ class _Checker:
                           f'{self._program(first)} and {self._program(second)} of grid {self.launch.grid}')
 
     # -- recording --------------------------------------------------------------------------------
-    def _prog_id(self, builder) -> int:
+    @staticmethod
+    def _prog_id(builder) -> int:
         x, y, z = builder.grid_idx
-        gx, gy, _ = self.launch.grid
+        gx, gy, _ = builder.grid_dim
         return int(x + gx * (y + gy * z))
 
     def record(self, builder, kind: str, ptrs, mask: np.ndarray):
-        self.launch.grid = tuple(builder.grid_dim)
         itemsize = ptrs.get_element_ty().primitive_bitwidth // 8
         getattr(self.launch, kind)[self._prog_id(builder)].append(_bytes(ptrs.data, mask, itemsize))
 

@@ -18,7 +18,6 @@ from attn_parity import check_backend
 from triton_hazards import INT_SENTINEL, HazardError, gpu_hazards
 
 from densekit.ops import halo_attention, na2d, window_attention
-from densekit.ops.ms_deform_attn import ms_deform_attn
 
 
 @functools.lru_cache(maxsize=None)
@@ -151,28 +150,17 @@ def test_attention_kernels_run_under_the_checks(triton_interpreter_unchecked, mo
 
 
 def test_ms_deform_attn_atomics_run_under_the_checks(triton_interpreter_unchecked):
-    gen = torch.Generator().manual_seed(0)
-    shapes = torch.tensor([[5, 7], [2, 3]])
-    starts = torch.tensor([0, 35])
-    value = torch.randn(2, 41, 2, 8, generator=gen).requires_grad_()
-    loc = (torch.rand(2, 6, 2, 2, 3, 2, generator=gen) * 1.3 - 0.15).requires_grad_()
-    attn = torch.rand(2, 6, 2, 2, 3, generator=gen).requires_grad_()
+    """The MSDA parity check (its value gradient uses atomics) with its launches instrumented."""
+    from test_ms_deform_attn_triton import CASES, _check
     with gpu_hazards() as checker:
-        out = ms_deform_attn(value, shapes, starts, loc, attn, backend='triton')
-        out.sum().backward()
-    ref = ms_deform_attn(value.detach(), shapes, starts, loc.detach(), attn.detach(), backend='reference')
-    torch.testing.assert_close(out.detach(), ref, rtol=0, atol=1e-5)
-    assert len(checker.kernels) >= 2 and checker.launches == sum(checker.kernels.values())
-    assert torch.isfinite(value.grad).all() and torch.isfinite(loc.grad).all()
+        _check(CASES[0], 'cpu')
+    assert {'_msda_fwd_kernel', '_msda_bwd_kernel'} <= set(checker.kernels), checker.kernels
+    assert checker.launches == sum(checker.kernels.values())
 
 
-def test_gpu_parity_cases_run_under_the_checks_through_the_tool(tmp_path):
+def test_gpu_parity_cases_run_under_the_checks_through_the_tool(triton_interpreter_unchecked, tmp_path):
     """``tools/dev/compile_gpu_parity_cases.py --interpret`` runs a CUDA parity case's own body on
     CPU under these checks (a child process: ``triton.jit`` picks the interpreter at definition)."""
-    from conftest import triton_interpreter_unusable
-    why = triton_interpreter_unusable()
-    if why:
-        pytest.skip(why)
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / 'interp.json'
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}

@@ -29,6 +29,7 @@ tensors for an explicitly requested Triton backend.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import importlib
@@ -116,13 +117,12 @@ def _interpret_op_case(item, arch):
     report per kernel launch (name and count)."""
     from attn_parity import check_backend
     from triton_hazards import gpu_hazards
-    launches = {}
+    launches = collections.Counter()
 
     def interpret_check(op, backend, shape, bias_shape, dtype, seed=0, device=None):
         with gpu_hazards() as checker:
             check_backend(op, backend, shape, bias_shape, dtype, seed, device='cpu')
-        for name, n in checker.kernels.items():
-            launches[name] = launches.get(name, 0) + n
+        launches.update(checker.kernels)
 
     _run_op_case(item, interpret_check)
     return [Launches(name, n) for name, n in sorted(launches.items())]

@@ -25,7 +25,7 @@ _NAME = 'mmcv._ext'
 
 
 class _DensekitMmcvExtFinder:
-    """Meta-path finder for ``mmcv._ext`` only; a loader that defers to densekit's installer."""
+    """Meta-path finder and loader for ``mmcv._ext`` only: returns densekit's stand-in module."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != _NAME:

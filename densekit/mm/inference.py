@@ -112,11 +112,12 @@ def _config_metainfo(cfg, scope: str) -> dict:
 def _load_weights(model: torch.nn.Module, checkpoint: str) -> dict:
     """Loads ``checkpoint`` into ``model``; a tensor whose shape differs is an error (mmengine
     would only log it and leave that layer random)."""
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner.checkpoint import CheckpointLoader
 
     from densekit.utils.download import resolve_checkpoint
     path = resolve_checkpoint(checkpoint)
-    ckpt = _load_checkpoint(os.fspath(path), map_location='cpu')
+    # mmengine's loader for local files is densekit's safe loader (densekit.compat.safe_load)
+    ckpt = CheckpointLoader.load_checkpoint(os.fspath(path), map_location='cpu')
     if not isinstance(ckpt, dict):
         raise ValueError(f'checkpoint {checkpoint} holds a {type(ckpt).__name__}, not a dict')
     state = ckpt.get('state_dict', ckpt)

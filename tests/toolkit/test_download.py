@@ -198,3 +198,22 @@ def test_mmengine_load_from_url_uses_the_safe_loader(server, tmp_path, monkeypat
     torch.testing.assert_close(ckpt['state_dict']['w'], torch.ones(2))
     with pytest.raises(UnsafeCheckpointError):
         CheckpointLoader.load_checkpoint(f'{server}/unsafe.pth', map_location='cpu')
+
+
+def test_init_model_with_a_checkpoint_url(server, tmp_path, monkeypatch):
+    """``densekit.apis.init_model(config, URL)``: downloaded into the cache, then loaded."""
+    pytest.importorskip('mmseg')
+    from pathlib import Path
+
+    from densekit.apis import init_model
+    monkeypatch.setenv('DENSEKIT_CACHE', str(tmp_path))
+    cfg = Path(__file__).resolve().parents[2] / 'configs/quickstart/fpn_r18_synthetic-ade.py'
+    src = init_model(cfg)
+    sd = {k: v + 1 if v.is_floating_point() else v for k, v in src.state_dict().items()}
+    body = _checkpoint_bytes({'state_dict': sd, 'meta': {'dataset_meta': {'classes': list('abcdef')}}})
+    name = _hashed_name('fpn_r18', body)
+    _serve(name, body)
+    model = init_model(cfg, f'{server}/{name}')
+    assert (tmp_path / name).is_file() and model.dataset_meta['classes'] == list('abcdef')
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, sd[k], atol=0, rtol=0)

@@ -14,7 +14,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_state_dict_file(path: str | os.PathLike, map_location: str = 'cpu') -> dict:
-    """Safely loads a checkpoint file and returns its tensor dict (wrappers removed)."""
+    """Safely loads a checkpoint file or URL and returns its tensor dict (wrappers removed).
+
+    A URL is downloaded once into the cache (:mod:`densekit.utils.download`)."""
+    from densekit.utils.download import resolve_checkpoint
+    path = resolve_checkpoint(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'pretrained checkpoint {path} does not exist')
     return unwrap_state_dict(safe_load(path, map_location=map_location))
@@ -40,7 +44,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, prefix: str | Non
 
     Args:
         model: the module to load into.
-        path: checkpoint file (mmengine, timm or plain state dict).
+        path: checkpoint file (mmengine, timm or plain state dict) or its http(s) URL.
         prefix: keep only keys starting with ``prefix`` and strip it (e.g. ``'backbone.'`` to
             take a backbone out of a detector checkpoint).
         strict: raise if any key is missing or unexpected.

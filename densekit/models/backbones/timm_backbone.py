@@ -23,8 +23,9 @@ class TimmBackbone(nn.Module):
             Frozen modules stay in eval mode during training.
         norm_eval: keep every BatchNorm in eval mode while training (common when fine-tuning
             with small batches).
-        pretrained: path of a local checkpoint (timm or official format; timm's own
-            ``checkpoint_filter_fn`` adapts it). Never downloads.
+        pretrained: path or http(s) URL of a checkpoint (timm or official format; timm's own
+            ``checkpoint_filter_fn`` adapts it); a URL is downloaded once into densekit's cache
+            (:mod:`densekit.utils.download`). ``True`` lets timm fetch its default weights.
         drop_path_rate: stochastic depth, passed to timm when the model takes it.
         **model_kwargs: further keyword arguments for ``timm.create_model``.
     """
@@ -34,7 +35,7 @@ class TimmBackbone(nn.Module):
                  out_indices: Sequence[int] = (1, 2, 3, 4),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 pretrained: str | None = None,
+                 pretrained: str | bool | None = None,
                  drop_path_rate: float | None = None,
                  **model_kwargs) -> None:
         super().__init__()
@@ -43,7 +44,11 @@ class TimmBackbone(nn.Module):
         if drop_path_rate is not None:
             model_kwargs['drop_path_rate'] = drop_path_rate
         kwargs = dict(features_only=True, out_indices=tuple(out_indices), **model_kwargs)
-        if pretrained:
+        if pretrained is True:
+            kwargs.update(pretrained=True)
+        elif pretrained:
+            from densekit.utils.download import resolve_checkpoint
+            pretrained = resolve_checkpoint(pretrained)
             if not os.path.isfile(pretrained):
                 # timm raises a FileNotFoundError with an empty message (the path only in a log)
                 raise FileNotFoundError(f"TimmBackbone({model_name!r}): pretrained checkpoint "

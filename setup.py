@@ -11,8 +11,11 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 PTH_NAME = 'densekit_mmcv_ext.pth'
-# Sorted after setuptools' ``__editable__.*.pth``, so the editable finder is in place first.
-PTH_LINE = 'import _densekit_mmcv_ext\n'
+# Sorted after setuptools' ``__editable__.*.pth``, so the editable finder is in place first. The
+# hook module is looked up before it is imported, so a .pth left behind by an uninstall (pip does
+# not track the editable one) costs one failed lookup at start-up, never an error.
+PTH_LINE = ("import importlib.util as _u; "
+            "_u.find_spec('_densekit_mmcv_ext') is not None and __import__('_densekit_mmcv_ext')\n")
 
 
 class BuildPyWithHook(build_py):

@@ -29,9 +29,9 @@ from mmengine.logging import MMLogger
 from mmseg.datasets import ADE20KDataset, BaseSegDataset, CityscapesDataset
 
 from densekit.datasets import checks
+from densekit.datasets.synthetic import ADE_CLASSES, ADE_PALETTE, COCO_CLASSES
 from densekit.mm.registry import register as _register
 from densekit.mm.validated import ValidatedDatasetMixin, prepare_checked
-from densekit.datasets.synthetic import ADE_CLASSES, ADE_PALETTE, COCO_CLASSES
 
 _SYNTHETIC_HINT = ("generate the synthetic quickstart data with "
                    "`python tools/make_demo_data.py {root}` (or run tools/quickstart.sh)")

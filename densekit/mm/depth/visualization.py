@@ -6,7 +6,9 @@ import os
 import os.path as osp
 
 import cv2
+import mmcv
 import numpy as np
+from mmengine import fileio
 from mmengine.hooks import Hook
 
 
@@ -25,6 +27,16 @@ def colorize_depth(depth: np.ndarray, max_depth: float, min_depth: float = 0.0,
     bgr = cv2.applyColorMap((norm * 255).astype(np.uint8), _COLORMAPS[colormap])
     bgr[d <= 0] = 0
     return bgr[:, :, ::-1].copy()
+
+
+def _read_rgb(path: str) -> np.ndarray | None:
+    """The RGB image at ``path`` through mmengine's file backends; ``None`` when it is gone."""
+    try:
+        content = fileio.get(path)
+    except FileNotFoundError:
+        return None
+    img = mmcv.imfrombytes(content, flag='color', backend='cv2')
+    return None if img is None else img[:, :, ::-1]
 
 
 class DepthVisualizationHook(Hook):
@@ -69,10 +81,9 @@ class DepthVisualizationHook(Hook):
     def render(self, ds, max_depth: float) -> np.ndarray:
         """RGB uint8 ``[H, W * k, 3]``: the input image, the prediction and (if any) the ground truth."""
         pred = ds.pred_depth_map.data[0].float().cpu().numpy()
-        img = cv2.imread(ds.img_path, cv2.IMREAD_COLOR) if 'img_path' in ds else None
+        img = _read_rgb(ds.img_path) if 'img_path' in ds else None
         panels = []
         if img is not None:
-            img = img[:, :, ::-1]
             if img.shape[:2] != pred.shape:
                 img = cv2.resize(img, pred.shape[::-1], interpolation=cv2.INTER_LINEAR)
             panels.append(img)

@@ -4,7 +4,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source checkout
 
-from densekit.engine.runner import train  # noqa: E402
+from densekit.mm.runner import train  # noqa: E402
 
 if __name__ == '__main__':
     train()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 
+from densekit.engine.checkpoint import load_pretrained
+from densekit.mm.registry import register as _register
 from densekit.models.registry import _import_families, add_registration_listener
 
 
@@ -27,7 +29,6 @@ def _with_init_cfg(builder):
             def init_weights():
                 if original is not None:
                     original()
-                from densekit.engine.checkpoint import load_pretrained
                 load_pretrained(model, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
 
             model.init_weights = init_weights
@@ -36,25 +37,16 @@ def _with_init_cfg(builder):
     return build
 
 
-def _register(registry, scope: str, name: str, builder) -> None:
-    existing = registry.module_dict.get(name)
-    if existing is not None:
-        if getattr(existing, '__wrapped__', None) is builder:
-            return
-        raise KeyError(f"densekit backbone '{name}' would shadow {scope}'s {existing!r}")
-    registry.register_module(name=name, module=_with_init_cfg(builder))
-
-
 def register() -> None:
+    """Registers every backbone builder now and later (a listener of the core registry), with
+    its core registry name, into mmdet's and mmseg's ``MODELS``."""
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmseg.registry import MODELS as MMSEG_MODELS
 
     def on_register(name, builder):
-        _register(MMDET_MODELS, 'mmdet', name, builder)
-        _register(MMSEG_MODELS, 'mmseg', name, builder)
+        build = _with_init_cfg(builder)
+        _register(MMDET_MODELS, build, name)
+        _register(MMSEG_MODELS, build, name)
 
     _import_families()
     add_registration_listener(on_register)
-
-
-register()

@@ -14,7 +14,8 @@
   image, or when any image lacks its label file (mmseg derives the label paths without looking:
   a misspelt ``data_prefix.seg_map_path`` or ``seg_map_suffix`` fails later in a data-loader
   worker, or never when the pipeline loads no labels). Without ``seg_map_path`` (unlabelled
-  inference) nothing is required of labels.
+  inference) nothing is required of labels. The checks are those of
+  :class:`densekit.mm.validated.ValidatedDatasetMixin`, shared with the depth datasets.
 * ``SyntheticShapesDataset`` (mmdet) and ``SyntheticADEDataset`` (mmseg): the quickstart data of
   :mod:`densekit.datasets.synthetic`; when absent, the error says how to generate it.
 """
@@ -24,26 +25,16 @@ import os.path as osp
 
 from mmdet.datasets import CocoDataset
 from mmdet.datasets.api_wrappers import COCO
-from mmdet.registry import DATASETS as MMDET_DATASETS
 from mmengine.logging import MMLogger
 from mmseg.datasets import ADE20KDataset, BaseSegDataset, CityscapesDataset
-from mmseg.registry import DATASETS as MMSEG_DATASETS
 
 from densekit.datasets import checks
 from densekit.datasets.synthetic import ADE_CLASSES, ADE_PALETTE, COCO_CLASSES
+from densekit.mm.registry import register as _register
+from densekit.mm.validated import ValidatedDatasetMixin, prepare_checked
 
 _SYNTHETIC_HINT = ("generate the synthetic quickstart data with "
                    "`python tools/make_demo_data.py {root}` (or run tools/quickstart.sh)")
-
-
-def _prepare_checked(dataset, idx: int):
-    """``BaseDataset.prepare_data`` that names an image which is missing or does not decode."""
-    try:
-        return dataset.pipeline(dataset.get_data_info(idx))
-    except Exception:
-        # Only on failure: decoding the file again costs nothing on the normal path.
-        checks.check_image(dataset.get_data_info(idx)['img_path'])
-        raise
 
 
 def _coco_from_dict(coco: dict) -> COCO:
@@ -92,15 +83,13 @@ class _CheckedCocoMixin:
         return kept
 
     def prepare_data(self, idx: int):
-        return _prepare_checked(self, idx)
+        return prepare_checked(self, idx)
 
 
-@MMDET_DATASETS.register_module()
 class DenseKitCocoDataset(_CheckedCocoMixin, CocoDataset):
     """mmdet's ``CocoDataset`` with densekit's input checks (same arguments)."""
 
 
-@MMDET_DATASETS.register_module()
 class SyntheticShapesDataset(_CheckedCocoMixin, CocoDataset):
     """The synthetic COCO-format shapes of ``tools/make_demo_data.py`` (``OUT/coco``)."""
 
@@ -110,55 +99,35 @@ class SyntheticShapesDataset(_CheckedCocoMixin, CocoDataset):
     missing_hint = _SYNTHETIC_HINT
 
 
-class _CheckedSegMixin:
+class _CheckedSegMixin(ValidatedDatasetMixin):
     """``BaseSegDataset.load_data_list`` plus the folder / label checks of the module docstring."""
 
     def load_data_list(self) -> list[dict]:
-        from mmengine.fileio import LocalBackend, get_file_backend
-        where = self.data_prefix.get('img_path') or self.ann_file or self.data_root or '.'
-        if not isinstance(get_file_backend(where, backend_args=self.backend_args), LocalBackend):
+        if not self.files_are_local():
             # object storage (``backend_args`` or an ``s3://`` / ``http://`` ... prefix): os.path
             # cannot see it and a request per label is not cheap; left unchecked, as in mmseg
             return super().load_data_list()
-        owner = type(self).__name__
-        img_dir = self.data_prefix.get('img_path') or ''
-        label_dir = self.data_prefix.get('seg_map_path')
-        from_split = bool(self.ann_file) and not osp.isdir(self.ann_file)
-        if from_split:
-            checks.require_path(self.ann_file, f'{owner}: ann_file')
-            images = f"ann_file '{self.ann_file}'"
-        else:
-            checks.require_path(img_dir, f'{owner}: image folder data_prefix.img_path')
-            images = f"data_prefix.img_path='{img_dir}'"
+        images = self.require_source()
         data_list = super().load_data_list()
-        checks.require_images(len(data_list), owner, images, None if from_split else self.img_suffix)
+        from_split = self.uses_split_file()
+        self.require_images(data_list, images, None if from_split else self.img_suffix)
         if from_split:  # a folder scan lists only what exists
-            checks.require_listed_images([d['img_path'] for d in data_list], owner, images, img_dir)
-        if label_dir is not None:
-            missing = checks.find_missing_labels(
-                [(d['img_path'], d['seg_map_path']) for d in data_list])
+            self.require_listed_images(data_list, images)
+        if self.data_prefix.get('seg_map_path') is not None:
+            missing = self.find_missing_labels(data_list)
             if missing:
-                raise checks.missing_labels_error(
-                    owner, missing, len(data_list), images=images,
-                    label_field='data_prefix.seg_map_path', label_dir=label_dir,
-                    suffix_field='seg_map_suffix', suffix=self.seg_map_suffix)
+                raise self.missing_labels_error(missing, len(data_list), images, self.seg_map_suffix)
         return data_list
 
-    def prepare_data(self, idx: int):
-        return _prepare_checked(self, idx)
 
-
-@MMSEG_DATASETS.register_module()
 class DenseKitCityscapesDataset(_CheckedSegMixin, CityscapesDataset):
     """mmseg's ``CityscapesDataset`` with densekit's folder / label checks (same arguments)."""
 
 
-@MMSEG_DATASETS.register_module()
 class DenseKitADE20KDataset(_CheckedSegMixin, ADE20KDataset):
     """mmseg's ``ADE20KDataset`` with densekit's folder / label checks (same arguments)."""
 
 
-@MMSEG_DATASETS.register_module()
 class SyntheticADEDataset(_CheckedSegMixin, BaseSegDataset):
     """The synthetic ADE20K-layout set of ``tools/make_demo_data.py`` (``OUT/ade``).
 
@@ -180,3 +149,12 @@ class SyntheticADEDataset(_CheckedSegMixin, BaseSegDataset):
             if self.data_prefix.get(key):
                 checks.require_path(self.data_prefix[key], what, hint)
         return super().load_data_list()
+
+
+def register() -> None:
+    from mmdet.registry import DATASETS as MMDET_DATASETS
+    from mmseg.registry import DATASETS as MMSEG_DATASETS
+    for cls in (DenseKitCocoDataset, SyntheticShapesDataset):
+        _register(MMDET_DATASETS, cls)
+    for cls in (DenseKitCityscapesDataset, DenseKitADE20KDataset, SyntheticADEDataset):
+        _register(MMSEG_DATASETS, cls)

@@ -1,4 +1,7 @@
-"""Engine hooks, registered in mmengine's root ``HOOKS`` (seen from the mmdet and mmseg scopes)."""
+"""Engine hooks, registered in mmengine's root ``HOOKS`` (seen from the mmdet and mmseg scopes).
+
+``CheckpointCoversModelHook`` is not registered: ``tools/test.py`` adds it to the runner itself.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,11 +13,11 @@ import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
+from densekit.mm.registry import register as _register
 
-@HOOKS.register_module()
+
 class RNGStateHook(Hook):
     """Saves the python / numpy / torch (CPU and CUDA) RNG states of every rank in each checkpoint
     and restores them on resume, so that a resumed run draws the same dropout / drop-path masks
@@ -108,7 +111,6 @@ class RNGStateHook(Hook):
             torch.cuda.set_rng_state_all(state['cuda'])
 
 
-@HOOKS.register_module()
 class NumClassesCheckHook(Hook):
     """Refuses a model whose heads' ``num_classes`` differ from the number of dataset classes.
 
@@ -171,7 +173,6 @@ def _short_names(classes, limit: int = 4) -> str:
     return repr(names) if len(names) <= limit else f"({', '.join(map(repr, names[:limit]))}, ...)"
 
 
-@HOOKS.register_module()
 class BackboneCheckpointHook(Hook):
     """Converts the backbone part of a ``load_from`` checkpoint (``tools/test.py CKPT`` too) to
     densekit's keys, as ``init_cfg`` does: an official / timm backbone release, or an mmdet /
@@ -302,3 +303,9 @@ def _as_python_state(state):
     # A weights_only load returns tuples as tuples but nested lists may come back as lists.
     version, internal, gauss = state
     return version, tuple(internal), gauss
+
+
+def register() -> None:
+    from mmengine.registry import HOOKS
+    for cls in (RNGStateHook, NumClassesCheckHook, BackboneCheckpointHook):
+        _register(HOOKS, cls)

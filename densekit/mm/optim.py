@@ -39,6 +39,8 @@ import re
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor
 
+from densekit.mm.registry import register as _register
+
 # `stages.2.blocks.5.` (densekit), `stages_2.blocks.5.` (timm features_only), `layers.2.` etc.
 _STAGE_RE = re.compile(r'(?:^|\.)(?:stages|layers|levels)[._](\d+)\.')
 _BLOCK_RE = re.compile(r'(?:^|\.)blocks\.(\d+)\.')
@@ -102,11 +104,11 @@ def backbone_layer_ids(backbone: nn.Module, num_layers: int,
     return ids
 
 
-class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
+class DenseKitLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     """``DefaultOptimWrapperConstructor`` + layer-wise lr decay and a backbone lr multiplier.
 
-    Registered as ``'DenseKitLayerDecayOptimizerConstructor'`` (mmseg already owns the name
-    ``LayerDecayOptimizerConstructor``). See the module docstring for the ``paramwise_cfg`` keys.
+    Named with the ``DenseKit`` prefix because mmseg registers ``LayerDecayOptimizerConstructor``.
+    See the module docstring for the ``paramwise_cfg`` keys.
     """
 
     def add_params(self, params: list[dict], module: nn.Module, prefix: str = '',
@@ -152,9 +154,4 @@ def register() -> None:
     from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET
     from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG
     for registry in (MMDET, MMSEG):
-        if 'DenseKitLayerDecayOptimizerConstructor' not in registry.module_dict:
-            registry.register_module(name='DenseKitLayerDecayOptimizerConstructor',
-                                     module=LayerDecayOptimizerConstructor)
-
-
-register()
+        _register(registry, DenseKitLayerDecayOptimizerConstructor)

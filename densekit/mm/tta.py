@@ -2,7 +2,7 @@
 
 mmdet 3.3's ``DetTTAModel`` refuses predictions that carry masks ("TTA of instance segmentation
 does not support now"), so ``tools/test.py --tta`` could not run Mask R-CNN, Cascade Mask R-CNN
-or Mask2Former-instance configs. ``DenseKitInstanceTTAModel`` merges the views the way the
+or Mask2Former-instance configs. ``InstanceTTAModel`` merges the views the way the
 box-only model does (un-flip, concatenate, class-wise NMS, keep the top ``max_per_img``) and
 carries each kept detection's mask along, un-flipped into the original image frame. Views are
 predicted with ``rescale=True``, so all masks already share the original resolution.
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import torch
 from mmdet.models.test_time_augs import DetTTAModel
-from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_flip
 from mmengine.structures import InstanceData
+
+from densekit.mm.registry import deprecated_alias, register as _register
 
 _MASK_FLIP_DIMS = {'horizontal': (-1,), 'vertical': (-2,), 'diagonal': (-2, -1)}
 
@@ -75,9 +76,10 @@ class InstanceTTAModel(DetTTAModel):
         return result
 
 
+DenseKitInstanceTTAModel = deprecated_alias(InstanceTTAModel, 'DenseKitInstanceTTAModel')
+
+
 def register() -> None:
-    if 'DenseKitInstanceTTAModel' not in MODELS.module_dict:
-        MODELS.register_module(name='DenseKitInstanceTTAModel', module=InstanceTTAModel)
-
-
-register()
+    from mmdet.registry import MODELS
+    for cls in (InstanceTTAModel, DenseKitInstanceTTAModel):
+        _register(MODELS, cls)

@@ -15,7 +15,7 @@ upernet}/``:
 
 Size variants (which only change backbone size, drop path and optimizer numbers) stop after
 step 2: their tiny model is the recipe's tiny model. Test-time augmentation runs through the
-real ``tools/test.py --tta`` entry point (``densekit.engine.runner.test``) for one instance
+real ``tools/test.py --tta`` entry point (``densekit.mm.runner.test``) for one instance
 segmentation and one semantic segmentation config. A config whose backbone is not registered
 yet (a family still being written) is skipped with the name in the reason.
 """
@@ -338,7 +338,7 @@ def test_config_builds_and_steps(path: Path, demo_root: Path, tmp_path: Path):
 
 def _tta_cli(path: Path, demo_root: Path, tmp_path: Path) -> tuple[object, dict]:
     """`tools/test.py CONFIG CKPT --tta` on the tiny copy of ``path`` (random weights)."""
-    from densekit.engine.runner import test as test_cli
+    from densekit.mm.runner import test as test_cli
 
     cfg = Config.fromfile(str(path))
     _require_backbone(cfg.model.backbone.type)

@@ -80,7 +80,7 @@ def data_roots(tmp_path_factory):
     (kitti / 'eigen_train_files_with_gt.txt').write_text('\n'.join(lines[:2]) + '\n')
     (kitti / 'eigen_test_files_with_gt.txt').write_text(lines[2] + '\n')
     synth = make_synthetic_depth(root / 'synthetic_depth', num_train=2, num_val=1, height=64, width=96)
-    return dict(DKNYUv2Dataset=nyu, KITTIEigenDataset=kitti, DepthFolderDataset=synth)
+    return dict(NYUv2Dataset=nyu, KITTIEigenDataset=kitti, DepthFolderDataset=synth)
 
 
 def _tiny_backbone(cfg_backbone):
@@ -146,7 +146,7 @@ def test_config_builds_and_runs_one_step(path, data_roots, tmp_path, monkeypatch
     # arguments are checked, no memory is allocated and nothing runs).
     with torch.device('meta'):
         full = MODELS.build(copy.deepcopy(cfg.model))
-    assert type(full).__name__ == 'DKDepthEstimator'
+    assert type(full).__name__ == 'DenseKitDepthEstimator'
     assert tuple(full.decode_head.in_channels) == tuple(
         _out_channels(full.backbone, cfg.model.backbone.out_indices))
     del full

@@ -12,7 +12,7 @@ pytest.importorskip('mmseg')
 import densekit  # noqa: F401,E402
 from densekit.datasets.synthetic_depth import make_synthetic_depth  # noqa: E402
 
-runner_mod = pytest.importorskip('densekit.engine.runner')
+runner_mod = pytest.importorskip('densekit.mm.runner')
 
 @pytest.fixture(autouse=True)
 def _mmseg_scope():

@@ -258,7 +258,7 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(tiny, tmp_path):
     """mmengine loads with strict=False: a backbone-only checkpoint was evaluated with a random
     decode head (mIoU of an untrained model, the missing keys in one log line)."""
     import timm
-    from densekit.engine.runner import test
+    from densekit.mm.runner import test
     backbone = timm.create_model('resnet10t', features_only=True, out_indices=(1, 2))
     ckpt = tmp_path / 'backbone_only.pth'
     torch.save({'state_dict': {f'backbone.model.{k}': v
@@ -271,7 +271,7 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(tiny, tmp_path):
 def test_test_tool_errors_when_the_evaluator_returns_no_metric(tiny, tmp_path, monkeypatch):
     """A detector that predicts nothing: mmdet's CocoMetric logs an ERROR and returns {}, and
     tools/test.py exited 0 with no number (seen with an untrained Cascade Mask R-CNN)."""
-    import densekit.engine.runner as runner_mod
+    import densekit.mm.runner as runner_mod
 
     class _Runner:
         def register_hook(self, hook):

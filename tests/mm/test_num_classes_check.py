@@ -80,7 +80,7 @@ def test_configs_own_custom_hooks_keep_densekit_hooks():
     """mmengine replaces lists: a config with its own custom_hooks used to drop densekit's."""
     from mmengine.config import Config
 
-    from densekit.engine.runner import DENSEKIT_HOOKS, add_densekit_hooks
+    from densekit.mm.runner import DENSEKIT_HOOKS, add_densekit_hooks
     cfg = Config(dict(custom_hooks=[dict(type='EMAHook'), dict(type='RNGStateHook')]))
     assert add_densekit_hooks(cfg) == ['NumClassesCheckHook', 'BackboneCheckpointHook']
     assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'RNGStateHook', 'NumClassesCheckHook',
@@ -102,7 +102,7 @@ def test_train_cli_refuses_80_class_heads_on_balloon(tmp_path, own_hooks):
     changed. Before, training ran and mmdet's CocoMetric failed with an IndexError. With the
     config's own custom_hooks (an EMA hook) the check used to be dropped as well."""
     root = shared_data('balloon')
-    from densekit.engine.runner import train
+    from densekit.mm.runner import train
     ann = 'annotations/instances_val_512.json'
     opts = ['model.backbone.type=swin_test', 'model.backbone.init_cfg=None',
             'model.neck.in_channels=[16,32,64,128]', f'val_evaluator.ann_file={root}/{ann}']

@@ -23,7 +23,7 @@ val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 
 # mmdet's DetTTAModel merges boxes only; densekit's variant also keeps (and un-flips) the masks.
-tta_model = dict(type='DenseKitInstanceTTAModel')
+tta_model = dict(type='InstanceTTAModel')
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='TestTimeAug',

@@ -56,5 +56,5 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type='DKDepthMetric')  # Garg crop, 1e-3..80 m from the dataset metainfo
+val_evaluator = dict(type='DenseKitDepthMetric')  # Garg crop, 1e-3..80 m from the dataset metainfo
 test_evaluator = val_evaluator

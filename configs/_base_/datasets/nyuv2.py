@@ -6,7 +6,7 @@
 #   data/nyu/sync/<scene>/rgb_00000.jpg, sync_depth_00000.png       (training frames)
 #   data/nyu/official_splits/test/<class>/rgb_00045.jpg, sync_depth_00045.png
 #   data/nyu/nyudepthv2_{train,test}_files_with_gt.txt              (BTS split files)
-dataset_type = 'DKNYUv2Dataset'
+dataset_type = 'NYUv2Dataset'
 data_root = 'data/nyu'
 crop_size = (416, 544)
 min_depth = 1e-3
@@ -53,5 +53,5 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 # crop / bounds come from the dataset's metainfo (eigen crop, 1e-3..10 m).
-val_evaluator = dict(type='DKDepthMetric')
+val_evaluator = dict(type='DenseKitDepthMetric')
 test_evaluator = val_evaluator

@@ -43,5 +43,5 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type='DKDepthMetric')
+val_evaluator = dict(type='DenseKitDepthMetric')
 test_evaluator = val_evaluator

@@ -10,7 +10,7 @@ data_preprocessor = dict(
     size_divisor=32,
     test_cfg=dict(size_divisor=32))
 model = dict(
-    type='DKDepthEstimator',
+    type='DenseKitDepthEstimator',
     data_preprocessor=data_preprocessor,
     backbone=dict(type='swin_tiny', out_indices=(0, 1, 2, 3), drop_path_rate=0.3),
     decode_head=dict(
@@ -20,7 +20,7 @@ model = dict(
         activation='sigmoid',
         min_depth=1e-3,
         max_depth=10.0),
-    losses=[dict(type='DKSILogLoss', variance_focus=0.85, scale=10.0)],
+    losses=[dict(type='DenseKitSILogLoss', variance_focus=0.85, scale=10.0)],
     min_depth=1e-3,
     max_depth=10.0,
     flip_test=True)

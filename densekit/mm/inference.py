@@ -2,7 +2,7 @@
 segmentation and depth, through one pair of functions (re-exported by :mod:`densekit.apis`).
 
 * :func:`init_model` builds the model of a config in the config's ``default_scope`` (``mmdet``:
-  detectors and panoptic models; ``mmseg``: segmentors and densekit's ``DKDepthEstimator``),
+  detectors and panoptic models; ``mmseg``: segmentors and densekit's ``DenseKitDepthEstimator``),
   loads a checkpoint (a local file or an http(s) URL, through densekit's safe loader) and
   attaches the class names (``dataset_meta``) saved with the checkpoint, or else those of the
   config's test dataset.
@@ -14,7 +14,7 @@ segmentation and depth, through one pair of functions (re-exported by :mod:`dens
 The steps are those of mmdet's ``init_detector`` / ``inference_detector`` and mmseg's
 ``init_model`` / ``inference_model``, written once for both scopes because neither pair serves
 the other's models: mmseg's ``init_model`` passes ``pretrained`` / ``train_cfg`` to every model
-(``DKDepthEstimator`` has neither) and mmdet's falls back to COCO class names; both keep
+(``DenseKitDepthEstimator`` has neither) and mmdet's falls back to COCO class names; both keep
 annotation-loading steps of the test pipeline that fail on bare images. The writers
 (:func:`save_predictions`, :func:`draw_prediction`) serve ``tools/infer.py``.
 """

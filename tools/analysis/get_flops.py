@@ -38,7 +38,7 @@ def build_from_config(path: str, options: dict | None):
     from mmengine.registry import MODELS, init_default_scope
 
     import densekit  # noqa: F401  (portable mmcv ops, densekit registrations)
-    from densekit.engine.runner import load_config
+    from densekit.mm.runner import load_config
 
     cfg = load_config(path, options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from densekit.ops.ms_deform_attn import ms_deform_attn
+from densekit.ops.mmcv.ms_deform_attn import ms_deform_attn
 
 LEVELS = [(100, 134), (50, 67), (25, 34), (13, 17)]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmcv_parity import assert_close
-from densekit.ops.ms_deform_attn import ms_deform_attn
+from densekit.ops.mmcv.ms_deform_attn import ms_deform_attn
 
 # (levels as (H, W), batch, queries, heads, head_dim, points): odd sizes, a 1-pixel-high level,
 # non-power-of-two head_dim and point counts (masked lanes).

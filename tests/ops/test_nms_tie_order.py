@@ -1,11 +1,11 @@
 """Why a CUDA run of ``nms`` kept box 64 where mmcv's CPU kernel (the golden fixture) keeps box 65,
 checked on CPU: the fixture holds tied boxes that suppress each other, so the visiting order of
 equal scores decides the result, and nothing in it sits at a threshold within floating-point
-rounding. ``densekit.ops.nms.reference.score_order`` therefore sorts on CPU on every device."""
+rounding. ``densekit.ops.mmcv.nms.reference.score_order`` therefore sorts on CPU on every device."""
 import torch
 
 from mmcv_parity import load_golden
-from densekit.ops.nms import reference
+from densekit.ops.mmcv.nms import reference
 
 
 def _greedy(boxes, order, thr, offset):

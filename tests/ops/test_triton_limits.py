@@ -121,14 +121,14 @@ def test_ms_deform_attn_triton_refuses_an_image_of_value_of_2_31_elements(monkey
     an error)."""
     pytest.importorskip('triton')
     _define_kernels_interpreted(monkeypatch)
-    from densekit.ops.ms_deform_attn import ms_deform_attn
+    from densekit.ops.mmcv.ms_deform_attn import ms_deform_attn
 
     class Launched(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *args):
             raise AssertionError('the Triton kernels were launched')
 
-    monkeypatch.setattr('densekit.ops.ms_deform_attn.triton._MSDeformAttnTriton', Launched)
+    monkeypatch.setattr('densekit.ops.mmcv.ms_deform_attn.triton._MSDeformAttnTriton', Launched)
     value = _big(1, 8192 * 16384, 8, 2)
     shapes = torch.tensor([[8192, 16384]])
     starts = torch.tensor([0])
@@ -141,6 +141,6 @@ def test_ms_deform_attn_triton_refuses_an_image_of_value_of_2_31_elements(monkey
 def test_ms_deform_attn_triton_grid_limit(monkeypatch):
     pytest.importorskip('triton')
     _define_kernels_interpreted(monkeypatch)
-    from densekit.ops.ms_deform_attn.triton import int32_reason
+    from densekit.ops.mmcv.ms_deform_attn.triton import int32_reason
     assert int32_reason((2, 100, 8, 32), (2, 300, 8, 4, 4, 2)) is None
     assert 'exceed the grid limit 2147483647' in int32_reason((1, 100, 8, 32), (1, 2 ** 28, 8, 4, 4, 2))

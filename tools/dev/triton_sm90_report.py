@@ -83,7 +83,7 @@ def _halo(dtype, B, H, W, C, h, bs, hs, stride=1, dv=None):
 
 
 def _msda(dtype, bs, nq, nh, d, levels, points):
-    from densekit.ops.ms_deform_attn.triton import ms_deform_attn_triton
+    from densekit.ops.mmcv.ms_deform_attn.triton import ms_deform_attn_triton
     shapes = torch.tensor(levels)
     starts = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
     value = _leaf(bs, int(shapes.prod(1).sum()), nh, d, dtype=dtype)

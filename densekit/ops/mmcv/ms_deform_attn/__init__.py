@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from densekit.ops.ms_deform_attn import reference
+from densekit.ops.mmcv.ms_deform_attn import reference
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_backward', 'reference']
 
@@ -40,7 +40,7 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
         return reference.ms_deform_attn(value, spatial_shapes, level_start_index,
                                         sampling_locations, attention_weights)
     if backend == 'triton':
-        from densekit.ops.ms_deform_attn.triton import ms_deform_attn_triton
+        from densekit.ops.mmcv.ms_deform_attn.triton import ms_deform_attn_triton
         return ms_deform_attn_triton(value, spatial_shapes, level_start_index,
                                      sampling_locations, attention_weights)
     raise ValueError(f'ms_deform_attn backend must be one of {_BACKENDS}, got {backend!r}')

@@ -1,28 +1,40 @@
-"""Multi-scale deformable attention (Deformable DETR), pure PyTorch on CPU and CUDA.
+"""Multi-scale deformable attention (Deformable DETR, Zhu et al., ICLR 2021).
 
-``ms_deform_attn`` is differentiable through autograd. ``backend='reference'`` (default) is the
-``grid_sample`` implementation; ``backend='triton'`` runs the fused kernels of ``triton.py``
-(CUDA, or CPU under ``TRITON_INTERPRET=1``). The Triton path is opt-in: its parity is tested
-under the CPU interpreter only, not yet on a GPU. ``ms_deform_attn_backward`` returns the
-three input gradients for callers that, like mmcv's compiled op, hold the forward inputs and an
-output gradient but no autograd graph.
+``ms_deform_attn`` is differentiable through autograd. Backends (``backend=`` or
+``DENSEKIT_ATTN_BACKEND``, resolved by :func:`densekit.ops._backend.choose_backend`):
+``'reference'`` is the ``grid_sample`` implementation (CPU and CUDA); ``'triton'`` runs the fused
+kernels of ``triton.py`` (CUDA, or CPU under ``TRITON_INTERPRET=1``). Triton is opt-in: the
+automatic choice is the reference, because the fused kernels' parity is checked on CPU through
+the interpreter and on CUDA only by the ``gpu``-marked tests. ``ms_deform_attn_backward`` returns
+the three input gradients for callers that, like mmcv's compiled op, hold the forward inputs and
+an output gradient but no autograd graph.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor
 
+from densekit.ops._backend import choose_backend, triton_device_reason
 from densekit.ops.mmcv.ms_deform_attn import reference
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_backward', 'reference']
 
 
-_BACKENDS = ('reference', 'triton')
+def _triton_reason(explicit: bool, value: Tensor, sampling_locations: Tensor) -> Optional[str]:
+    if not explicit:
+        return 'the fused kernels are opt-in; they run only when requested by name'
+    reason = triton_device_reason(explicit, value)
+    if reason is not None:
+        return reason
+    from densekit.ops.mmcv.ms_deform_attn.triton import int32_reason
+    return int32_reason(value.shape, sampling_locations.shape)
 
 
 def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                    sampling_locations: Tensor, attention_weights: Tensor,
-                   backend: str = 'reference') -> Tensor:
+                   backend: Optional[str] = None) -> Tensor:
     """Multi-scale deformable attention; layouts in :mod:`.reference`.
 
     Args:
@@ -31,19 +43,19 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
         level_start_index: ``[L]`` offsets of each level in ``S``.
         sampling_locations: ``[B, Q, heads, L, P, 2]`` normalised ``(x, y)``.
         attention_weights: ``[B, Q, heads, L, P]``.
-        backend: ``'reference'`` or ``'triton'``.
+        backend: ``'triton' | 'reference'`` or ``None`` (automatic: the reference).
 
     Returns:
         ``[B, Q, heads * D]``.
     """
-    if backend == 'reference':
-        return reference.ms_deform_attn(value, spatial_shapes, level_start_index,
-                                        sampling_locations, attention_weights)
-    if backend == 'triton':
+    probes = {'triton': lambda explicit: _triton_reason(explicit, value, sampling_locations),
+              'reference': lambda explicit: None}
+    if choose_backend('ms_deform_attn', probes, backend) == 'triton':
         from densekit.ops.mmcv.ms_deform_attn.triton import ms_deform_attn_triton
         return ms_deform_attn_triton(value, spatial_shapes, level_start_index,
                                      sampling_locations, attention_weights)
-    raise ValueError(f'ms_deform_attn backend must be one of {_BACKENDS}, got {backend!r}')
+    return reference.ms_deform_attn(value, spatial_shapes, level_start_index,
+                                    sampling_locations, attention_weights)
 
 
 def ms_deform_attn_backward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,

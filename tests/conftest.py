@@ -6,6 +6,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# developer tools the tests share (the GPU hazard checks, the ahead-of-time compiler)
+sys.path.insert(0, str(REPO / 'tools' / 'dev'))
 SHARED_DATA = Path(os.environ.get('DENSEKIT_SHARED_DATA', REPO.parent / 'shared' / 'data'))
 
 
@@ -81,7 +83,7 @@ def triton_interpreter_unchecked(monkeypatch):
 
 @pytest.fixture
 def triton_interpreter(triton_interpreter_unchecked):
-    """The interpreter with the GPU hazard checks of ``triton_hazards`` on: every launch is checked
+    """The interpreter with the GPU hazard checks of ``tools/dev/triton_hazards.py`` on: every launch is checked
     for cross-program races and out-of-bounds accesses, and uninitialised memory / masked-off
     lanes read NaN. ``DENSEKIT_GPU_HAZARDS=0`` turns the checks off (to tell a hazard from a
     numerical failure)."""

@@ -1,4 +1,4 @@
-"""The GPU hazard checks of the interpreter (``tests/triton_hazards.py``): each hazard is caught
+"""The GPU hazard checks of the interpreter (``tools/dev/triton_hazards.py``): each hazard is caught
 in a small kernel written to have it, a correct kernel passes, and densekit's attention kernels
 (which every ``triton_interpreter`` test runs under these checks) are really instrumented."""
 import functools
@@ -155,12 +155,12 @@ def test_ms_deform_attn_atomics_run_under_the_checks(triton_interpreter_unchecke
 
 
 def test_gpu_parity_cases_run_under_the_checks_through_the_tool(triton_interpreter_unchecked, tmp_path):
-    """``tools/dev/compile_gpu_parity_cases.py --interpret`` runs a CUDA parity case's own body on
+    """``tools/dev/triton_compile.py parity-cases --interpret`` runs a CUDA parity case's own body on
     CPU under these checks (a child process: ``triton.jit`` picks the interpreter at definition)."""
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / 'interp.json'
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    proc = subprocess.run([sys.executable, str(root / 'tools/dev/compile_gpu_parity_cases.py'), '--interpret',
+    proc = subprocess.run([sys.executable, str(root / 'tools/dev/triton_compile.py'), 'parity-cases', '--interpret',
                            '--only', 'halo', '-k', 'test_cuda_parity and shape0 and dtype1', '--json', str(out)],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

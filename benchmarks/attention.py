@@ -21,16 +21,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
+from _timing import median_ms, peak_mem_mb  # noqa: E402  (benchmarks/_timing.py)
 from densekit.ops import halo_attention, na2d, window_attention  # noqa: E402
 from densekit.ops.neighborhood.reference import flat_tables  # noqa: E402
 
@@ -63,38 +63,9 @@ _REPS = {'warmup': 3, 'reps': 20}
 
 
 # ----------------------------------------------------------------------------- timing
-def _sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
 def bench(fn, device):
-    """Median milliseconds of ``fn()``; CUDA via triton.testing.do_bench, CPU via perf_counter."""
-    if device == 'cuda':
-        from triton.testing import do_bench
-        return float(do_bench(fn, warmup=25, rep=100, return_mode='median'))
-    warmup, reps = _REPS['warmup'], _REPS['reps']
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def peak_mem_mb(fn, device):
-    """Peak extra memory of one ``fn()`` call in MiB (CUDA allocator stats; CPU: not measured here)."""
-    if device != 'cuda':
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    """Median milliseconds of ``fn()`` (``_timing.median_ms``; CPU repetitions from ``_REPS``)."""
+    return median_ms(fn, device, **_REPS)
 
 
 def copy_bandwidth_gbs(device, nbytes=256 * 2 ** 20):

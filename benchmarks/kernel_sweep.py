@@ -8,7 +8,7 @@ same-run):
 
 1. output and every gradient against the fp32 reference backend on the same inputs; a
    configuration that computes wrongly (a miscompile) is reported and not timed;
-2. median forward and forward+backward milliseconds (``triton.testing.do_bench``);
+2. median forward and forward+backward milliseconds (``_timing.median_ms``: ``do_bench``);
 3. the device time of every kernel the forward and the backward launch (``torch.profiler``;
    the Triton kernels by name, plus torch's own ops such as the dS reductions), which says where
    the backward's time goes and lets each kernel take its own best configuration.
@@ -34,9 +34,11 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from attention import HALO_GPU, NA_GPU, WIN_GPU  # noqa: E402  (benchmarks/attention.py, this folder)
+from _timing import median_ms  # noqa: E402  (benchmarks/_timing.py)
+from attention import HALO_GPU, NA_GPU, WIN_GPU  # noqa: E402  (benchmarks/attention.py)
 from densekit.ops import halo_attention, na2d, window_attention  # noqa: E402
 
 # bf16 rounding of an O(1) output is ~0.008; a miscompile is orders of magnitude off
@@ -184,10 +186,9 @@ def measure(family, conf, case, device, iters) -> dict:
         row['kernels_bwd_us'] = {k: round(v - fwd_k.get(k, 0.0), 3) for k, v in all_k.items()
                                  if v - fwd_k.get(k, 0.0) > 1e-3}
         if device == 'cuda':
-            from triton.testing import do_bench
             with torch.no_grad():
-                row['fwd_ms'] = do_bench(fwd, warmup=25, rep=100, return_mode='median')
-            row['fwdbwd_ms'] = do_bench(fwd_bwd, warmup=25, rep=100, return_mode='median')
+                row['fwd_ms'] = median_ms(fwd, device)
+            row['fwdbwd_ms'] = median_ms(fwd_bwd, device)
     except Exception as e:  # e.g. out of shared memory for this configuration
         row['error'] = f'{type(e).__name__}: {str(e)[:200]}'
     return row

@@ -1,4 +1,4 @@
-"""Benchmarks for densekit's local-attention ops against the baselines named in issue 3.
+"""Benchmarks for densekit's local-attention ops against their baselines (listed below).
 
 Usage::
 
@@ -179,7 +179,7 @@ def na_rows(name, cfg, device, dtype, backends, with_dense, fair_flex=False):
                 row['max_abs_err_vs_fp32_ref'] = (fn().float() - ref).abs().max().item()
         rows.append(row)
     if fair_flex:
-        # the issue's "compiled flex" baseline: the neighborhood mask alone (no bias), and the same
+        # the "compiled flex" baseline: the neighborhood mask alone (no bias), and the same
         # for our Triton kernel; our flex backend with a trainable RPB pays for flex's atomic
         # accumulation of the captured bias gradient, which is not what the baseline means
         fn = (lambda: na2d(q, k, v, kernel, dilation, rpb=None, backend='flex'))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Backbone throughput and memory: densekit kernels vs densekit's reference path vs timm.
 
-GPU (the issue's figures)::
+GPU (the recorded figures)::
 
     python benchmarks/backbones.py gpu [--models swin_tiny convnext_tiny halonet26t ...]
 

@@ -1,6 +1,6 @@
 """Strided halo queries: ``halo_attention(query_stride=s)`` against the padded-query formulation
 (the strided queries placed in the corner of full ``b x b`` blocks, attended at stride 1 and
-cropped: what the HaloNet module did before ``query_stride``). Same process, interleaved, median.
+cropped: 4x the query work at stride 2). Same process, median fwd+bwd of each.
 
     python benchmarks/halo_stride.py                       # CPU, reference backend
     python benchmarks/halo_stride.py --device cuda --backend triton --dtype bfloat16

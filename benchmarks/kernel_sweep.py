@@ -1,7 +1,7 @@
 """Launch-configuration sweep of the attention Triton kernels, with a per-kernel time breakdown
 (GPU; developer tool).
 
-For each kernel family (window, neighborhood, halo) on the issue's bf16 benchmark cases, and each
+For each kernel family (window, neighborhood, halo) on the bf16 benchmark cases (a)-(e), and each
 launch configuration (passed as ``triton_config=`` to the op; keys in
 ``densekit.ops.<family>.triton.CONFIG_KEYS``; the library default first, so every ratio is
 same-run):

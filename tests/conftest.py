@@ -52,9 +52,9 @@ def triton_interpreter_unusable() -> str:
     """Why this environment cannot run Triton kernels through the CPU interpreter ('' if it can).
 
     triton < 3.7's interpreter turns runtime integer arguments into 1-element arrays, which numpy
-    >= 2.4 no longer converts to Python ints: every kernel that loops over one (``range(0, n)``)
+    >= 2.4 does not convert to Python ints: every kernel that loops over one (``range(0, n)``)
     fails with "only 0-dimensional arrays can be converted to Python scalars" (triton 3.6 with
-    numpy 2.2 / 2.3, and triton 3.7.1 with numpy 2.4, work; checked 2026-11-26).
+    numpy 2.2 / 2.3, and triton 3.7.1 with numpy 2.4, work).
     """
     try:
         import triton

@@ -41,18 +41,17 @@ EXPECTED = {
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
 WINDOW_CHUNKED = EXPECTED['window'] + ['_window_bwd_dq']
-# Spills (the per-thread stack frame, bytes) known at sm_90 and not yet tuned away; everything
-# else must compile with no stack. With the precomputed bias tiles (the default since the fourth
-# session) only the half-precision NA dQ of the 1-D case keeps 16 B (it also writes dS); before
-# them the NA backward kernels sat at the 255-register cap with 8-48 B (as measured on the H200).
-# fp32 NA kernels kept 7-14 KB before their chunks shrank to 16; the halo forward / dQ kernel
-# 184-288 B (half) and 1.7-7.9 KB (fp32) before its table gathers became [queries, window rows /
-# columns] and its dQ took row chunks.
+# Spills (the per-thread stack frame, bytes) known at sm_90; everything else must compile with no
+# stack. With the precomputed bias tiles (the NA default) only the half-precision NA dQ of the 1-D
+# case keeps 16 B (it also writes dS); the per-pair path keeps the NA backward kernels at the
+# 255-register cap with 8-48 B. The fp32 NA kernels need their 16-wide chunks (64 keep 7-14 KB),
+# and the halo forward / dQ kernel its [queries, window rows / columns] table gathers and row
+# chunks (per-pair gathers keep 184-288 B in half precision and 1.7-7.9 KB in fp32).
 KNOWN_SM90_STACK = {
     ('_na_bwd_dq', 'half'): 32,
     # fp32 halo dK / dV with 64-wide value heads (halo_dv): 208 B with 8 warps (4 warps: 1.5 KB;
-    # fewer stages: the same). Its FMA dots hold [64, 64] fp32 operands in registers; head dim 64
-    # kept 512-960 B before value heads could differ (not a regression; half precision: none).
+    # fewer stages: the same). Its FMA dots hold [64, 64] fp32 operands in registers (half
+    # precision: none).
     ('_halo_dkdv', 'float32'): 208,
 }
 # no dot products: no MMA expected

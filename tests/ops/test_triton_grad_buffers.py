@@ -90,9 +90,10 @@ def test_row_dot_matches_torch_on_strided_inputs(triton_interpreter, dtype):
 
 @pytest.mark.parametrize('op', ['na2d', 'window', 'halo'])
 def test_expanded_inputs_get_summed_gradients(triton_interpreter, op):
-    """Keys / values shared by the batch through ``expand`` (stride 0): the kernels used to write
-    every image's dK / dV into the one aliased element of a stride-0 buffer (NA and window: dk off
-    by ~5), so the gradient must come from a dense copy and be summed over the batch by autograd."""
+    """Keys / values shared by the batch through ``expand`` (stride 0): written through those
+    strides, every image's dK / dV would land in the one aliased element of a stride-0 buffer (NA
+    and window: dk off by ~5), so the gradient must come from a dense copy and be summed over the
+    batch by autograd."""
     from densekit.ops import halo_attention
     g = torch.Generator().manual_seed(11)
     q0 = torch.randn(2, 8, 8, 1, 16, generator=g)

@@ -70,7 +70,7 @@ def test_triton_refuses_inputs_of_2_31_elements(triton_interpreter, no_kernels, 
 
 def test_na_refuses_a_rpb_gradient_buffer_of_2_31_elements(triton_interpreter, no_kernels):
     """The fp32 dS buffer of the rpb gradient is [B, tokens, heads, kh*kw]: with a 13x13 kernel it
-    is ~10x q (2**28 elements here) and passed 2**31 while q was far below."""
+    is ~10x q (2**28 elements here) and passes 2**31 while q is far below."""
     q = _big(1, 2048, 4096, 2, 16)
     rpb = torch.zeros(2, 25, 25, requires_grad=True)
     n = 2048 * 4096 * 2 * 13 * 13

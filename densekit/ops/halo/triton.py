@@ -13,8 +13,8 @@ from the dQ kernel and flow to q and rel_h / rel_w through autograd.
 * dK / dV: one program per key block, looping over the neighbouring query blocks whose windows
   reach it; deterministic, no atomics. It computes ``S^T = K Q^T`` (keys as rows) so that no dot
   result is ever transposed: on sm_90, triton >= 3.4 miscompiles ``tl.dot(tl.trans(<computed>),
-  ...)`` for some configurations (flash-linear-attention issue 640; garbage dK seen on an H200 in
-  the neighborhood kernel).
+  ...)`` for some configurations (a garbage dK; reported as flash-linear-attention issue #640;
+  ``tests/ops/test_triton_trans_rule.py`` enforces the rule).
 """
 from __future__ import annotations
 
@@ -157,8 +157,8 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
     q_row = (b * NQ + y * WQ + x) * NHEADS + head
     o_off = b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_dv[None, :]
     # The one-tile forward is kept apart from the streaming one: the streaming form run with
-    # RC == WP compiled to 218 instead of 178 registers in bf16 and spilled 2.8 KB in fp32 (sm_90,
-    # case (e), 2026-11-26).
+    # RC == WP compiles to 218 instead of 178 registers in bf16 and spills 2.8 KB in fp32 (sm_90,
+    # benchmark case (e)).
     if not BACKWARD and RC == WP:  # the whole window in one tile: an exact softmax
         k, v, allowed = _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh, 0,
                                        offs_d, d_ok, offs_dv, dv_ok, q_ok, WIN, HALO, WP, WP, MASK_PAD)

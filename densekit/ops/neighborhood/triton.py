@@ -16,8 +16,8 @@ Scheme (flash-attention style, adapted to a 2-D neighbourhood):
   tiles (``bias_tiles.py``: they depend only on where a tile sits relative to the borders, so a
   few tile types cover a whole map); with ``bias_tiles=False`` in the launch configuration or
   beyond ``BIAS_TILE_MAX_BYTES``, an exact per-pair mask and a gather from the
-  ``[heads, 2k-1, 2k-1]`` table. The tiles replace per-pair offset arithmetic, compares and
-  gathers, which kept the bf16 kernels at the register cap (with spills in the backward) at
+  ``[heads, 2k-1, 2k-1]`` table. The tiles save the per-pair offset arithmetic, compares and
+  gathers, which keep the bf16 kernels at the register cap (with spills in the backward) at
   sm_90.
 * dK / dV: a program owns a tile of keys and streams the (again contiguous) region of queries
   whose windows can contain them, so no atomics are needed and results are deterministic. It
@@ -274,8 +274,8 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV, TILES, TYPE_H, TYPE_W,
                  HAS_RPB: tl.constexpr, BIAS_TILES: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     # Works in the transposed orientation (S^T = K Q^T, P^T, dP^T = V dO^T, dS^T), so every
     # ``tl.trans`` is of a tile loaded from memory, never of a dot result: on sm_90, triton >= 3.4
-    # miscompiles ``tl.dot(tl.trans(<computed>), ...)`` for some configurations (seen on an H200:
-    # garbage dK in fp32; flash-linear-attention issue 640 reports the same for dK).
+    # miscompiles ``tl.dot(tl.trans(<computed>), ...)`` for some configurations (a garbage dK in
+    # fp32; reported as flash-linear-attention issue #640).
     BLOCK_N: tl.constexpr = TILE_H * TILE_W
     pid = tl.program_id(0)
     bh = tl.program_id(1)

@@ -377,8 +377,8 @@ def _launch(H: int, W: int, D: int, dtype: torch.dtype, kernel: str = 'fwd', con
     the query chunk of dK / dV).
 
     Square 8x8 query tiles keep the key halo small for 2-D; a 1-D (height-1) problem uses a 1x64
-    strip. Half precision streams keys (and, in dK/dV, queries) in chunks of 64 on 4 warps, the
-    fastest configuration measured on Hopper (``benchmarks/kernel_sweep.py``). fp32 dots run on
+    strip. Half precision streams keys (and, in dK/dV, queries) in chunks of 64 on 4 warps, a
+    configuration timed on Hopper (``benchmarks/kernel_sweep.py`` compares the alternatives). fp32 dots run on
     the FMA units, where chunks of 64 made ptxas keep 7-14 KB per thread on the stack (sm_90
     compile, `stack_bytes`); chunks of 16 (8 warps from head dim 64) compile with no stack for head
     dims 16-64. ``config`` replaces any of these; a 1-D problem then gets a one-row strip as long as

@@ -1,4 +1,4 @@
-"""Benchmarks for densekit's local-attention ops against the baselines named in issue 3.
+"""Benchmarks for densekit's local-attention ops against their baselines (listed below).
 
 Usage::
 
@@ -21,16 +21,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
+from _timing import median_ms, peak_mem_mb  # noqa: E402  (benchmarks/_timing.py)
 from densekit.ops import halo_attention, na2d, window_attention  # noqa: E402
 from densekit.ops.neighborhood.reference import flat_tables  # noqa: E402
 
@@ -63,38 +63,9 @@ _REPS = {'warmup': 3, 'reps': 20}
 
 
 # ----------------------------------------------------------------------------- timing
-def _sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
 def bench(fn, device):
-    """Median milliseconds of ``fn()``; CUDA via triton.testing.do_bench, CPU via perf_counter."""
-    if device == 'cuda':
-        from triton.testing import do_bench
-        return float(do_bench(fn, warmup=25, rep=100, return_mode='median'))
-    warmup, reps = _REPS['warmup'], _REPS['reps']
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def peak_mem_mb(fn, device):
-    """Peak extra memory of one ``fn()`` call in MiB (CUDA allocator stats; CPU: not measured here)."""
-    if device != 'cuda':
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    """Median milliseconds of ``fn()`` (``_timing.median_ms``; CPU repetitions from ``_REPS``)."""
+    return median_ms(fn, device, **_REPS)
 
 
 def copy_bandwidth_gbs(device, nbytes=256 * 2 ** 20):
@@ -208,7 +179,7 @@ def na_rows(name, cfg, device, dtype, backends, with_dense, fair_flex=False):
                 row['max_abs_err_vs_fp32_ref'] = (fn().float() - ref).abs().max().item()
         rows.append(row)
     if fair_flex:
-        # the issue's "compiled flex" baseline: the neighborhood mask alone (no bias), and the same
+        # the "compiled flex" baseline: the neighborhood mask alone (no bias), and the same
         # for our Triton kernel; our flex backend with a trainable RPB pays for flex's atomic
         # accumulation of the captured bias gradient, which is not what the baseline means
         fn = (lambda: na2d(q, k, v, kernel, dilation, rpb=None, backend='flex'))

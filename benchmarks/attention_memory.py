@@ -6,7 +6,7 @@ when the storage is freed; the peak of that sum is the peak of live tensor memor
 allocator's ``max_memory_allocated`` counts the same allocations, rounded to its block sizes). The
 baselines (timm's Swin attention, eager and fused) really run on the CPU; densekit's Triton
 backend runs its Python wrapper with every kernel compiled for sm_90 instead of launched
-(``densekit.ops._triton_aot``), so its allocations are exactly those of a GPU run. The fused-SDPA
+(``tools/dev/triton_aot.py``), so its allocations are exactly those of a GPU run. The fused-SDPA
 row is CPU-specific (the CPU math fallback for a masked SDPA) and says nothing about CUDA.
 
     python benchmarks/attention_memory.py [--batch 32]
@@ -22,7 +22,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tools', 'dev')]
 
 
 class LiveBytes(TorchDispatchMode):
@@ -58,7 +59,7 @@ def main():
     from timm.models.swin_transformer import SwinTransformerBlock
 
     from densekit.layers.window import rpb_table_to_dense
-    from densekit.ops import _triton_aot
+    import triton_aot  # tools/dev
     from densekit.ops.window.triton import window_triton
 
     B, H, W, C, h, ws, shift = args.batch, 56, 56, 96, 3, 7, 3
@@ -90,7 +91,7 @@ def main():
     for fused in (False, True):
         attn.fused_attn = fused
         rows[f'timm Swin _attn ({"fused SDPA, CPU fallback" if fused else "eager"})'] = peak_mib(lambda: blk._attn(x))
-    with _triton_aot.compile_only(90):
+    with triton_aot.compile_only(90):
         rows['qkv + densekit.window_attention[triton] + proj (kernels compiled, not run)'] = peak_mib(ours)
     print(f'case (d) B={B}, 56x56, C=96, 3 heads, window 7, shift 3, bf16, fwd+bwd, torch {torch.__version__}')
     print('| implementation | peak extra MiB | vs timm eager |')

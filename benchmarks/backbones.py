@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Backbone throughput and memory: densekit kernels vs densekit's reference path vs timm.
 
-GPU (the issue's figures)::
+GPU (the recorded figures)::
 
     python benchmarks/backbones.py gpu [--models swin_tiny convnext_tiny halonet26t ...]
 
@@ -37,14 +37,15 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # run from a checkout without install
 
+from _timing import samples_ms, seconds_per_call  # noqa: E402  (benchmarks/_timing.py)
 from densekit.models import build_backbone, list_backbones  # noqa: E402
 from densekit.ops._backend import ENV_VAR  # noqa: E402
 
@@ -141,21 +142,11 @@ def _train_step(forward: Callable, params, x: torch.Tensor, iters: int, warmup: 
 
     for _ in range(warmup):
         step()
-    if not cuda:
-        t = time.perf_counter()
-        for _ in range(iters):
-            step()
-        return x.shape[0] * iters / (time.perf_counter() - t), float('nan')
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        step()
-    end.record()
-    torch.cuda.synchronize()
-    seconds = start.elapsed_time(end) / 1000 / iters
-    return x.shape[0] / seconds, torch.cuda.max_memory_allocated() / 2 ** 30
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    seconds = seconds_per_call(step, x.device, iters, warmup=0)
+    return x.shape[0] / seconds, torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else float('nan')
 
 
 def bench_gpu(models, iters: int, warmup: int, device: str = 'cuda', sizes=None) -> list[str]:
@@ -208,14 +199,9 @@ def bench_cpu(repeats: int) -> list[str]:
         model = build_backbone(name).eval()
         for size in ((224, 224), (97, 131)):
             x = torch.randn(1, 3, *size)
-            times = []
             try:
                 with torch.no_grad():
-                    for i in range(repeats + 2):
-                        t = time.perf_counter()
-                        model(x)
-                        if i >= 2:  # two warm-up runs
-                            times.append((time.perf_counter() - t) * 1000)
+                    times = samples_ms(lambda: model(x), 'cpu', warmup=2, reps=repeats)
             except Exception as e:  # a failing model is a row, not a crash
                 rows.append(f'| {name} | {size[0]}x{size[1]} | 1 | error: {type(e).__name__}: {str(e)[:60]} | - |')
                 continue

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Download (here, where PyPI is reachable) the wheels that the lent GPU machine lacks, into .whl/
-# (git-ignored). The GPU machine runs Python 3.12 with torch / torchvision / triton / timm / numpy /
-# scipy / opencv already installed and has no network; benchmarks/gpu_check.sh installs these
-# with --no-deps into /tmp/site. Pass `carry: [".whl"]` to the device call.
+# Download, on a machine with network access, the wheels an offline GPU machine lacks, into .whl/
+# (git-ignored). The GPU machine is expected to run Python 3.12 with torch / torchvision / triton /
+# timm / numpy / scipy / opencv installed; benchmarks/gpu_check.sh installs these wheels with
+# --no-deps into /tmp/site when .whl/ is copied along with the checkout.
 #
 #   bash benchmarks/fetch_device_wheels.sh
 set -euo pipefail

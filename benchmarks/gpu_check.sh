@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The one prepared GPU check for a lent H100 / H200, sized for ONE device call (<= 10 min).
+# The GPU check: parity tests, attention benchmark and model benchmarks on one CUDA GPU (H100 / H200
+# class), in one run of at most 10 minutes.
 #
-# Here (network):   bash benchmarks/fetch_device_wheels.sh        # mm* + pycocotools ... into .whl/
-# Device call:      run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
+# With network:     bash benchmarks/fetch_device_wheels.sh        # mm* + pycocotools ... into .whl/
+# On the GPU:       bash benchmarks/gpu_check.sh                   # with .whl/ next to the checkout
 #
 # Steps, in order of value, each with its own time cap inside a global budget (GPU_CHECK_BUDGET_S,
-# default 540 s), so a slow step cannot eat the next ones and whatever finished comes back:
-#   1. carried wheels -> /tmp/site (no deps; the image already has torch, triton, timm, numpy ...)
+# default 540 s), so a slow step cannot eat the next ones and whatever finished is kept:
+#   1. wheels in .whl/ -> /tmp/site (no deps; torch, triton, timm, numpy ... must be installed)
 #   2. GPU parity tests (-m gpu): attention ops (reference / triton / flex on CUDA vs the CPU fp32
 #      reference, fwd + all grads), portable mmcv ops CPU-vs-CUDA, Triton MSDA, backbone backends,
 #      spread over pytest-xdist workers (Triton compiles on the CPU, 16 cores there); a failure
@@ -18,7 +19,7 @@
 #      breakdown (torch.profiler) of the forward and the backward        -> kernel_sweep.json
 #   5. backbones (Swin-T / ConvNeXt-T / NAT / DiNAT / HaloNet training step) and heads
 #      (Mask R-CNN / UPerNet ... on Swin-T), densekit kernels vs reference  -> models_gpu.log
-# GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second call with
+# GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second run with
 # GPU_CHECK_STEPS=models when the first ran out of time.
 # summary.txt says what ran, its exit code and seconds. $OUT holds at most 8 files on return.
 set -uo pipefail
@@ -53,13 +54,13 @@ step() {
   nproc
 } > "$OUT/env.txt" 2>&1
 
-# 1. wheels (README of the device tool: --target /tmp/site, then PYTHONPATH)
+# 1. wheels (installed with --target /tmp/site, then put on PYTHONPATH)
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     >> "$OUT/env.txt" 2>&1 || echo "WHEEL INSTALL FAILED" | tee -a "$OUT/summary.txt"
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 else
-  echo "no .whl/ carried: mm* tests and the heads benchmark will fail" | tee -a "$OUT/summary.txt"
+  echo "no .whl/: mm* tests and the heads benchmark will fail unless mm* is installed" | tee -a "$OUT/summary.txt"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python3 - >> "$OUT/env.txt" 2>&1 <<'EOF'
@@ -77,20 +78,19 @@ EOF
 STEPS=" ${GPU_CHECK_STEPS:-parity attention models} "
 want() { [[ $STEPS == *" $1 "* ]]; }
 
-# 2. GPU parity first (the first H200 run, 2026-11-26, needed ~240 s for 149 tests on 14 workers;
-#    193 now; their Triton kernels, 455, take ~13 CPU-minutes to compile, checked without a GPU by
-#    tools/dev/compile_gpu_parity_cases.py)
+# 2. GPU parity first (about 240 s on 14 workers; most of it is compiling the Triton kernels, which
+#    `python tools/dev/triton_compile.py parity-cases` checks without a GPU beforehand)
 want parity && step gpu_parity 300 "$OUT/gpu_parity.log" \
   python3 -m pytest -m gpu -n 14 -p no:cacheprovider -p no:benchmark --timeout 200 --tb=short -rfE \
   --durations=15 --junitxml="$OUT/gpu_parity.xml" tests/ops tests/models/test_backbone_contract.py
 
-# 3. attention benchmark (the issue's targets; ~200 s then, plus the fair-flex rows since)
+# 3. attention benchmark (shapes (a)-(e) with their baselines; about 200 s)
 want attention && step attention_benchmark 225 "$OUT/attention_gpu.log" \
   python3 benchmarks/attention.py --device cuda --json "$OUT/attention_gpu.json"
 
 # 4. launch-configuration sweep + per-kernel breakdown (bf16; window (d), NA (a), halo (e), NA (c d1),
 #    NA (b) in that order, each configuration checked against the fp32 reference before it is
-#    timed). Not in the default steps: a second call with GPU_CHECK_STEPS=sweep (~45 configurations;
+#    timed). Not in the default steps: a second run with GPU_CHECK_STEPS=sweep (~45 configurations;
 #    SIGINT at the cap still prints the summary of what ran)           -> kernel_sweep.json
 want sweep && step kernel_sweep 420 "$OUT/kernel_sweep.log" \
   python3 benchmarks/kernel_sweep.py --json "$OUT/kernel_sweep.json"

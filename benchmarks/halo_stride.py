@@ -1,6 +1,6 @@
 """Strided halo queries: ``halo_attention(query_stride=s)`` against the padded-query formulation
 (the strided queries placed in the corner of full ``b x b`` blocks, attended at stride 1 and
-cropped: what the HaloNet module did before ``query_stride``). Same process, interleaved, median.
+cropped: 4x the query work at stride 2). Same process, median fwd+bwd of each.
 
     python benchmarks/halo_stride.py                       # CPU, reference backend
     python benchmarks/halo_stride.py --device cuda --backend triton --dtype bfloat16
@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from _timing import samples_ms  # noqa: E402  (benchmarks/_timing.py)
 from densekit.ops import halo_attention  # noqa: E402
 
 
@@ -56,19 +58,11 @@ def main():
 
     with torch.no_grad():
         print(f'max |strided - padded| = {(strided() - padded()).abs().max().item():.3g}')
-    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
-    times = {'padded (query_stride=1)': [], f'query_stride={s}': []}
-    for _ in range(args.reps):
-        for name, fn in zip(times, (padded, strided)):
-            sync()
-            t0 = time.perf_counter()
-            fn().backward(go)
-            sync()
-            times[name].append(time.perf_counter() - t0)
     print(f'{args.device} {args.backend} {args.dtype} keys {args.shape} block {b} halo {hs} stride {s}, '
           f'torch {torch.__version__}: fwd+bwd median ms')
-    for name, ts in times.items():
-        print(f'  {name}: {1e3 * sorted(ts)[len(ts) // 2]:.1f}')
+    for name, fn in (('padded (query_stride=1)', padded), (f'query_stride={s}', strided)):
+        ts = samples_ms(lambda: fn().backward(go), args.device, warmup=0, reps=args.reps)
+        print(f'  {name}: {sorted(ts)[len(ts) // 2]:.1f}')
 
 
 if __name__ == '__main__':

@@ -23,14 +23,15 @@ import copy
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / 'benchmarks')]
 sys.path.insert(0, str(REPO / 'tests' / 'configs'))  # the config surgery + demo data helpers
+
+from _timing import seconds_per_call  # noqa: E402  (benchmarks/_timing.py)
 
 MODELS = {
     'Mask R-CNN Swin-T (COCO)': 'configs/mask_rcnn/mask-rcnn_swin-t_fpn_1x_coco.py',
@@ -64,18 +65,6 @@ def _prepare(path: str, root: Path, mode: str):
     return cfg
 
 
-def _time(fn, iters: int, device: str) -> float:
-    fn()  # warm-up (allocations, autotuning)
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / iters
-
-
 def bench(path: str, root: Path, mode: str, device: str, iters: int) -> tuple[float, float, float]:
     from mmengine.dataset import pseudo_collate
     from mmengine.model import revert_sync_batchnorm
@@ -104,8 +93,9 @@ def bench(path: str, root: Path, mode: str, device: str, iters: int) -> tuple[fl
 
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
-    t_train = _time(train, iters, device)
-    t_infer = _time(infer, iters, device)
+    # one warm-up call each (allocations, autotuning)
+    t_train = seconds_per_call(train, device, iters, warmup=1)
+    t_infer = seconds_per_call(infer, device, iters, warmup=1)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == 'cuda' else float('nan')
     return 2 / t_train, 2 / t_infer, peak
 

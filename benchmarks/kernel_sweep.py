@@ -1,13 +1,14 @@
 """Launch-configuration sweep of the attention Triton kernels, with a per-kernel time breakdown
 (GPU; developer tool).
 
-For each kernel family (window, neighborhood, halo) on the issue's bf16 benchmark cases, and each
-launch configuration (``CONFIG_OVERRIDE`` of ``densekit.ops.<family>.triton``; the library
-default first, so every ratio is same-run):
+For each kernel family (window, neighborhood, halo) on the bf16 benchmark cases (a)-(e), and each
+launch configuration (passed as ``triton_config=`` to the op; keys in
+``densekit.ops.<family>.triton.CONFIG_KEYS``; the library default first, so every ratio is
+same-run):
 
 1. output and every gradient against the fp32 reference backend on the same inputs; a
    configuration that computes wrongly (a miscompile) is reported and not timed;
-2. median forward and forward+backward milliseconds (``triton.testing.do_bench``);
+2. median forward and forward+backward milliseconds (``_timing.median_ms``: ``do_bench``);
 3. the device time of every kernel the forward and the backward launch (``torch.profiler``;
    the Triton kernels by name, plus torch's own ops such as the dS reductions), which says where
    the backward's time goes and lets each kernel take its own best configuration.
@@ -33,9 +34,11 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from attention import HALO_GPU, NA_GPU, WIN_GPU  # noqa: E402  (benchmarks/attention.py, this folder)
+from _timing import median_ms  # noqa: E402  (benchmarks/_timing.py)
+from attention import HALO_GPU, NA_GPU, WIN_GPU  # noqa: E402  (benchmarks/attention.py)
 from densekit.ops import halo_attention, na2d, window_attention  # noqa: E402
 
 # bf16 rounding of an O(1) output is ~0.008; a miscompile is orders of magnitude off
@@ -58,7 +61,7 @@ CONFIGS = {
     ],
     'na': [
         None,
-        dict(bias_tiles=False),  # per-pair mask + bias gather: the default until the fourth session
+        dict(bias_tiles=False),  # per-pair mask + bias gather instead of precomputed tiles
         dict(bias_tiles=False, num_warps=8),
         dict(block_n=128),
         dict(num_warps=8),
@@ -81,7 +84,7 @@ CONFIGS = {
         dict(fwd_stages=1),
     ],
 }
-# the order of value: the two biggest misses of the first H200 run first
+# in order of value: the cases whose backward is furthest from its target first
 CASES = [('window', 'd_swin_t_s1'), ('na', 'a_nat_t_s1'), ('halo', 'e_halo'), ('na', 'c_det_d1'),
          ('na', 'b_56_4x64')]
 SMOKE = {
@@ -96,34 +99,31 @@ SMOKE_CONFIGS = {  # a few configurations per family that reach every hook on ti
 }
 
 
-def _module(family: str):
-    import importlib
-    return importlib.import_module(f'densekit.ops.{ {"na": "neighborhood"}.get(family, family)}.triton')
-
-
 def make_case(family: str, cfg: tuple, device: str, dtype: torch.dtype):
-    """Inputs, the fp32 reference (output + gradients) and the triton forward of one case."""
+    """Inputs, the fp32 reference (output + gradients) and ``bind(config)``, which returns the
+    Triton forward and forward+backward of one case under that launch configuration."""
     g = torch.Generator().manual_seed(0)
     if family == 'na':
         B, H, W, h, D, ks, d = cfg
         shape, extra = (B, H, W, h, D), [(h, 2 * ks - 1, 2 * ks - 1)]
 
-        def op(q, kk, v, rpb, backend):
-            return na2d(q, kk, v, ks, d, rpb=rpb, backend=backend)
+        def op(q, kk, v, rpb, backend, config=None):
+            return na2d(q, kk, v, ks, d, rpb=rpb, backend=backend, triton_config=config)
     elif family == 'window':
         B, H, W, C, h, win, shift = cfg
         shape, extra = (B, H, W, h, C // h), [(h, 2 * win - 1, 2 * win - 1)]
 
-        def op(q, kk, v, rpb, backend):
-            return window_attention(q, kk, v, win, shift, rpb=rpb, backend=backend)
+        def op(q, kk, v, rpb, backend, config=None):
+            return window_attention(q, kk, v, win, shift, rpb=rpb, backend=backend, triton_config=config)
     else:
         B, H, W, C, h, block, halo = cfg
         D = C // h
         r = 2 * (block + 2 * halo) - 1
         shape, extra = (B, H, W, h, D), [(r, D), (r, D)]
 
-        def op(q, kk, v, rel_h, rel_w, backend):
-            return halo_attention(q, kk, v, block, halo, rel_h=rel_h, rel_w=rel_w, backend=backend)
+        def op(q, kk, v, rel_h, rel_w, backend, config=None):
+            return halo_attention(q, kk, v, block, halo, rel_h=rel_h, rel_w=rel_w, backend=backend,
+                                  triton_config=config)
     q, k, v, go = (torch.randn(*shape, generator=g) for _ in range(4))
     params = [torch.randn(*s, generator=g) * (0.1 if family == 'halo' else 1.0) for s in extra]
     leaves32 = [t.clone().to(device).requires_grad_() for t in (q, k, v, *params)]
@@ -134,14 +134,16 @@ def make_case(family: str, cfg: tuple, device: str, dtype: torch.dtype):
     leaves = [t.to(device, dtype).requires_grad_() for t in (q, k, v, *params)]
     dout = go.to(device, dtype)
 
-    def fwd():
-        return op(*leaves, backend='triton')
+    def bind(config: Optional[dict]):
+        def fwd():
+            return op(*leaves, backend='triton', config=config)
 
-    def fwd_bwd():
-        for t in leaves:
-            t.grad = None
-        fwd().backward(dout)
-    return ref, scale, leaves, fwd, fwd_bwd
+        def fwd_bwd():
+            for t in leaves:
+                t.grad = None
+            fwd().backward(dout)
+        return fwd, fwd_bwd
+    return ref, scale, leaves, bind
 
 
 def kernel_times(fn: Callable[[], object], device: str, iters: int) -> Dict[str, float]:
@@ -167,10 +169,9 @@ def kernel_times(fn: Callable[[], object], device: str, iters: int) -> Dict[str,
 
 
 def measure(family, conf, case, device, iters) -> dict:
-    ref, scale, leaves, fwd, fwd_bwd = case
-    mod = _module(family)
+    ref, scale, leaves, bind = case
+    fwd, fwd_bwd = bind(conf)
     row = {'config': conf or 'default'}
-    mod.CONFIG_OVERRIDE = conf
     try:
         fwd_bwd()
         got = [fwd().detach()] + [t.grad for t in leaves]
@@ -185,14 +186,11 @@ def measure(family, conf, case, device, iters) -> dict:
         row['kernels_bwd_us'] = {k: round(v - fwd_k.get(k, 0.0), 3) for k, v in all_k.items()
                                  if v - fwd_k.get(k, 0.0) > 1e-3}
         if device == 'cuda':
-            from triton.testing import do_bench
             with torch.no_grad():
-                row['fwd_ms'] = do_bench(fwd, warmup=25, rep=100, return_mode='median')
-            row['fwdbwd_ms'] = do_bench(fwd_bwd, warmup=25, rep=100, return_mode='median')
+                row['fwd_ms'] = median_ms(fwd, device)
+            row['fwdbwd_ms'] = median_ms(fwd_bwd, device)
     except Exception as e:  # e.g. out of shared memory for this configuration
         row['error'] = f'{type(e).__name__}: {str(e)[:200]}'
-    finally:
-        mod.CONFIG_OVERRIDE = None
     return row
 
 

@@ -10,9 +10,13 @@ the compiled mmcv (e.g. the golden-fixture venv of ``tools/dev/make_mmcv_golden.
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import samples_ms  # noqa: E402  (benchmarks/_timing.py)
 
 
 def mask_rcnn_r18_cfg(num_classes: int = 80) -> dict:
@@ -98,24 +102,24 @@ def main() -> None:
     packed = demo_mm_inputs(2, [(3, h, w)] * 2, num_items=[6, 4], num_classes=80,
                             with_mask=True)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    train_t = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
+
+    def train_step():
         model.train()
         losses = model(**model.data_preprocessor(packed, True), mode='loss')
         loss, _ = model.parse_losses(losses)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        train_t.append(time.perf_counter() - t)
+
+    def predict():
+        model(**model.data_preprocessor(packed, False), mode='predict')
+
+    # the first step is a warm-up
+    train_t = samples_ms(train_step, 'cpu', warmup=1, reps=args.steps - 1)
     model.eval()
-    pred_t = []
     with torch.no_grad():
-        for _ in range(args.steps):
-            t = time.perf_counter()
-            model(**model.data_preprocessor(packed, False), mode='predict')
-            pred_t.append(time.perf_counter() - t)
-    med = lambda v: sorted(v[1:])[len(v[1:]) // 2]  # noqa: E731  (first step is warm-up)
+        pred_t = samples_ms(predict, 'cpu', warmup=1, reps=args.steps - 1)
+    med = lambda v: sorted(v)[len(v) // 2] / 1e3  # noqa: E731  (seconds)
     print(f'mmcv ops: {kind}; torch threads {torch.get_num_threads()}; image {h}x{w}, batch 2')
     print(f'train step median {med(train_t):.2f} s; predict median {med(pred_t):.2f} s')
 

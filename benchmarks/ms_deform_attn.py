@@ -11,11 +11,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 
 import torch
 
-from densekit.ops.ms_deform_attn import ms_deform_attn
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from _timing import median_ms  # noqa: E402  (benchmarks/_timing.py)
+from densekit.ops.mmcv.ms_deform_attn import ms_deform_attn  # noqa: E402
 
 LEVELS = [(100, 134), (50, 67), (25, 34), (13, 17)]
 
@@ -29,20 +34,6 @@ def make_inputs(levels, bs, nq, heads, dim, points, device, dtype):
     attn = torch.rand(bs, nq, heads, len(levels), points, device=device, dtype=dtype)
     attn = attn / attn.sum((-1, -2), keepdim=True)
     return value, shapes, starts, loc, attn
-
-
-def bench(fn, device: str, reps: int) -> float:
-    """Median milliseconds per call."""
-    if device == 'cuda':
-        from triton.testing import do_bench
-        return do_bench(fn, warmup=10, rep=100)
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2] * 1e3
 
 
 def main() -> None:
@@ -74,8 +65,8 @@ def main() -> None:
                                      backend=backend)
                 out.backward(torch.ones_like(out))
 
-            print(f'{name:8s} nq={nq:6d} {backend:9s} fwd {bench(fwd, args.device, args.reps):9.2f}'
-                  f' ms   fwd+bwd {bench(fwd_bwd, args.device, args.reps):9.2f} ms')
+            print(f'{name:8s} nq={nq:6d} {backend:9s} fwd {median_ms(fwd, args.device, warmup=1, reps=args.reps):9.2f}'
+                  f' ms   fwd+bwd {median_ms(fwd_bwd, args.device, warmup=1, reps=args.reps):9.2f} ms')
 
 
 if __name__ == '__main__':

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# developer tools the tests share (the GPU hazard checks, the ahead-of-time compiler)
+sys.path.insert(0, str(REPO / 'tools' / 'dev'))
 SHARED_DATA = Path(os.environ.get('DENSEKIT_SHARED_DATA', REPO.parent / 'shared' / 'data'))
 
 
@@ -50,9 +52,9 @@ def triton_interpreter_unusable() -> str:
     """Why this environment cannot run Triton kernels through the CPU interpreter ('' if it can).
 
     triton < 3.7's interpreter turns runtime integer arguments into 1-element arrays, which numpy
-    >= 2.4 no longer converts to Python ints: every kernel that loops over one (``range(0, n)``)
+    >= 2.4 does not convert to Python ints: every kernel that loops over one (``range(0, n)``)
     fails with "only 0-dimensional arrays can be converted to Python scalars" (triton 3.6 with
-    numpy 2.2 / 2.3, and triton 3.7.1 with numpy 2.4, work; checked 2026-11-26).
+    numpy 2.2 / 2.3, and triton 3.7.1 with numpy 2.4, work).
     """
     try:
         import triton
@@ -81,7 +83,7 @@ def triton_interpreter_unchecked(monkeypatch):
 
 @pytest.fixture
 def triton_interpreter(triton_interpreter_unchecked):
-    """The interpreter with the GPU hazard checks of ``triton_hazards`` on: every launch is checked
+    """The interpreter with the GPU hazard checks of ``tools/dev/triton_hazards.py`` on: every launch is checked
     for cross-program races and out-of-bounds accesses, and uninitialised memory / masked-off
     lanes read NaN. ``DENSEKIT_GPU_HAZARDS=0`` turns the checks off (to tell a hazard from a
     numerical failure)."""

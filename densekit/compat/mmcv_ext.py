@@ -88,12 +88,12 @@ def get_compiling_cuda_version() -> str:
 
 
 def _nms(boxes, scores, iou_threshold, offset):
-    from densekit.ops.nms import nms
+    from densekit.ops.mmcv.nms import nms
     return nms(boxes, scores, float(iou_threshold), int(offset))
 
 
 def _softnms(boxes, scores, dets, iou_threshold, sigma, min_score, method, offset):
-    from densekit.ops.nms import soft_nms
+    from densekit.ops.mmcv.nms import soft_nms
     kept, inds = soft_nms(boxes, scores, float(iou_threshold), float(sigma), float(min_score),
                           int(method), int(offset))
     dets[:kept.shape[0]] = kept.to(device=dets.device, dtype=dets.dtype)
@@ -101,12 +101,12 @@ def _softnms(boxes, scores, dets, iou_threshold, sigma, min_score, method, offse
 
 
 def _nms_match(dets, iou_threshold):
-    from densekit.ops.nms import nms_match
+    from densekit.ops.mmcv.nms import nms_match
     return nms_match(dets, float(iou_threshold))
 
 
 def _bbox_overlaps(bboxes1, bboxes2, ious, mode, aligned, offset):
-    from densekit.ops.nms import bbox_overlaps
+    from densekit.ops.mmcv.nms import bbox_overlaps
     ious.copy_(bbox_overlaps(bboxes1, bboxes2, ('iou', 'iof')[int(mode)], bool(aligned),
                              int(offset)))
 
@@ -116,7 +116,7 @@ _POOL_MODES = ('max', 'avg')  # mmcv's integer codes 0 / 1
 
 def _roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height, aligned_width,
                        spatial_scale, sampling_ratio, pool_mode, aligned):
-    from densekit.ops.roi_align import roi_align_forward
+    from densekit.ops.mmcv.roi_align import roi_align_forward
     out, arg_y, arg_x = roi_align_forward(input, rois, int(aligned_height), int(aligned_width),
                                           float(spatial_scale), int(sampling_ratio),
                                           _POOL_MODES[int(pool_mode)], bool(aligned))
@@ -128,7 +128,7 @@ def _roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height, 
 
 def _roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, aligned_height,
                         aligned_width, spatial_scale, sampling_ratio, pool_mode, aligned):
-    from densekit.ops.roi_align import roi_align_backward
+    from densekit.ops.mmcv.roi_align import roi_align_backward
     grad_input.add_(roi_align_backward(grad_output.contiguous(), rois, argmax_y, argmax_x,
                                        grad_input.shape, float(spatial_scale),
                                        int(sampling_ratio), _POOL_MODES[int(pool_mode)],
@@ -136,7 +136,7 @@ def _roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, align
 
 
 def _roi_pool_forward(input, rois, output, argmax, pooled_height, pooled_width, spatial_scale):
-    from densekit.ops.roi_pool import roi_pool_forward
+    from densekit.ops.mmcv.roi_pool import roi_pool_forward
     out, arg, valid = roi_pool_forward(input, rois, int(pooled_height), int(pooled_width),
                                        float(spatial_scale))
     # mmcv's kernel skips RoIs with non-positive size, leaving the caller's buffers as they were.
@@ -146,35 +146,35 @@ def _roi_pool_forward(input, rois, output, argmax, pooled_height, pooled_width, 
 
 def _roi_pool_backward(grad_output, rois, argmax, grad_input, pooled_height, pooled_width,
                        spatial_scale):
-    from densekit.ops.roi_pool import roi_pool_backward
+    from densekit.ops.mmcv.roi_pool import roi_pool_backward
     grad_input.add_(roi_pool_backward(grad_output, rois, argmax, grad_input.shape))
 
 
 def _sigmoid_focal_loss_forward(input, target, weight, output, gamma, alpha):
-    from densekit.ops.focal_loss import sigmoid_focal_loss_forward
+    from densekit.ops.mmcv.focal_loss import sigmoid_focal_loss_forward
     output.copy_(sigmoid_focal_loss_forward(input, target, weight, float(gamma), float(alpha)))
 
 
 def _sigmoid_focal_loss_backward(input, target, weight, grad_input, gamma, alpha):
-    from densekit.ops.focal_loss import sigmoid_focal_loss_backward
+    from densekit.ops.mmcv.focal_loss import sigmoid_focal_loss_backward
     grad_input.copy_(sigmoid_focal_loss_backward(input, target, weight, float(gamma),
                                                  float(alpha)))
 
 
 def _softmax_focal_loss_forward(input, target, weight, output, gamma, alpha):
-    from densekit.ops.focal_loss import softmax_focal_loss_forward
+    from densekit.ops.mmcv.focal_loss import softmax_focal_loss_forward
     output.copy_(softmax_focal_loss_forward(input, target, weight, float(gamma), float(alpha)))
 
 
 def _softmax_focal_loss_backward(input, target, weight, buff, grad_input, gamma, alpha):
-    from densekit.ops.focal_loss import softmax_focal_loss_backward
+    from densekit.ops.mmcv.focal_loss import softmax_focal_loss_backward
     grad_input.copy_(softmax_focal_loss_backward(input, target, weight, float(gamma),
                                                  float(alpha)))
 
 
 def _ms_deform_attn_forward(value, value_spatial_shapes, value_level_start_index,
                             sampling_locations, attention_weights, im2col_step):
-    from densekit.ops.ms_deform_attn import ms_deform_attn
+    from densekit.ops.mmcv.ms_deform_attn import ms_deform_attn
     return ms_deform_attn(value, value_spatial_shapes, value_level_start_index,
                           sampling_locations, attention_weights)
 
@@ -182,7 +182,7 @@ def _ms_deform_attn_forward(value, value_spatial_shapes, value_level_start_index
 def _ms_deform_attn_backward(value, value_spatial_shapes, value_level_start_index,
                              sampling_locations, attention_weights, grad_output, grad_value,
                              grad_sampling_loc, grad_attn_weight, im2col_step):
-    from densekit.ops.ms_deform_attn import ms_deform_attn_backward
+    from densekit.ops.mmcv.ms_deform_attn import ms_deform_attn_backward
     gv, gl, ga = ms_deform_attn_backward(value, value_spatial_shapes, value_level_start_index,
                                          sampling_locations, attention_weights, grad_output)
     grad_value.add_(gv)
@@ -198,7 +198,7 @@ def _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_
 
 def _deform_conv_forward(input, weight, offset, output, columns, ones, kW, kH, dW, dH, padW,
                          padH, dilationW, dilationH, group, deformable_group, im2col_step):
-    from densekit.ops.deform_conv import deform_conv2d
+    from densekit.ops.mmcv.deform_conv import deform_conv2d
     kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
     output.copy_(deform_conv2d(input, offset, weight, None, **kw))
 
@@ -237,7 +237,7 @@ _DCN_WEIGHT_GRAD = _WeightGradCache()
 def _deform_conv_backward_input(input, offset, gradOutput, gradInput, gradOffset, weight,
                                 columns, kW, kH, dW, dH, padW, padH, dilationW, dilationH, group,
                                 deformable_group, im2col_step):
-    from densekit.ops.deform_conv import deform_conv2d_grads
+    from densekit.ops.mmcv.deform_conv import deform_conv2d_grads
     kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
     g = deform_conv2d_grads(gradOutput, input, offset, weight, None, None,
                             ('input', 'offset', 'weight'), **kw)
@@ -249,7 +249,7 @@ def _deform_conv_backward_input(input, offset, gradOutput, gradInput, gradOffset
 def _deform_conv_backward_parameters(input, offset, gradOutput, gradWeight, columns, ones, kW,
                                      kH, dW, dH, padW, padH, dilationW, dilationH, group,
                                      deformable_group, scale, im2col_step):
-    from densekit.ops.deform_conv import deform_conv2d_grads
+    from densekit.ops.mmcv.deform_conv import deform_conv2d_grads
     grad = _DCN_WEIGHT_GRAD.take((input, offset, gradOutput))
     if grad is None or grad.shape != gradWeight.shape:
         kw = _dcn_kw(kH, kW, dH, dW, padH, padW, dilationH, dilationW, group, deformable_group)
@@ -269,7 +269,7 @@ def _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation
 def _modulated_deform_conv_forward(input, weight, bias, ones, offset, mask, output, columns,
                                    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                                    dilation_h, dilation_w, group, deformable_group, with_bias):
-    from densekit.ops.deform_conv import deform_conv2d
+    from densekit.ops.mmcv.deform_conv import deform_conv2d
     kw = _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                        dilation_w, group, deformable_group)
     output.copy_(deform_conv2d(input, offset, weight, bias if with_bias else None, mask=mask,
@@ -280,7 +280,7 @@ def _modulated_deform_conv_backward(input, weight, bias, ones, offset, mask, col
                                     grad_weight, grad_bias, grad_offset, grad_mask, grad_output,
                                     kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                                     dilation_h, dilation_w, group, deformable_group, with_bias):
-    from densekit.ops.deform_conv import deform_conv2d_grads
+    from densekit.ops.mmcv.deform_conv import deform_conv2d_grads
     kw = _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                        dilation_w, group, deformable_group)
     wanted = ('input', 'offset', 'mask', 'weight') + (('bias',) if with_bias else ())

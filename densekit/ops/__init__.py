@@ -1,16 +1,21 @@
-"""densekit local-attention kernels (pure PyTorch reference, Triton, FlexAttention).
+"""densekit ops: pure PyTorch references with fused Triton and FlexAttention backends.
 
-Public API, layout ``[batch, *spatial, heads, head_dim]`` for q, k, v and output:
+Layout: ``densekit/ops/<op>/`` is one package per kernel family (``reference.py``, ``triton.py``,
+``flex.py``, ``__init__.py`` with the public function); shared backend selection and helpers are
+the ``_*.py`` modules beside them.
 
-* :func:`na1d`, :func:`na2d` — neighborhood attention (NAT / DiNAT, NATTEN <= 0.17 semantics);
-* :func:`window_attention` — Swin (shifted) window attention;
-* :func:`halo_attention` — HaloNet blocked-halo attention.
+* Local attention, re-exported here, layout ``[batch, *spatial, heads, head_dim]`` for q, k, v
+  and output: :func:`na1d`, :func:`na2d` — neighborhood attention (NAT / DiNAT, NATTEN <= 0.17
+  semantics); :func:`window_attention` — Swin (shifted) window attention;
+  :func:`halo_attention` — HaloNet blocked-halo attention.
+* :mod:`densekit.ops.mmcv` — replacements for mmcv's compiled detection ops (``nms``,
+  ``roi_align``, ``roi_pool``, ``focal_loss``, ``deform_conv``, ``ms_deform_attn``), one package
+  each under ``densekit/ops/mmcv/<op>/``, imported by their own path.
 
-Every op takes ``backend=None | 'reference' | 'triton' | 'flex'``; the ``DENSEKIT_ATTN_BACKEND``
-environment variable overrides the automatic choice. See ``docs/ops.md``.
-
-Only the attention packages are imported here; Triton and FlexAttention are imported lazily on
-first use. Other op packages (e.g. ``densekit.ops.nms``) are imported by their own path.
+Every fused op takes ``backend=None | 'reference' | 'triton' | 'flex'`` (the names it has) and
+goes through one chooser (``_backend.choose_backend``); the ``DENSEKIT_ATTN_BACKEND`` environment
+variable overrides the automatic choice. Triton and FlexAttention are imported lazily on first
+use. See ``docs/ops.md``.
 """
 from densekit.ops.halo import halo_attention
 from densekit.ops.neighborhood import na1d, na2d

@@ -1,12 +1,15 @@
-"""Backend selection shared by every attention op in ``densekit.ops``.
+"""Backend selection shared by every fused op in ``densekit.ops``.
 
-Each op package (``neighborhood``, ``window``, ``halo``) hands :func:`choose_backend` an ordered
-mapping ``name -> probe``; a probe is called with ``explicit`` (whether the user asked for that
-backend by name) and returns ``None`` when that backend can run the call, else a short reason. Resolution order:
+Each op (``neighborhood``, ``window``, ``halo``, ``mmcv.ms_deform_attn``) hands
+:func:`choose_backend` an ordered mapping ``name -> probe``; a probe is called with ``explicit``
+(whether the user asked for that backend by name) and returns ``None`` when that backend can run
+the call, else a short reason. Resolution order:
 
 1. the ``backend=`` argument of the op;
 2. else the ``DENSEKIT_ATTN_BACKEND`` environment variable (read on every call, so tests can flip
-   it);
+   it). It is one switch for every op, so a known backend name that an op does not implement
+   (``flex`` for ``ms_deform_attn``) leaves that op on the automatic choice, with the reason
+   logged;
 3. else the first backend in priority order whose probe succeeds; every skipped backend is logged
    at DEBUG level on the ``densekit.ops`` logger with its reason (in eager mode only: while
    ``torch.compile`` traces the op, a ``logging`` call would break the graph, and
@@ -50,9 +53,13 @@ def choose_backend(op: str, probes: Mapping[str, Probe], requested: Optional[str
         The chosen backend name.
     """
     source = 'backend argument'
+    log = not torch.compiler.is_compiling()
     if requested is None:
         env = os.environ.get(ENV_VAR, '').strip()
-        if env and env.lower() != 'auto':
+        if env.lower() in BACKEND_NAMES and env.lower() not in probes:
+            if log:
+                logger.debug('%s: %s=%s names no backend of this op; choosing automatically', op, ENV_VAR, env)
+        elif env and env.lower() != 'auto':
             requested, source = env, f'{ENV_VAR} environment variable'
     if requested is not None:
         if not isinstance(requested, str):
@@ -65,7 +72,6 @@ def choose_backend(op: str, probes: Mapping[str, Probe], requested: Optional[str
         if reason is not None:
             raise RuntimeError(f'{op}: backend {name!r} (from {source}) cannot run this call: {reason}')
         return name
-    log = not torch.compiler.is_compiling()
     for name, probe in probes.items():
         reason = probe(False)
         if reason is None:
@@ -116,15 +122,13 @@ def scale_reason(scale) -> Optional[str]:
     return None
 
 
-def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max: int = 128) -> Optional[str]:
-    """Common reasons the Triton kernels cannot run (``None`` if they can). ``tensors``: q, k, v
-    (the checks of device, dtype and shape read q; every one must be indexable with 32-bit
-    offsets)."""
+def triton_device_reason(explicit: bool, t: torch.Tensor) -> Optional[str]:
+    """Why no Triton kernel can take ``t`` (``None`` if one can): triton missing, a device other
+    than CUDA (the CPU interpreter, ``TRITON_INTERPRET=1``, only by name), an unsupported dtype."""
     try:
         import triton  # noqa: F401
     except ImportError:
         return 'triton is not installed'
-    t = tensors[0]
     interpret = os.environ.get('TRITON_INTERPRET', '0') == '1'
     if t.device.type != 'cuda' and not (interpret and t.device.type == 'cpu'):
         return f'inputs are on {t.device.type} (Triton needs CUDA, or TRITON_INTERPRET=1 for CPU)'
@@ -132,6 +136,19 @@ def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max:
         return 'the Triton CPU interpreter is a test vehicle; it runs only when requested by name'
     if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f'dtype {t.dtype} is not supported (float32/float16/bfloat16 only)'
+    if t.device.type == 'cuda' and t.dtype == torch.bfloat16 and torch.cuda.get_device_capability(t.device)[0] < 8:
+        return 'bfloat16 needs compute capability >= 8.0'
+    return None
+
+
+def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max: int = 128) -> Optional[str]:
+    """Common reasons the Triton kernels cannot run (``None`` if they can). ``tensors``: q, k, v
+    (the checks of device, dtype and shape read q; every one must be indexable with 32-bit
+    offsets)."""
+    t = tensors[0]
+    reason = triton_device_reason(explicit, t)
+    if reason is not None:
+        return reason
     if t.shape[-1] > head_dim_max:
         return f'head_dim {t.shape[-1]} > {head_dim_max}'
     # every kernel puts batch * heads on grid axis 1; the launchers raise past the limit, so
@@ -139,8 +156,6 @@ def triton_probe(explicit: bool, *tensors: Optional[torch.Tensor], head_dim_max:
     if t.dim() >= 2 and t.shape[0] * t.shape[-2] > TRITON_GRID_Y_MAX:
         return (f'batch * heads = {t.shape[0]} * {t.shape[-2]} = {t.shape[0] * t.shape[-2]} exceeds the '
                 f'Triton grid limit {TRITON_GRID_Y_MAX}')
-    if t.device.type == 'cuda' and t.dtype == torch.bfloat16 and torch.cuda.get_device_capability(t.device)[0] < 8:
-        return 'bfloat16 needs compute capability >= 8.0'
     return int32_offset_reason({name: index_span(x) for name, x in zip('qkv', tensors) if x is not None})
 
 

@@ -2,8 +2,8 @@
 
 Reductions and zero-fills use core builtins (``tl.reduce`` with triton's own combine functions,
 ``tl.full``) instead of ``tl.max`` / ``tl.sum`` / ``tl.zeros``: those are ``@triton.jit`` library
-functions, which the CPU interpreter cannot call when triton was imported before
-``TRITON_INTERPRET=1`` was set (as happens inside a test session); on GPU ``tl.max`` / ``tl.sum``
+functions, which the CPU interpreter cannot call when triton is imported before
+``TRITON_INTERPRET=1`` is set (as happens inside a pytest run); on GPU ``tl.max`` / ``tl.sum``
 lower to exactly these reductions.
 """
 import torch
@@ -90,7 +90,7 @@ def _row_dot_kernel(DO, O, DELTA, n_rows, H, W, NHEADS, D,
 def row_dot(dout: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``delta = sum(dout * out, -1)`` in fp32 as ``[B, H*W, heads]`` for ``[B, H, W, heads, D]``
     inputs (last dim contiguous, any other strides), without the three full-size fp32 temporaries
-    of ``(dout.float() * out.float()).sum(-1)`` (for Swin-T stage 1 at batch 32 those were 110 MiB,
+    of ``(dout.float() * out.float()).sum(-1)`` (for Swin-T stage 1 at batch 32 those would be 110 MiB,
     the backward's peak)."""
     B, H, W, nh, D = out.shape
     n_rows = B * H * W * nh

@@ -5,9 +5,9 @@ bias gradient); each other backend / dtype is compared against it with
 ``torch.testing.assert_close(atol=TOL[dtype][what] * max(1, max|expected|), rtol=0)``: the
 absolute tolerance is in units of the quantity's largest value (a norm-wise relative error, as
 ``||actual - expected||_inf / ||expected||_inf`` would be, floored at scale 1), because a gradient
-that sums over a large fan-in grows with the problem. On the H200 (2026-11-26) a fixed absolute
-tolerance failed the *reference backend itself* run on CUDA: e.g. the halo dQ reaches |35| and the
-bias gradients |270|, where one bf16 ulp is 0.125 / 1 and fp32 summation order alone differs by
+that sums over a large fan-in grows with the problem. A fixed absolute tolerance fails the
+*reference backend itself* run on CUDA: e.g. the halo dQ reaches |35| and the bias gradients
+|270| at the GPU shapes, where one bf16 ulp is 0.125 / 1 and fp32 summation order alone differs by
 6e-5 / 3e-4 (CPU fp32 vs float64 on the same inputs). All tolerances live in ``TOL``.
 """
 from __future__ import annotations

@@ -25,7 +25,8 @@ def _qkv(shape=(1, 8, 8, 2, 16), seed=0, requires_grad=False):
 # ---------------------------------------------------------------- validation
 @pytest.mark.parametrize('op', OPS)
 def test_integer_inputs_are_an_error(op):
-    """int64 q / k / v were computed in float and silently truncated back to int64 (all zeros)."""
+    """Integer q / k / v are refused: computed in float and cast back they would silently
+    truncate to int64 (all zeros)."""
     q, k, v = (t.mul(4).long() for t in _qkv())
     with pytest.raises(ValueError, match=rf'{OP_NAMES[op]}: q, k, v must be floating point .*got torch.int64'):
         OPS[op](q, k, v)
@@ -43,12 +44,13 @@ def test_mixed_dtypes_and_devices_name_the_values(op):
 @pytest.mark.parametrize('op', OPS)
 def test_zero_head_dim_is_an_error(op):
     q, k, v = (t[..., :0] for t in _qkv())
-    with pytest.raises(ValueError, match='head_dim must be >= 1'):  # was ZeroDivisionError (default scale)
+    with pytest.raises(ValueError, match='head_dim must be >= 1'):  # not a ZeroDivisionError in the default scale
         OPS[op](q, k, v)
 
 
 def test_bias_on_another_device_is_an_error():
-    """window / halo did not check: a meta rpb was silently ignored (the output equalled no bias)."""
+    """Every op checks its bias tensors' device and dtype (a meta rpb would otherwise be silently
+    ignored: the output equals no bias)."""
     q, k, v = _qkv()
     with pytest.raises(ValueError, match=r'window_attention: rpb is on meta, q on cpu'):
         window_attention(q, k, v, 4, rpb=torch.zeros(2, 7, 7, device='meta'))
@@ -61,8 +63,8 @@ def test_bias_on_another_device_is_an_error():
 
 
 def test_integer_like_sizes_are_accepted_and_floats_refused():
-    """numpy / 0-d tensor ints (sizes computed in a config) used to fail with "'numpy.int64' object
-    is not iterable"; a float kernel size fails with a message naming it."""
+    """numpy / 0-d tensor ints (sizes computed in a config) are accepted as sizes; a float kernel
+    size fails with a message naming it."""
     q, k, v = _qkv()
     expected = na2d(q, k, v, 3, 2)
     torch.testing.assert_close(na2d(q, k, v, np.int64(3), (np.int64(2), torch.tensor(2))), expected, atol=0, rtol=0)
@@ -73,12 +75,12 @@ def test_integer_like_sizes_are_accepted_and_floats_refused():
     with pytest.raises(TypeError, match=r'window_size must be an int or a 2-tuple of ints, got 4.0'):
         window_attention(q, k, v, 4.0)
     with pytest.raises(TypeError, match=r'halo_attention: block_size must be an int, got 4.0'):
-        halo_attention(q, k, v, 4.0, 1)  # was a TypeError from view() deep in the reference
+        halo_attention(q, k, v, 4.0, 1)  # not a TypeError from view() deep in the reference
 
 
 def test_window_size_below_one_is_an_error():
     q, k, v = _qkv()
-    with pytest.raises(ValueError, match=r'window_size must be >= 1, got \(0, 0\)'):  # was ZeroDivisionError
+    with pytest.raises(ValueError, match=r'window_size must be >= 1, got \(0, 0\)'):  # not a ZeroDivisionError
         window_attention(q, k, v, 0)
     with pytest.raises(ValueError, match=r'window_size must be >= 1, got \(4, -4\)'):
         window_attention(q, k, v, (4, -4))
@@ -104,8 +106,8 @@ def _grad_penalty(fn, q, k, v):
 
 @pytest.mark.parametrize('op', ['na2d', 'window', 'halo'])
 def test_triton_double_backward_is_an_error(triton_interpreter, op):
-    """The Triton backwards are not differentiable. Before, the first gradient silently carried no
-    graph, so the penalty term of a gradient penalty was dropped without a word."""
+    """The Triton backwards are not differentiable: a double backward (a gradient penalty) is an
+    error, not a first gradient without a graph whose penalty term is silently dropped."""
     q, k, v = _qkv((1, 8, 8, 1, 16), requires_grad=True)
     with pytest.raises(RuntimeError, match='once_differentiable'):
         _grad_penalty(lambda q, k, v: OPS[op](q, k, v, backend='triton'), q, k, v)
@@ -121,8 +123,8 @@ def test_na_offsets_reference_double_backward_is_an_error():
 # ---------------------------------------------------------------- torch.compile
 @pytest.mark.parametrize('op', OPS)
 def test_compile_fullgraph(op):
-    """No graph break: the backend choice's debug log was a ``logging`` call inside the traced
-    region, which dynamo cannot trace (a break per call; ``fullgraph=True`` raised)."""
+    """No graph break: the backend choice logs only in eager mode, as a ``logging`` call inside the
+    traced region is something dynamo cannot trace (a break per call; ``fullgraph=True`` raises)."""
     torch._dynamo.reset()
     q, k, v = _qkv()
     compiled = torch.compile(lambda q, k, v: OPS[op](q, k, v), fullgraph=True, backend='eager')
@@ -133,8 +135,7 @@ def test_compile_fullgraph(op):
 @pytest.mark.parametrize('op', ['na1d', 'window', 'halo'])
 def test_triton_refuses_batch_times_heads_past_the_grid_limit(triton_interpreter, op):
     """batch * heads > 65535 (grid axis 1): the probe refuses, so that automatic dispatch on CUDA
-    falls back to flex / reference. Before, the probe accepted and the launcher raised ValueError,
-    i.e. the automatic choice failed instead of falling back."""
+    falls back to flex / reference instead of failing in the launcher."""
     q = torch.zeros(1, 4, 4, 1, 16).expand(65536, -1, -1, -1, -1)  # nothing is computed
     with pytest.raises(RuntimeError, match=r"backend 'triton'.*batch \* heads = 65536 \* 1 = 65536 exceeds the "
                                            r'Triton grid limit 65535'):
@@ -145,7 +146,7 @@ def test_triton_refuses_batch_times_heads_past_the_grid_limit(triton_interpreter
 @pytest.mark.parametrize('op', ['na2d', 'window', 'halo'])
 def test_fused_backends_refuse_a_scale_that_needs_a_gradient(triton_interpreter, op, backend):
     """A learnable tensor ``scale``: the reference differentiates it, the fused backends take a
-    number and silently returned no gradient for it (out.requires_grad was False)."""
+    number and would silently return no gradient for it, so they refuse it."""
     q, k, v = _qkv((1, 8, 8, 1, 16))
     scale = torch.tensor(0.3, requires_grad=True)
     with pytest.raises(RuntimeError, match=rf"backend '{backend}'.*scale is a tensor that needs a gradient"):
@@ -157,5 +158,5 @@ def test_fused_backends_refuse_a_scale_that_needs_a_gradient(triton_interpreter,
 
 def test_backend_must_be_a_string():
     q, k, v = _qkv()
-    with pytest.raises(TypeError, match=r'na2d: backend must be a string or None, got 1'):  # was AttributeError
+    with pytest.raises(TypeError, match=r'na2d: backend must be a string or None, got 1'):  # not an AttributeError
         na2d(q, k, v, 3, backend=1)

@@ -180,10 +180,10 @@ def test_dispatch_explicit_and_env(monkeypatch, caplog):
 
 
 # ---------------------------------------------------------------- backend parity (harness)
-def _na_op(kernel, dilation):
+def _na_op(kernel, dilation, triton_config=None):
     def op(q, k, v, rpb, backend=None):
         fn = na1d if q.dim() == 4 else na2d
-        return fn(q, k, v, kernel, dilation, rpb=rpb, backend=backend)
+        return fn(q, k, v, kernel, dilation, rpb=rpb, backend=backend, triton_config=triton_config)
     return op
 
 
@@ -211,21 +211,18 @@ def test_triton_parity_fp32(triton_interpreter, shape, kernel, dilation, with_rp
 
 @pytest.mark.parametrize('variant', ['bias tiles, small tiles', 'per-pair bias'])
 @pytest.mark.parametrize('shape,kernel,dilation,with_rpb', TRITON_CASES)
-def test_triton_launch_variants_parity_fp32(triton_interpreter, monkeypatch, shape, kernel, dilation, with_rpb,
-                                            variant):
+def test_triton_launch_variants_parity_fp32(triton_interpreter, shape, kernel, dilation, with_rpb, variant):
     """The same awkward shapes through the other code paths: the default precomputed bias + mask
     tiles (``bias_tiles.py``) with smaller tiles for dQ and dK/dV, so that several tile types and
     chunks occur along each axis; and the per-pair mask + bias gather (``bias_tiles=False``)."""
-    import densekit.ops.neighborhood.triton as T
     if variant == 'per-pair bias':
-        monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(bias_tiles=False))
+        config = dict(bias_tiles=False)
     else:
-        monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(dq=dict(tile_h=4, tile_w=4, block_n=16),
-                                                        dkdv=dict(tile_h=4, tile_w=8, block_n=32)))
+        config = dict(dq=dict(tile_h=4, tile_w=4, block_n=16), dkdv=dict(tile_h=4, tile_w=8, block_n=32))
     n = len(shape) - 3
     kern = (kernel,) * n if isinstance(kernel, int) else kernel
     rpb_shape = (shape[-2],) + tuple(2 * kk - 1 for kk in kern) if with_rpb else None
-    check_backend(_na_op(kernel, dilation), 'triton', shape, rpb_shape, torch.float32)
+    check_backend(_na_op(kernel, dilation, config), 'triton', shape, rpb_shape, torch.float32)
 
 
 def test_bias_tile_types():
@@ -299,11 +296,9 @@ def test_cuda_parity(requires_cuda, backend, dtype, shape, kernel, dilation, wit
 @pytest.mark.gpu
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('shape,kernel,dilation', [((2, 56, 56, 2, 32), 7, 1), ((1, 50, 84, 3, 32), 7, 4)])
-def test_cuda_triton_per_pair_bias_parity(requires_cuda, monkeypatch, dtype, shape, kernel, dilation):
+def test_cuda_triton_per_pair_bias_parity(requires_cuda, dtype, shape, kernel, dilation):
     # the per-pair mask + bias path (bias_tiles=False), which the sweep also times
-    import densekit.ops.neighborhood.triton as T
-    monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(bias_tiles=False))
-    check_backend(_na_op(kernel, dilation), 'triton', shape, (shape[-2], 2 * kernel - 1, 2 * kernel - 1), dtype,
+    check_backend(_na_op(kernel, dilation, dict(bias_tiles=False)), 'triton', shape, (shape[-2], 2 * kernel - 1, 2 * kernel - 1), dtype,
                   device='cuda')
 
 
@@ -346,28 +341,32 @@ def test_reference_tables_cached_in_inference_mode_serve_backward():
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)
 
 
-def test_triton_config_override_for_sweeps(triton_interpreter, monkeypatch):
-    """``CONFIG_OVERRIDE`` (the hook of benchmarks/kernel_sweep.py) replaces the launch defaults,
-    for every kernel or per kernel; a 1-D problem keeps a one-row strip of the overridden tile's size.
-    (Under the interpreter fixture: ``@triton.jit`` picks compiled or interpreted at import.)"""
+def test_triton_launch_config(triton_interpreter):
+    """A launch configuration (the argument benchmarks/kernel_sweep.py passes) replaces the launch
+    defaults, for every kernel or per kernel; a 1-D problem keeps a one-row strip of the configured
+    tile's size; unknown keys are an error. (Under the interpreter fixture: ``@triton.jit`` picks
+    compiled or interpreted at import.)"""
     import densekit.ops.neighborhood.triton as T
     default = T._launch(56, 56, 32, torch.bfloat16)
     assert default == (8, 8, 64, 32, 4, 3)
-    monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(tile_h=16, num_warps=8, num_stages=2))
-    assert T._launch(56, 56, 32, torch.bfloat16) == (16, 8, 64, 32, 8, 2)
-    assert T._launch(1, 200, 32, torch.bfloat16) == (1, 128, 64, 32, 8, 2)
-    monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(num_warps=8, dkdv=dict(block_n=32, num_warps=4)))
-    assert T._launch(56, 56, 32, torch.bfloat16, 'fwd') == (8, 8, 64, 32, 8, 3)
-    assert T._launch(56, 56, 32, torch.bfloat16, 'dq') == (8, 8, 64, 32, 8, 3)
-    assert T._launch(56, 56, 32, torch.bfloat16, 'dkdv') == (8, 8, 32, 32, 4, 3)
+    config = dict(tile_h=16, num_warps=8, num_stages=2)
+    assert T._launch(56, 56, 32, torch.bfloat16, config=config) == (16, 8, 64, 32, 8, 2)
+    assert T._launch(1, 200, 32, torch.bfloat16, config=config) == (1, 128, 64, 32, 8, 2)
+    config = dict(num_warps=8, dkdv=dict(block_n=32, num_warps=4))
+    assert T._launch(56, 56, 32, torch.bfloat16, 'fwd', config) == (8, 8, 64, 32, 8, 3)
+    assert T._launch(56, 56, 32, torch.bfloat16, 'dq', config) == (8, 8, 64, 32, 8, 3)
+    assert T._launch(56, 56, 32, torch.bfloat16, 'dkdv', config) == (8, 8, 32, 32, 4, 3)
     with pytest.raises(ValueError, match="unknown kernel 'bwd'"):
         T._launch(56, 56, 32, torch.bfloat16, 'bwd')
+    q = torch.randn(1, 9, 9, 1, 16)
+    for bad in (dict(tile=4), dict(dq=dict(warps=8))):
+        with pytest.raises(ValueError, match='unknown launch configuration key'):
+            na2d(q, q, q, 3, backend='triton', triton_config=bad)
 
 
-def test_triton_per_kernel_tiles_compute_correctly(triton_interpreter, monkeypatch):
+def test_triton_per_kernel_tiles_compute_correctly(triton_interpreter):
     """The three kernels have their own grids: different tiles for fwd, dQ and dK/dV still give
     the reference's output and gradients (interpreter)."""
-    import densekit.ops.neighborhood.triton as T
-    monkeypatch.setattr(T, 'CONFIG_OVERRIDE', dict(fwd=dict(tile_h=4, tile_w=8), dq=dict(tile_h=8, tile_w=4, block_n=16),
-                                                    dkdv=dict(tile_h=2, tile_w=16, block_n=32)))
-    check_backend(_na_op(3, (1, 2)), 'triton', (1, 11, 13, 2, 16), (2, 5, 5), torch.float32)
+    config = dict(fwd=dict(tile_h=4, tile_w=8), dq=dict(tile_h=8, tile_w=4, block_n=16),
+                  dkdv=dict(tile_h=2, tile_w=16, block_n=32))
+    check_backend(_na_op(3, (1, 2), config), 'triton', (1, 11, 13, 2, 16), (2, 5, 5), torch.float32)

@@ -135,9 +135,9 @@ def test_errors():
         window_attention(q, q, q, 7, rpb=torch.zeros(13, 13))
 
 
-def _win_op(window, shift):
+def _win_op(window, shift, triton_config=None):
     def op(q, k, v, rpb, backend=None):
-        return window_attention(q, k, v, window, shift, rpb=rpb, backend=backend)
+        return window_attention(q, k, v, window, shift, rpb=rpb, backend=backend, triton_config=triton_config)
     return op
 
 
@@ -166,14 +166,14 @@ def test_triton_parity_low_precision(triton_interpreter, dtype, shape, window, s
     check_backend(_win_op(window, shift), 'triton', shape, (shape[-2], 2 * window - 1, 2 * window - 1), dtype)
 
 
-def test_triton_multi_chunk_bias_gradient_summed_over_images(triton_interpreter, monkeypatch):
+def test_triton_multi_chunk_bias_gradient_summed_over_images(triton_interpreter):
     """A 12x12 window spans several key chunks, so each backward program adds its dS columns of
     every image into the dS buffer (read-add-write); force chunks of 2 + 1 images."""
     import densekit.ops.window.triton as wt
-    monkeypatch.setattr(wt, '_MIN_PROGRAMS', 10)
+    config = dict(min_programs=10)
     # fp32: one window x 5 key chunks of 32 tokens x 1 head = 5 programs per image
-    assert wt._tiling(144, 16, torch.float32)[:2] == (32, 5) and wt._image_chunks(3, 5) == (2, 2)
-    check_backend(_win_op(12, 6), 'triton', (3, 12, 12, 1, 16), (1, 23, 23), torch.float32)
+    assert wt._tiling(144, 16, torch.float32)[:2] == (32, 5) and wt._image_chunks(3, 5, config) == (2, 2)
+    check_backend(_win_op(12, 6, config), 'triton', (3, 12, 12, 1, 16), (1, 23, 23), torch.float32)
 
 
 def test_flex_forward_on_cpu_matches_reference():

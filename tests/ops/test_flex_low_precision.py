@@ -1,7 +1,7 @@
 """Low-precision forward of the flex halo backend on CPU, where flex runs eagerly with the CUDA
 kernel's precision choices (scores and score_mod in float32, probabilities rounded to the input
 dtype before ``P @ V``). The relative logits ``q . rel`` of the parity inputs reach |30|: formed in
-bfloat16 they lost up to 0.125 per logit (output error 0.058 here, 0.089 in the H200 parity run);
+bfloat16 they lose up to 0.125 per logit (output error 0.058 here, 0.089 at the CUDA parity shape);
 formed in float32 the error is the dtype's rounding of P and of the output."""
 import pytest
 import torch

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mmcv_parity import assert_close, load_golden, require_portable_ext
-from densekit.ops import deform_conv as dk
+from densekit.ops.mmcv import deform_conv as dk
 
 G = load_golden('deform_conv')
 GRADS = ('input', 'offset', 'weight', 'mask', 'bias')

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcv_parity import ATOL, require_portable_ext
-from densekit.ops import focal_loss as dk
+from densekit.ops.mmcv import focal_loss as dk
 
 N, C = 13, 5
 

@@ -45,7 +45,7 @@ def test_nms_family():
                       offset=c['offset'], score_threshold=c['score_threshold'],
                       max_num=c['max_num'])
         # Exact sequence: equal scores are visited in mmcv's CPU order on every device
-        # (densekit.ops.nms.reference.score_order); the fixture's tied boxes that suppress each
+        # (densekit.ops.mmcv.nms.reference.score_order); the fixture's tied boxes that suppress each
         # other (identical boxes 64/65) and its IoU margins are checked on CPU in
         # tests/ops/test_nms_tie_order.py.
         assert inds.cpu().tolist() == c['inds'].tolist(), c

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmcv_parity import assert_close, require_portable_ext
-from densekit.ops import ms_deform_attn as dk
+from densekit.ops.mmcv import ms_deform_attn as dk
 
 SHAPES = [(7, 9), (4, 5), (1, 3)]  # odd sizes and a 1-pixel-high level
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mmcv_parity import assert_close, load_golden, require_portable_ext
-from densekit.ops import nms as dk_nms
+from densekit.ops.mmcv import nms as dk_nms
 
 G = load_golden('nms')
 

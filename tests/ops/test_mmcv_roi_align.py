@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mmcv_parity import assert_close, load_golden, require_portable_ext
-from densekit.ops import roi_align as dk
+from densekit.ops.mmcv import roi_align as dk
 
 G = load_golden('roi_align')
 OUT_SIZE, SCALE = (3, 4), 0.5

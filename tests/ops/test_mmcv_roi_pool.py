@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmcv_parity import assert_close, require_portable_ext
-from densekit.ops import roi_pool as dk
+from densekit.ops.mmcv import roi_pool as dk
 
 
 def _loop_roi_pool(x, rois, ph_n, pw_n, scale):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmcv_parity import assert_close
-from densekit.ops.ms_deform_attn import ms_deform_attn
+from densekit.ops.mmcv.ms_deform_attn import ms_deform_attn
 
 # (levels as (H, W), batch, queries, heads, head_dim, points): odd sizes, a 1-pixel-high level,
 # non-power-of-two head_dim and point counts (masked lanes).
@@ -47,6 +47,33 @@ def _check(case, device):
 @pytest.mark.parametrize('case', CASES)
 def test_triton_matches_reference_in_interpreter(case, triton_interpreter):
     _check(case, 'cpu')
+
+
+def test_backend_choice_goes_through_the_chooser(triton_interpreter, monkeypatch, caplog):
+    """Triton is opt-in: the automatic choice is the reference (the skip is logged with its reason);
+    ``DENSEKIT_ATTN_BACKEND=triton`` selects the fused kernels like ``backend='triton'``; a backend
+    this op does not have (``flex``) leaves it on the automatic choice."""
+    import logging
+    from densekit.ops.mmcv.ms_deform_attn import triton as msda_triton
+    (value, loc, attn), shapes, starts = _inputs(*CASES[1])
+    calls = []
+    real = msda_triton.ms_deform_attn_triton
+    monkeypatch.setattr(msda_triton, 'ms_deform_attn_triton', lambda *a: calls.append(1) or real(*a))
+    ref = ms_deform_attn(value, shapes, starts, loc, attn, backend='reference')
+    with caplog.at_level(logging.DEBUG, logger='densekit.ops'):
+        monkeypatch.delenv('DENSEKIT_ATTN_BACKEND', raising=False)
+        torch.testing.assert_close(ms_deform_attn(value, shapes, starts, loc, attn), ref, atol=0, rtol=0)
+        assert not calls
+        assert "skipping backend 'triton': the fused kernels are opt-in" in caplog.text
+        monkeypatch.setenv('DENSEKIT_ATTN_BACKEND', 'flex')
+        torch.testing.assert_close(ms_deform_attn(value, shapes, starts, loc, attn), ref, atol=0, rtol=0)
+        assert not calls and 'DENSEKIT_ATTN_BACKEND=flex names no backend of this op' in caplog.text
+    monkeypatch.setenv('DENSEKIT_ATTN_BACKEND', 'triton')
+    assert_close(ms_deform_attn(value, shapes, starts, loc, attn), ref, 'output')
+    assert calls == [1]
+    monkeypatch.setenv('DENSEKIT_ATTN_BACKEND', 'cuda')
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        ms_deform_attn(value, shapes, starts, loc, attn)
 
 
 def test_unknown_backend_raises():

@@ -1,11 +1,11 @@
-"""Why a CUDA run of ``nms`` kept box 64 where mmcv's CPU kernel (the golden fixture) keeps box 65,
-checked on CPU: the fixture holds tied boxes that suppress each other, so the visiting order of
+"""Why sorting the scores on CUDA makes ``nms`` keep box 64 where mmcv's CPU kernel (the golden
+fixture) keeps box 65, checked on CPU: the fixture holds tied boxes that suppress each other, so the visiting order of
 equal scores decides the result, and nothing in it sits at a threshold within floating-point
-rounding. ``densekit.ops.nms.reference.score_order`` therefore sorts on CPU on every device."""
+rounding. ``densekit.ops.mmcv.nms.reference.score_order`` therefore sorts on CPU on every device."""
 import torch
 
 from mmcv_parity import load_golden
-from densekit.ops.nms import reference
+from densekit.ops.mmcv.nms import reference
 
 
 def _greedy(boxes, order, thr, offset):
@@ -24,8 +24,8 @@ def test_tie_order_decides_the_kept_box():
     assert torch.equal(boxes[64], boxes[65]) and scores[64] == scores[65]
     cpu_order = reference.score_order(scores)
     assert _greedy(boxes, cpu_order, 0.5, 0).tolist() == case['inds'].tolist()
-    # A stable sort (equal scores by index, what the CUDA run visited) keeps 64 instead of 65 and
-    # changes nothing else: exactly the H200 failure ('At index 59 diff: 64 != 65').
+    # A stable sort (equal scores by index, the order a CUDA sort visits) keeps 64 instead of 65
+    # and changes nothing else: the mismatch a device-side sort gives ('At index 59 diff: 64 != 65').
     stable = torch.sort(scores, descending=True, stable=True).indices
     assert not torch.equal(stable, cpu_order)
     kept = set(_greedy(boxes, stable, 0.5, 0).tolist())

@@ -8,7 +8,7 @@ spills listed in ``KNOWN_SM90_STACK``); and half-precision inputs reach the
 tensor cores (``HGMMA`` on Hopper, ``HMMA`` on Ampere) while float32 stays on exact FMA dots,
 which the fp32 parity tolerances assume.
 
-The compilation runs in a child process (``tools/dev/triton_sm90_report.py --small``) because
+The compilation runs in a child process (``tools/dev/triton_compile.py shapes --small``) because
 ``@triton.jit`` fixes at import time whether kernels are compiled or interpreted, and this test
 session imports them for the interpreter.
 """
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from densekit.ops import _triton_aot
+import triton_aot  # tools/dev, on sys.path through tests/conftest.py
 
-ok, why = _triton_aot.available()
+ok, why = triton_aot.available()
 pytestmark = pytest.mark.skipif(not ok, reason=f'no ahead-of-time Triton compilation here: {why}')
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_LIMIT = _triton_aot.SHARED_LIMIT
+SHARED_LIMIT = triton_aot.SHARED_LIMIT
 TENSOR_CORE_OP = {90: 'HGMMA', 80: 'HMMA'}
 # kernels launched by forward + backward of each op
 EXPECTED = {
@@ -41,18 +41,17 @@ EXPECTED = {
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
 WINDOW_CHUNKED = EXPECTED['window'] + ['_window_bwd_dq']
-# Spills (the per-thread stack frame, bytes) known at sm_90 and not yet tuned away; everything
-# else must compile with no stack. With the precomputed bias tiles (the default since the fourth
-# session) only the half-precision NA dQ of the 1-D case keeps 16 B (it also writes dS); before
-# them the NA backward kernels sat at the 255-register cap with 8-48 B (as measured on the H200).
-# fp32 NA kernels kept 7-14 KB before their chunks shrank to 16; the halo forward / dQ kernel
-# 184-288 B (half) and 1.7-7.9 KB (fp32) before its table gathers became [queries, window rows /
-# columns] and its dQ took row chunks.
+# Spills (the per-thread stack frame, bytes) known at sm_90; everything else must compile with no
+# stack. With the precomputed bias tiles (the NA default) only the half-precision NA dQ of the 1-D
+# case keeps 16 B (it also writes dS); the per-pair path keeps the NA backward kernels at the
+# 255-register cap with 8-48 B. The fp32 NA kernels need their 16-wide chunks (64 keep 7-14 KB),
+# and the halo forward / dQ kernel its [queries, window rows / columns] table gathers and row
+# chunks (per-pair gathers keep 184-288 B in half precision and 1.7-7.9 KB in fp32).
 KNOWN_SM90_STACK = {
     ('_na_bwd_dq', 'half'): 32,
     # fp32 halo dK / dV with 64-wide value heads (halo_dv): 208 B with 8 warps (4 warps: 1.5 KB;
-    # fewer stages: the same). Its FMA dots hold [64, 64] fp32 operands in registers; head dim 64
-    # kept 512-960 B before value heads could differ (not a regression; half precision: none).
+    # fewer stages: the same). Its FMA dots hold [64, 64] fp32 operands in registers (half
+    # precision: none).
     ('_halo_dkdv', 'float32'): 208,
 }
 # no dot products: no MMA expected
@@ -66,7 +65,7 @@ def _compile(dtype: str, arch: int, tmp_path) -> list:
     out = tmp_path / 'report.json'
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'dev' / 'triton_sm90_report.py'), '--small',
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'dev' / 'triton_compile.py'), 'shapes', '--small',
                            '--dtype', dtype, '--arch', str(arch), '--json', str(out)],
                           env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -105,8 +104,8 @@ def _check_rows(rows, dtype, arch, mma=None):
 
 
 # Window attention beyond one token chunk, as (B, H, W, C, heads, window, shift) for
-# triton_sm90_report._window. The one-tile kernel needed 324 KiB of shared memory for 12x12 on
-# the H200 (bf16 backward; fp32 already failed in the forward).
+# triton_compile._window. One tile per window would need 324 KiB of shared memory for 12x12 (bf16
+# backward; fp32 already in the forward).
 LARGE_WINDOWS = {
     'w12': (2, 24, 24, 96, 3, 12, 6),  # Swin-B/L at 384 px, UPerNet Swin-L on ADE20K: 144 tokens
     'w14': (1, 28, 28, 96, 3, 14, 7),  # 196 tokens
@@ -124,9 +123,9 @@ _WINDOW_CHILD = '''
 import json, os, sys
 import torch
 sys.path.insert(0, os.path.join(sys.argv[1], 'tools', 'dev'))
-import triton_sm90_report as report
-from densekit.ops import _triton_aot
-with _triton_aot.compile_only(int(sys.argv[3])) as reports:
+import triton_compile as report
+import triton_aot
+with triton_aot.compile_only(int(sys.argv[3])) as reports:
     y = report._window(getattr(torch, sys.argv[2]), *json.loads(sys.argv[4]))
     y.backward(torch.ones_like(y))
 print(json.dumps([dict(r.__dict__, case='window') for r in reports], default=str))
@@ -159,7 +158,7 @@ def test_compile_only_restores_launching():
     """Leaving the block restores normal launches (the interpreter or a real GPU)."""
     from triton.runtime.jit import JITFunction
     before = JITFunction.run
-    with _triton_aot.compile_only(90):
+    with triton_aot.compile_only(90):
         assert JITFunction.run is not before
     assert JITFunction.run is before
 
@@ -177,7 +176,7 @@ def test_sass_instruction_classes_are_counted():
         '        /*0d10*/               @PT STG.E [R2.64], R5 ;                 /* 0x0 */',
         '                                                                       /* 0x000fe20000000000 */',
     ])
-    c = _triton_aot.sass_classes(sass)
+    c = triton_aot.sass_classes(sass)
     assert c['total'] == 7
     assert (c['MUFU'], c['LDG'], c['LDGSTS'], c['HGMMA'], c['STG'], c['LDS']) == (1, 2, 1, 1, 1, 0)
 
@@ -185,14 +184,14 @@ def test_sass_instruction_classes_are_counted():
 def _compile_tool(*args, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'dev' / 'compile_gpu_parity_cases.py'), *args],
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'dev' / 'triton_compile.py'), 'parity-cases', *args],
                           env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
 
 def test_gpu_parity_compile_tool_lists_the_triton_cases():
-    """tools/dev/compile_gpu_parity_cases.py takes its cases from pytest's collection of the
+    """``tools/dev/triton_compile.py parity-cases`` takes its cases from pytest's collection of the
     ``gpu`` tests: every Triton case, and none that runs only the reference or flex."""
     listed = [line for line in _compile_tool('--list').splitlines() if '::test_' in line]
     assert len(listed) == len(set(listed)) >= 90
@@ -208,7 +207,7 @@ def test_gpu_parity_compile_tool_lists_the_triton_cases():
 
 
 def test_gpu_parity_compile_tool_compiles_a_case(tmp_path):
-    """One case end to end: the test's own body (its monkeypatched launch configuration too)
+    """One case end to end: the test's own body (its launch configuration too)
     with every launch compiled for sm_90 and recorded."""
     out = tmp_path / 'report.json'
     _compile_tool('--only', 'neighborhood', '-k', 'per_pair_bias_parity and shape0 and dtype1', '--json', str(out))

@@ -62,17 +62,17 @@ def test_one_tensor_as_q_k_and_v(triton_interpreter, op):
 
 
 @pytest.mark.parametrize('min_programs,chunks', [(8, 1), (16, 2), (24, 3)])
-def test_window_bias_gradient_summed_over_image_chunks(triton_interpreter, monkeypatch, min_programs, chunks):
+def test_window_bias_gradient_summed_over_image_chunks(triton_interpreter, min_programs, chunks):
     """With a bias gradient the window backward sums dS over chunks of images; force one chunk of
     3 images, chunks of 2 + 1 (uneven) and 1 + 1 + 1, and compare every gradient with the reference."""
     from attn_parity import check_backend
     import densekit.ops.window.triton as wt
-    monkeypatch.setattr(wt, '_MIN_PROGRAMS', min_programs)
+    config = dict(min_programs=min_programs)
     # 8x8 map, window 4, 2 heads: 4 windows x 2 heads = 8 programs per image
-    assert wt._image_chunks(3, 8)[0] == chunks
+    assert wt._image_chunks(3, 8, config)[0] == chunks
 
     def op(q, k, v, rpb, backend=None):
-        return window_attention(q, k, v, 4, 2, rpb=rpb, backend=backend)
+        return window_attention(q, k, v, 4, 2, rpb=rpb, backend=backend, triton_config=config)
     check_backend(op, 'triton', (3, 8, 8, 2, 16), (2, 7, 7), torch.float32)
 
 
@@ -90,9 +90,10 @@ def test_row_dot_matches_torch_on_strided_inputs(triton_interpreter, dtype):
 
 @pytest.mark.parametrize('op', ['na2d', 'window', 'halo'])
 def test_expanded_inputs_get_summed_gradients(triton_interpreter, op):
-    """Keys / values shared by the batch through ``expand`` (stride 0): the kernels used to write
-    every image's dK / dV into the one aliased element of a stride-0 buffer (NA and window: dk off
-    by ~5), so the gradient must come from a dense copy and be summed over the batch by autograd."""
+    """Keys / values shared by the batch through ``expand`` (stride 0): written through those
+    strides, every image's dK / dV would land in the one aliased element of a stride-0 buffer (NA
+    and window: dk off by ~5), so the gradient must come from a dense copy and be summed over the
+    batch by autograd."""
     from densekit.ops import halo_attention
     g = torch.Generator().manual_seed(11)
     q0 = torch.randn(2, 8, 8, 1, 16, generator=g)

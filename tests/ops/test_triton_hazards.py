@@ -1,4 +1,4 @@
-"""The GPU hazard checks of the interpreter (``tests/triton_hazards.py``): each hazard is caught
+"""The GPU hazard checks of the interpreter (``tools/dev/triton_hazards.py``): each hazard is caught
 in a small kernel written to have it, a correct kernel passes, and densekit's attention kernels
 (which every ``triton_interpreter`` test runs under these checks) are really instrumented."""
 import functools
@@ -119,12 +119,12 @@ def test_masked_lanes_without_other_and_fresh_memory_read_as_garbage(triton_inte
 
 
 # ------------------------------------------------------------------ densekit's kernels
-def _na(q, k, v, rpb, backend=None):
-    return na2d(q, k, v, (5, 3), (2, 1), rpb=rpb, backend=backend)
+def _na(q, k, v, rpb, backend=None):  # small tiles: several programs per launch
+    return na2d(q, k, v, (5, 3), (2, 1), rpb=rpb, backend=backend, triton_config=dict(tile_h=4, tile_w=4, block_n=16))
 
 
-def _win(q, k, v, rpb, backend=None):
-    return window_attention(q, k, v, 12, 6, rpb=rpb, backend=backend)
+def _win(q, k, v, rpb, backend=None):  # 12x12 windows: several key chunks and image chunks
+    return window_attention(q, k, v, 12, 6, rpb=rpb, backend=backend, triton_config=dict(min_programs=10))
 
 
 def _halo(q, k, v, rel, backend=None):
@@ -136,13 +136,9 @@ def _halo(q, k, v, rel, backend=None):
     (_win, (3, 12, 12, 1, 16), (1, 23, 23), {'_window_fwd', '_window_bwd_dkdv', '_window_bwd_dq'}),
     (_halo, (1, 8, 12, 2, 16), (2, 11, 16), {'_halo_fwd_or_dq', '_halo_dkdv'}),
 ])
-def test_attention_kernels_run_under_the_checks(triton_interpreter_unchecked, monkeypatch, op, shape, bias, kernels):
+def test_attention_kernels_run_under_the_checks(triton_interpreter_unchecked, op, shape, bias, kernels):
     """Several programs per launch (small tiles / chunks), so that races could occur; every
     kernel of the forward and backward is instrumented, and parity holds on poisoned memory."""
-    import densekit.ops.neighborhood.triton as na_t
-    import densekit.ops.window.triton as win_t
-    monkeypatch.setattr(na_t, 'CONFIG_OVERRIDE', dict(tile_h=4, tile_w=4, block_n=16))
-    monkeypatch.setattr(win_t, '_MIN_PROGRAMS', 10)  # 12x12 windows: several key chunks and image chunks
     with gpu_hazards() as checker:
         check_backend(op, 'triton', shape, bias, torch.float32)
     assert kernels <= set(checker.kernels), checker.kernels
@@ -159,12 +155,12 @@ def test_ms_deform_attn_atomics_run_under_the_checks(triton_interpreter_unchecke
 
 
 def test_gpu_parity_cases_run_under_the_checks_through_the_tool(triton_interpreter_unchecked, tmp_path):
-    """``tools/dev/compile_gpu_parity_cases.py --interpret`` runs a CUDA parity case's own body on
+    """``tools/dev/triton_compile.py parity-cases --interpret`` runs a CUDA parity case's own body on
     CPU under these checks (a child process: ``triton.jit`` picks the interpreter at definition)."""
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / 'interp.json'
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    proc = subprocess.run([sys.executable, str(root / 'tools/dev/compile_gpu_parity_cases.py'), '--interpret',
+    proc = subprocess.run([sys.executable, str(root / 'tools/dev/triton_compile.py'), 'parity-cases', '--interpret',
                            '--only', 'halo', '-k', 'test_cuda_parity and shape0 and dtype1', '--json', str(out)],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -70,7 +70,7 @@ def test_triton_refuses_inputs_of_2_31_elements(triton_interpreter, no_kernels, 
 
 def test_na_refuses_a_rpb_gradient_buffer_of_2_31_elements(triton_interpreter, no_kernels):
     """The fp32 dS buffer of the rpb gradient is [B, tokens, heads, kh*kw]: with a 13x13 kernel it
-    is ~10x q (2**28 elements here) and passed 2**31 while q was far below."""
+    is ~10x q (2**28 elements here) and passes 2**31 while q is far below."""
     q = _big(1, 2048, 4096, 2, 16)
     rpb = torch.zeros(2, 25, 25, requires_grad=True)
     n = 2048 * 4096 * 2 * 13 * 13
@@ -121,26 +121,26 @@ def test_ms_deform_attn_triton_refuses_an_image_of_value_of_2_31_elements(monkey
     an error)."""
     pytest.importorskip('triton')
     _define_kernels_interpreted(monkeypatch)
-    from densekit.ops.ms_deform_attn import ms_deform_attn
+    from densekit.ops.mmcv.ms_deform_attn import ms_deform_attn
 
     class Launched(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *args):
             raise AssertionError('the Triton kernels were launched')
 
-    monkeypatch.setattr('densekit.ops.ms_deform_attn.triton._MSDeformAttnTriton', Launched)
+    monkeypatch.setattr('densekit.ops.mmcv.ms_deform_attn.triton._MSDeformAttnTriton', Launched)
     value = _big(1, 8192 * 16384, 8, 2)
     shapes = torch.tensor([[8192, 16384]])
     starts = torch.tensor([0])
     loc = torch.zeros(1, 1, 8, 1, 1, 2)
     attn = torch.zeros(1, 1, 8, 1, 1)
-    with pytest.raises(ValueError, match=rf'one image of value \(S \* heads \* head_dim\) spans {LIMIT} elements'):
+    with pytest.raises(RuntimeError, match=rf"backend 'triton'.*one image of value \(S \* heads \* head_dim\) spans {LIMIT} "):
         ms_deform_attn(value, shapes, starts, loc, attn, backend='triton')
 
 
 def test_ms_deform_attn_triton_grid_limit(monkeypatch):
     pytest.importorskip('triton')
     _define_kernels_interpreted(monkeypatch)
-    from densekit.ops.ms_deform_attn.triton import int32_reason
+    from densekit.ops.mmcv.ms_deform_attn.triton import int32_reason
     assert int32_reason((2, 100, 8, 32), (2, 300, 8, 4, 4, 2)) is None
     assert 'exceed the grid limit 2147483647' in int32_reason((1, 100, 8, 32), (1, 2 ** 28, 8, 4, 4, 2))

@@ -1,9 +1,9 @@
 """A source rule for the Triton kernels: ``tl.trans`` only of tiles loaded from memory.
 
 On sm_90, triton >= 3.4 miscompiles ``tl.dot(tl.trans(x), ...)`` for some configurations when
-``x`` is computed from another dot (its registers are in the MMA layout): the H200 run of
-2026-11-26 gave a garbage neighborhood-attention dK in fp32 at one shape through exactly that,
-and flash-linear-attention issue 640 reports the same for its dK. Neither the CPU interpreter nor
+``x`` is computed from another dot (its registers are in the MMA layout): a neighborhood-attention
+dK written that way comes out as garbage in fp32 at some shapes on Hopper, and
+flash-linear-attention issue #640 reports the same for its dK. Neither the CPU interpreter nor
 an ahead-of-time compile shows it, so the kernels keep to a rule this test checks statically:
 the argument of every ``tl.trans`` is a name bound to ``tl.load(...)`` (optionally ``.to(...)``)
 in the same kernel, or unpacked from a ``@triton.jit`` helper of the file that returns a loaded
@@ -88,8 +88,8 @@ def test_trans_only_of_loaded_tiles(path):
     assert trans_violations(path.read_text(), str(path.relative_to(OPS.parents[1]))) == []
 
 
-def test_rule_catches_the_h200_pattern():
-    # the dK update the H200 miscompiled, and its fixed form
+def test_rule_catches_the_miscompiled_pattern():
+    # a dK update in the miscompiled form, and the transposed form the kernels use
     bad = '''
 import triton
 import triton.language as tl

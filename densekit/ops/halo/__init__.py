@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 
@@ -42,7 +42,8 @@ def _scratch_sizes(q, rel_h, rel_w, win: int) -> dict:
 def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, halo_size: int,
                    rel_h: Optional[torch.Tensor] = None, rel_w: Optional[torch.Tensor] = None,
                    scale: Optional[float] = None, scale_pos_embed: bool = False, padding: str = 'zeros',
-                   query_stride: int = 1, backend: Optional[str] = None) -> torch.Tensor:
+                   query_stride: int = 1, backend: Optional[str] = None,
+                   triton_config: Optional[Mapping] = None) -> torch.Tensor:
     """Blocked-halo attention: ``b x b`` query blocks attend to their ``(b+2*halo)^2`` neighbourhood.
 
     Args:
@@ -65,6 +66,9 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
             each attending to its block's full-resolution window; the relative position is the
             key's in the window minus the query's in the subsampled block (timm's indexing).
         backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
+        triton_config: launch configuration of the Triton kernels (keys:
+            ``densekit.ops.halo.triton.CONFIG_KEYS``); ``None`` keeps their defaults. The other
+            backends ignore it.
 
     Returns:
         ``[B, H, W, heads, head_dim_v]`` (``[B, H/s, W/s, heads, head_dim_v]`` with ``query_stride=s``).
@@ -113,7 +117,7 @@ def halo_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
     args = (q, k, v, block_size, halo_size, rel_h, rel_w, scale, scale_pos_embed, padding, query_stride)
     if name == 'triton':
         from densekit.ops.halo.triton import halo_triton
-        return halo_triton(*args)
+        return halo_triton(*args, config=triton_config)
     if name == 'flex':
         from densekit.ops.halo.flex import halo_flex
         return halo_flex(*args)

@@ -13,12 +13,12 @@ from the dQ kernel and flow to q and rel_h / rel_w through autograd.
 * dK / dV: one program per key block, looping over the neighbouring query blocks whose windows
   reach it; deterministic, no atomics. It computes ``S^T = K Q^T`` (keys as rows) so that no dot
   result is ever transposed: on sm_90, triton >= 3.4 miscompiles ``tl.dot(tl.trans(<computed>),
-  ...)`` for some configurations (flash-linear-attention issue 640; garbage dK seen on an H200 in
-  the neighborhood kernel).
+  ...)`` for some configurations (a garbage dK; reported as flash-linear-attention issue #640;
+  ``tests/ops/test_triton_trans_rule.py`` enforces the rule).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 import triton
@@ -157,8 +157,8 @@ def _halo_fwd_or_dq(Q, K, V, TH, TW, O, LSE, DO, DELTA, DQ, DTH, DTW,
     q_row = (b * NQ + y * WQ + x) * NHEADS + head
     o_off = b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_dv[None, :]
     # The one-tile forward is kept apart from the streaming one: the streaming form run with
-    # RC == WP compiled to 218 instead of 178 registers in bf16 and spilled 2.8 KB in fp32 (sm_90,
-    # case (e), 2026-11-26).
+    # RC == WP compiles to 218 instead of 178 registers in bf16 and spills 2.8 KB in fp32 (sm_90,
+    # benchmark case (e)).
     if not BACKWARD and RC == WP:  # the whole window in one tile: an exact softmax
         k, v, allowed = _halo_key_rows(K, V, b, head, by0, bx0, H, W, skb, sky, skx, skh, svb, svy, svx, svh, 0,
                                        offs_d, d_ok, offs_dv, dv_ok, q_ok, WIN, HALO, WP, WP, MASK_PAD)
@@ -281,41 +281,48 @@ def _halo_dkdv(Q, K, V, TH, TW, LSE, DO, DELTA, DK, DV,
 
 
 
-# Developer hook for launch-configuration sweeps (``benchmarks/kernel_sweep.py``): when set, a dict
-# with any of ``{fwd,dq,dkdv}_warps`` / ``{fwd,dq,dkdv}_stages``, ``fwd_rows`` and ``dq_rows``
-# replacing the defaults of _launch / _fwd_rows / _dq_rows.
-CONFIG_OVERRIDE: Optional[dict] = None
+# Keys of a launch configuration (``halo_triton(config=...)``, ``halo_attention(triton_config=...)``),
+# each replacing the default of _launch / _fwd_rows / _dq_rows.
+CONFIG_KEYS = ('fwd_warps', 'dq_warps', 'dkdv_warps', 'fwd_stages', 'dq_stages', 'dkdv_stages', 'fwd_rows', 'dq_rows')
 
 
-def _launch(kernel: str, dtype: torch.dtype = torch.bfloat16, stride: int = 1, block_d: int = 32) -> dict:
+def check_config(config: Optional[Mapping]) -> None:
+    """Raise on keys a launch configuration does not have (a typo would otherwise be ignored)."""
+    unknown = sorted(set(config or {}) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f'halo triton: unknown launch configuration keys {unknown}; expected {CONFIG_KEYS}')
+
+
+def _launch(kernel: str, dtype: torch.dtype = torch.bfloat16, stride: int = 1, block_d: int = 32,
+            config: Optional[Mapping] = None) -> dict:
     """``num_warps`` / ``num_stages`` of one kernel (``'fwd'``, ``'dq'``, ``'dkdv'``): 8 warps and
     triton's default 3 stages, except 4 warps for the fp32 dK / dV of strided queries up to head
-    dim 32 (sm_90, block 8, halo 3: 8 warps kept 24 B on the stack, 4 none; at head dim 64, 4
-    warps kept 160 B, 8 warps 24 B; stride 1 at head dim 64 keeps 512 B either way, 2026-11-26)."""
-    o = CONFIG_OVERRIDE or {}
+    dim 32 (sm_90, block 8, halo 3: 8 warps keep 24 B on the stack, 4 none; at head dim 64, 4
+    warps keep 160 B, 8 warps 24 B; stride 1 at head dim 64 keeps 512 B either way)."""
+    o = config or {}
     warps = 4 if kernel == 'dkdv' and dtype == torch.float32 and stride > 1 and block_d <= 32 else 8
     return dict(num_warps=o.get(f'{kernel}_warps', warps), num_stages=o.get(f'{kernel}_stages', 3))
 
 
-def _fwd_rows(wp: int, dtype: torch.dtype) -> int:
+def _fwd_rows(wp: int, dtype: torch.dtype, config: Optional[Mapping] = None) -> int:
     """Window rows per step of the forward: the whole window (one exact softmax) in half
     precision; in fp32, 32 keys at a time with an online softmax, like the dQ kernel. The fp32
-    FMA dot ``P [BM, WP*WP] @ V`` in one piece does not fit the registers (sm_90, block 8, halo 3,
-    2026-11-26): triton 3.6 (the GPU machine's) kept 5.9 KB per thread on the stack at head dim
-    32, triton 3.8 none but 254 registers, and both 9-10 KB with 64-wide value heads; in 32-key
-    steps 124 / 128 registers and no stack."""
+    FMA dot ``P [BM, WP*WP] @ V`` in one piece does not fit the registers (sm_90, block 8, halo 3):
+    triton 3.6 keeps 5.9 KB per thread on the stack at head dim 32, triton 3.8 none but 254
+    registers, and both 9-10 KB with 64-wide value heads; in 32-key steps 124 / 128 registers and
+    no stack."""
     rows = wp if dtype != torch.float32 else max(1, min(wp, 32 // wp))
-    return (CONFIG_OVERRIDE or {}).get('fwd_rows', rows)
+    return (config or {}).get('fwd_rows', rows)
 
 
-def _dq_rows(wp: int, dtype: torch.dtype) -> int:
+def _dq_rows(wp: int, dtype: torch.dtype, config: Optional[Mapping] = None) -> int:
     """Window rows per chunk of the dQ kernel: 64 keys per chunk in half precision (tensor cores),
     16 in fp32 (FMA dots, operands in registers). In one piece, the dQ kernel's [64, 256] tiles of
-    a 14x14 window (block 8, halo 3) kept 264 B (bf16) / 7.9 KB (fp32) per thread on the sm_90
+    a 14x14 window (block 8, halo 3) keep 264 B (bf16) / 7.9 KB (fp32) per thread on the sm_90
     stack; in these chunks, none (fp32 with 32-key chunks: 16 B), with 174 / 86 registers
-    (tools/dev/triton_sm90_report.py, 2026-11-26)."""
+    (``python tools/dev/triton_aot.py report``)."""
     rows = max(1, min(wp, (16 if dtype == torch.float32 else 64) // wp))
-    return (CONFIG_OVERRIDE or {}).get('dq_rows', rows)
+    return (config or {}).get('dq_rows', rows)
 
 
 class HaloAttentionTriton(torch.autograd.Function):
@@ -323,7 +330,7 @@ class HaloAttentionTriton(torch.autograd.Function):
     heads, D]`` (query stride s); th / tw fp32 ``[B, H/s, W/s, heads, 2win-1]`` or None."""
 
     @staticmethod
-    def forward(ctx, q, k, v, th, tw, block, halo, scale, mask_pad, stride):
+    def forward(ctx, q, k, v, th, tw, block, halo, scale, mask_pad, stride, config):
         B, H, W, nh, D = k.shape
         dv = v.shape[-1]
         if B * nh > 65535:
@@ -339,21 +346,21 @@ class HaloAttentionTriton(torch.autograd.Function):
         grid = ((H // block) * (W // block), B * nh)
         meta = dict(BS=block, BQ=bq, HALO=halo, WP=wp, BM=bmq, BLOCK_D=block_d, BLOCK_DV=block_dv, MASK_PAD=mask_pad,
                     HAS_TH=th is not None, HAS_TW=tw is not None, PREC=precision(q.dtype), UPCAST=upcast(q),
-                    **_launch('fwd'))
+                    **_launch('fwd', config=config))
         _halo_fwd_or_dq[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, out, lse,
                               out, lse, out, lse, lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(out),
                               H, W, q.shape[1] * q.shape[2], q.shape[2], nh, D, dv, scale,
-                              RC=_fwd_rows(wp, q.dtype), BACKWARD=False, **meta)
+                              RC=_fwd_rows(wp, q.dtype, config), BACKWARD=False, **meta)
         ctx.save_for_backward(q, k, v, th, tw, out, lse)
-        ctx.meta = (block, bq, halo, scale, mask_pad, wp, bmq, block_d, block_dv)
+        ctx.meta = (block, bq, halo, scale, mask_pad, wp, bmq, block_d, block_dv, config)
         return out
 
     @staticmethod
     @once_differentiable  # the backward is not itself differentiable: double backward is an error
     def backward(ctx, dout):
         q, k, v, th, tw, out, lse = ctx.saved_tensors
-        block, bq, halo, scale, mask_pad, wp, bmq, block_d, block_dv = ctx.meta
+        block, bq, halo, scale, mask_pad, wp, bmq, block_d, block_dv, config = ctx.meta
         B, H, W, nh, D = k.shape
         dv_dim = v.shape[-1]
         bm = max(16, triton.next_power_of_2(block * block))  # key tile of the dK / dV kernel
@@ -372,20 +379,23 @@ class HaloAttentionTriton(torch.autograd.Function):
                               dout, delta, dq, dth if dth is not None else lse, dtw if dtw is not None else lse,
                               *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
                               H, W, *qmap, nh, D, dv_dim, scale, BS=block, BQ=bq, HALO=halo, WP=wp,
-                              RC=_dq_rows(wp, q.dtype), BM=bmq, BLOCK_D=block_d, BLOCK_DV=block_dv, MASK_PAD=mask_pad,
-                              BACKWARD=True, **flags, **_launch('dq'))
+                              RC=_dq_rows(wp, q.dtype, config), BM=bmq, BLOCK_D=block_d, BLOCK_DV=block_dv, MASK_PAD=mask_pad,
+                              BACKWARD=True, **flags, **_launch('dq', config=config))
         _halo_dkdv[grid](q, k, v, th if th is not None else lse, tw if tw is not None else lse, lse, dout, delta,
                          dk, dv, *strides4(q), *strides4(k), *strides4(v), *strides4(dout),
                          H, W, *qmap, nh, D, dv_dim, scale, BS=block, BQ=bq, HALO=halo, BM=bm, BMQ=bmq,
                          BLOCK_D=block_d, BLOCK_DV=block_dv, **flags,
-                         **_launch('dkdv', q.dtype, block // bq, max(block_d, block_dv)))
-        return dq, dk, dv, dth, dtw, None, None, None, None, None
+                         **_launch('dkdv', q.dtype, block // bq, max(block_d, block_dv), config))
+        return dq, dk, dv, dth, dtw, None, None, None, None, None, None
 
 
 def halo_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, halo: int,
                 rel_h: Optional[torch.Tensor], rel_w: Optional[torch.Tensor], scale: float,
-                scale_pos_embed: bool, padding: str, query_stride: int = 1) -> torch.Tensor:
-    """Halo attention through the fused Triton kernels (validated inputs)."""
+                scale_pos_embed: bool, padding: str, query_stride: int = 1,
+                config: Optional[Mapping] = None) -> torch.Tensor:
+    """Halo attention through the fused Triton kernels (validated inputs); ``config``: a launch
+    configuration (``CONFIG_KEYS``), ``None`` for the defaults."""
+    check_config(config)
     q, k, v = (t.contiguous() for t in (q, k, v))
 
     def table(rel):
@@ -395,4 +405,4 @@ def halo_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int, h
         return (t * scale if scale_pos_embed else t).contiguous()
 
     return HaloAttentionTriton.apply(q, k, v, table(rel_h), table(rel_w), block, halo, float(scale), padding == 'mask',
-                                     query_stride)
+                                     query_stride, config)

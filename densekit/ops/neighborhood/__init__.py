@@ -15,7 +15,7 @@ PyTorch). Validation happens once here, before dispatch.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -70,7 +70,7 @@ def _scratch_sizes(q, kernel, rpb) -> dict:
 def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOrTuple,
                            dilation: IntOrTuple = 1, rpb: Optional[torch.Tensor] = None,
                            scale: Optional[float] = None, backend: Optional[str] = None,
-                           n_dims: Optional[int] = None) -> torch.Tensor:
+                           n_dims: Optional[int] = None, triton_config: Optional[Mapping] = None) -> torch.Tensor:
     """N-d neighborhood attention (N = 1 or 2); :func:`na1d` / :func:`na2d` are the public entries."""
     n = n_dims if n_dims is not None else q.dim() - 3
     op = f'na{n}d'
@@ -90,7 +90,7 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ke
     name = choose_backend(op, {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
     if name == 'triton':
         from densekit.ops.neighborhood.triton import na_triton
-        return na_triton(q, k, v, kernel, dilation, rpb, scale)
+        return na_triton(q, k, v, kernel, dilation, rpb, scale, triton_config)
     if name == 'flex':
         from densekit.ops.neighborhood.flex import na_flex
         return na_flex(q, k, v, kernel, dilation, rpb, scale)
@@ -100,7 +100,7 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ke
 
 def na1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, dilation: int = 1,
          rpb: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-         backend: Optional[str] = None) -> torch.Tensor:
+         backend: Optional[str] = None, triton_config: Optional[Mapping] = None) -> torch.Tensor:
     """1-D neighborhood attention.
 
     Args:
@@ -113,16 +113,20 @@ def na1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, di
             (in window units) plus ``k-1``.
         scale: logit scale, default ``head_dim ** -0.5``.
         backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
+        triton_config: launch configuration of the Triton kernels (keys:
+            ``densekit.ops.neighborhood.triton.CONFIG_KEYS``); ``None`` keeps their defaults. The
+            other backends ignore it.
 
     Returns:
         ``[B, L, heads, head_dim]``.
     """
-    return neighborhood_attention(q, k, v, kernel_size, dilation, rpb, scale, backend, n_dims=1)
+    return neighborhood_attention(q, k, v, kernel_size, dilation, rpb, scale, backend, n_dims=1,
+                                  triton_config=triton_config)
 
 
 def na2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOrTuple,
          dilation: IntOrTuple = 1, rpb: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-         backend: Optional[str] = None) -> torch.Tensor:
+         backend: Optional[str] = None, triton_config: Optional[Mapping] = None) -> torch.Tensor:
     """2-D neighborhood attention (NAT / DiNAT, NATTEN <= 0.17 semantics).
 
     Args:
@@ -134,8 +138,12 @@ def na2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOrTu
         rpb: optional relative position bias ``[heads, 2kh-1, 2kw-1]``.
         scale: logit scale, default ``head_dim ** -0.5``.
         backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
+        triton_config: launch configuration of the Triton kernels (keys:
+            ``densekit.ops.neighborhood.triton.CONFIG_KEYS``); ``None`` keeps their defaults. The
+            other backends ignore it.
 
     Returns:
         ``[B, H, W, heads, head_dim]``.
     """
-    return neighborhood_attention(q, k, v, kernel_size, dilation, rpb, scale, backend, n_dims=2)
+    return neighborhood_attention(q, k, v, kernel_size, dilation, rpb, scale, backend, n_dims=2,
+                                  triton_config=triton_config)

@@ -1,5 +1,5 @@
 """Precomputed bias + mask tiles for the neighborhood-attention Triton kernels (the default path;
-``bias_tiles=False`` in ``triton.CONFIG_OVERRIDE`` selects the per-pair one).
+``bias_tiles=False`` in the launch configuration selects the per-pair one).
 
 On the per-pair path every (query, key) pair of a tile's key region pays for its window mask
 (offsets, compares) and a gather from the ``[heads, 2k-1, 2k-1]`` bias table. Both depend only on

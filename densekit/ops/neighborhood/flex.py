@@ -80,8 +80,8 @@ def na_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequence[
     of it, ``[heads, prod(spatial), prod(kernel)]`` in float32, instead of the ``[heads, 2k-1,
     2k-1]`` table: flex accumulates a captured tensor's gradient with atomic adds
     (``scatter_mode="atomic_add"`` in torch/_inductor/kernel/flex/common.py), and on the table
-    every query-key pair of the map adds into the same few hundred addresses (the H200 run,
-    2026-11-26: our flex backward 19-156x slower than our Triton kernels). Per query, each entry
+    every query-key pair of the map adds into the same few hundred addresses, which made the
+    table-reading backward 19-156x slower than the Triton kernels on Hopper. Per query, each entry
     receives one add per batch element; the reduction onto the table is the gather's backward.
     """
     spatial = tuple(q.shape[1:-2])

@@ -14,11 +14,11 @@ Scheme (flash-attention style, adapted to a 2-D neighbourhood):
   the RPB, and an online softmax.
 * Mask and RPB: by default one contiguous tile load per chunk of precomputed ``bias + -inf mask``
   tiles (``bias_tiles.py``: they depend only on where a tile sits relative to the borders, so a
-  few tile types cover a whole map); with ``bias_tiles=False`` (``CONFIG_OVERRIDE``) or beyond
-  ``BIAS_TILE_MAX_BYTES``, an exact per-pair mask and a gather from the ``[heads, 2k-1, 2k-1]``
-  table. At sm_90 the tiles took the bf16 kernels of case (a) from 253-255 registers (with
-  spills in the backward) to 95 / 226 / 154 and their code to a third (compile-time facts, no GPU
-  measurement yet).
+  few tile types cover a whole map); with ``bias_tiles=False`` in the launch configuration or
+  beyond ``BIAS_TILE_MAX_BYTES``, an exact per-pair mask and a gather from the
+  ``[heads, 2k-1, 2k-1]`` table. The tiles save the per-pair offset arithmetic, compares and
+  gathers, which keep the bf16 kernels at the register cap (with spills in the backward) at
+  sm_90.
 * dK / dV: a program owns a tile of keys and streams the (again contiguous) region of queries
   whose windows can contain them, so no atomics are needed and results are deterministic. It
   computes in the transposed orientation (``S^T = K Q^T``) so no dot result is ever transposed.
@@ -28,7 +28,7 @@ Scheme (flash-attention style, adapted to a 2-D neighbourhood):
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 import triton
@@ -274,8 +274,8 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV, TILES, TYPE_H, TYPE_W,
                  HAS_RPB: tl.constexpr, BIAS_TILES: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     # Works in the transposed orientation (S^T = K Q^T, P^T, dP^T = V dO^T, dS^T), so every
     # ``tl.trans`` is of a tile loaded from memory, never of a dot result: on sm_90, triton >= 3.4
-    # miscompiles ``tl.dot(tl.trans(<computed>), ...)`` for some configurations (seen on an H200:
-    # garbage dK in fp32; flash-linear-attention issue 640 reports the same for dK).
+    # miscompiles ``tl.dot(tl.trans(<computed>), ...)`` for some configurations (a garbage dK in
+    # fp32; reported as flash-linear-attention issue #640).
     BLOCK_N: tl.constexpr = TILE_H * TILE_W
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -347,34 +347,49 @@ def _na_bwd_dkdv(Q, K, V, RPB, DO, LSE, DELTA, DK, DV, TILES, TYPE_H, TYPE_W,
              dv.to(DV.dtype.element_ty), mask=kmask)
 
 
-# Developer hook for launch-configuration sweeps (``benchmarks/kernel_sweep.py``): when set, a
-# dict with any of tile_h, tile_w, block_n, num_warps, num_stages that replaces the defaults
-# below for every kernel, and optionally per-kernel dicts under 'fwd', 'dq', 'dkdv' (the three
-# kernels have their own grids, so each can take its own tile). ``bias_tiles=True`` selects the
-# precomputed bias + mask tiles (``bias_tiles.py``) instead of per-pair masks and bias gathers.
-CONFIG_OVERRIDE: Optional[dict] = None
 KERNELS = ('fwd', 'dq', 'dkdv')
+# Keys of a launch configuration (``na_triton(config=...)``, ``na2d(triton_config=...)``): any of
+# these replaces the default for every kernel; a dict under 'fwd', 'dq' or 'dkdv' holds the same
+# keys for that kernel alone (the three kernels have their own grids, so each can take its own
+# tile). ``bias_tiles=False`` selects per-pair masks and bias gathers instead of the precomputed
+# bias + mask tiles (``bias_tiles.py``).
+CONFIG_KEYS = ('tile_h', 'tile_w', 'block_n', 'num_warps', 'num_stages', 'bias_tiles')
 
 
-def _launch(H: int, W: int, D: int, dtype: torch.dtype, kernel: str = 'fwd'):
+def check_config(config: Optional[Mapping]) -> None:
+    """Raise on keys a launch configuration does not have (a typo would otherwise be ignored)."""
+    for key, value in (config or {}).items():
+        if key in KERNELS and isinstance(value, Mapping):
+            check_config({k: v for k, v in value.items() if k not in KERNELS})
+        elif key not in CONFIG_KEYS:
+            raise ValueError(f'na triton: unknown launch configuration key {key!r}; expected {CONFIG_KEYS} '
+                             f'or a per-kernel dict under one of {KERNELS}')
+
+
+def _kernel_config(config: Optional[Mapping], kernel: str) -> dict:
+    o = config or {}
+    return {**{k: v for k, v in o.items() if k not in KERNELS}, **o.get(kernel, {})}
+
+
+def _launch(H: int, W: int, D: int, dtype: torch.dtype, kernel: str = 'fwd', config: Optional[Mapping] = None):
     """Tile shape and launch constants ``(tile_h, tile_w, block_n, block_d, num_warps, num_stages)``
     of one kernel (``'fwd'``, ``'dq'`` or ``'dkdv'``; ``block_n`` is the key chunk of fwd / dQ and
     the query chunk of dK / dV).
 
     Square 8x8 query tiles keep the key halo small for 2-D; a 1-D (height-1) problem uses a 1x64
-    strip. Half precision streams keys (and, in dK/dV, queries) in chunks of 64 on 4 warps: the
-    configuration measured on the H200 (2026-11-26). fp32 dots run on the FMA units, where chunks
-    of 64 made ptxas keep 7-14 KB per thread on the stack (sm_90 compile, `stack_bytes`); chunks
-    of 16 (8 warps from head dim 64) compile with no stack for head dims 16-64. ``CONFIG_OVERRIDE``
-    replaces any of these; a 1-D problem then gets a one-row strip as long as the 2-D tile.
+    strip. Half precision streams keys (and, in dK/dV, queries) in chunks of 64 on 4 warps, a
+    configuration timed on Hopper (``benchmarks/kernel_sweep.py`` compares the alternatives). fp32 dots run on
+    the FMA units, where chunks of 64 made ptxas keep 7-14 KB per thread on the stack (sm_90
+    compile, `stack_bytes`); chunks of 16 (8 warps from head dim 64) compile with no stack for head
+    dims 16-64. ``config`` replaces any of these; a 1-D problem then gets a one-row strip as long as
+    the 2-D tile.
     """
     if kernel not in KERNELS:
         raise ValueError(f'na triton: unknown kernel {kernel!r}; expected one of {KERNELS}')
     tile_h, tile_w = (8, 8) if H > 1 else (1, 64)
     block_d = max(16, triton.next_power_of_2(D))
     block_n, warps = (16, 4 if block_d <= 32 else 8) if dtype == torch.float32 else (64, 4)
-    o = CONFIG_OVERRIDE or {}
-    o = {**{k: v for k, v in o.items() if k not in KERNELS}, **o.get(kernel, {})}
+    o = _kernel_config(config, kernel)
     if H == 1 and ('tile_h' in o or 'tile_w' in o):
         o = dict(o, tile_h=1, tile_w=o.get('tile_h', 8) * o.get('tile_w', 8))
     return (o.get('tile_h', tile_h), o.get('tile_w', tile_w), o.get('block_n', block_n), block_d,
@@ -386,16 +401,15 @@ def _launch(H: int, W: int, D: int, dtype: torch.dtype, kernel: str = 'fwd'):
 BIAS_TILE_MAX_BYTES = 64 << 20
 
 
-def _wants_tiles(name: str) -> bool:
-    o = CONFIG_OVERRIDE or {}
-    return bool({**o, **o.get(name, {})}.get('bias_tiles', True))
+def _wants_tiles(name: str, config: Optional[Mapping]) -> bool:
+    return bool(_kernel_config(config, name).get('bias_tiles', True))
 
 
-def _tile_args(name: str, rpb, q, H, W, kernel, dilation, tile, block, transposed):
+def _tile_args(name: str, config, rpb, q, H, W, kernel, dilation, tile, block, transposed):
     """Whether kernel ``name`` reads precomputed bias + mask tiles (``bias_tiles.py``; the default,
-    ``bias_tiles=False`` in ``CONFIG_OVERRIDE`` turns it off), and its launch arguments: tensors
-    (tiles, type_h, type_w) and ints (n_types_w, pairs, chunks)."""
-    use = _wants_tiles(name)
+    ``bias_tiles=False`` in the launch configuration turns it off), and its launch arguments:
+    tensors (tiles, type_h, type_w) and ints (n_types_w, pairs, chunks)."""
+    use = _wants_tiles(name, config)
     if use:
         size = tile_bytes(q.shape[3], H, W, kernel, dilation, tile, block, transposed, q.element_size())
         if size > BIAS_TILE_MAX_BYTES:
@@ -438,11 +452,11 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
     """Autograd wrapper around the fused kernels; inputs ``[B, H, W, heads, D]`` (validated)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, rpb, kernel, dilation, scale):
+    def forward(ctx, q, k, v, rpb, kernel, dilation, scale, config):
         B, H, W, nh, D = q.shape
-        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype)
+        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'fwd', config)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
-        use_tiles, tt, ti = _tile_args('fwd', rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, False)
+        use_tiles, tt, ti = _tile_args('fwd', config, rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, False)
         out = torch.empty_like(q)
         lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
         has_rpb = rpb is not None
@@ -456,7 +470,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
                       HAS_RPB=has_rpb, BIAS_TILES=use_tiles, PREC=_precision(q.dtype), UPCAST=_upcast(q),
                       num_warps=warps, num_stages=stages)
         ctx.save_for_backward(q, k, v, rpb, out, lse)
-        ctx.meta = (kernel, dilation, scale, has_rpb)
+        ctx.meta = (kernel, dilation, scale, has_rpb, config)
         # the dQ kernel streams the same key regions: with the same tiling it reuses these tiles
         ctx.fwd_tiles = ((tile_h, tile_w, block_n), tt, ti) if use_tiles else None
         return out
@@ -465,7 +479,7 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
     @once_differentiable  # the backward is not itself differentiable: double backward is an error
     def backward(ctx, dout):
         q, k, v, rpb, out, lse = ctx.saved_tensors
-        kernel, dilation, scale, has_rpb = ctx.meta
+        kernel, dilation, scale, has_rpb, config = ctx.meta
         B, H, W, nh, D = q.shape
         dout = dout.contiguous()
         delta = row_dot(dout, out)
@@ -479,30 +493,32 @@ class NeighborhoodAttentionTriton(torch.autograd.Function):
         strides = (*strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs)
         flags = dict(KH=kernel[0], KW=kernel[1], DH=dilation[0], DW=dilation[1], HAS_RPB=has_rpb,
                      PREC=_precision(q.dtype), UPCAST=_upcast(q))
-        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dq')
+        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dq', config)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
-        if ctx.fwd_tiles is not None and ctx.fwd_tiles[0] == (tile_h, tile_w, block_n) and _wants_tiles('dq'):
+        if ctx.fwd_tiles is not None and ctx.fwd_tiles[0] == (tile_h, tile_w, block_n) and _wants_tiles('dq', config):
             use_tiles, (_, tt, ti) = True, ctx.fwd_tiles
         else:
-            use_tiles, tt, ti = _tile_args('dq', rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, False)
+            use_tiles, tt, ti = _tile_args('dq', config, rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, False)
         ctx.fwd_tiles = None
         _na_bwd_dq[grid](q, k, v, rpb_t, dout, lse, delta, dq, ds, *tt, *strides,
                          H, W, nh, D, n_th, n_tw, *ti, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_N=block_n,
                          BLOCK_D=block_d, BIAS_TILES=use_tiles, WRITE_DS=need_drpb, num_warps=warps,
                          num_stages=stages, **flags)
-        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dkdv')
+        tile_h, tile_w, block_n, block_d, warps, stages = _launch(H, W, D, q.dtype, 'dkdv', config)
         grid, n_th, n_tw = _grid(H, W, kernel, dilation, tile_h, tile_w, B * nh)
-        use_tiles, tt, ti = _tile_args('dkdv', rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, True)
+        use_tiles, tt, ti = _tile_args('dkdv', config, rpb, q, H, W, kernel, dilation, (tile_h, tile_w), block_n, True)
         _na_bwd_dkdv[grid](q, k, v, rpb_t, dout, lse, delta, dk, dv, *tt, *strides,
                            H, W, nh, D, n_th, n_tw, *ti, scale, TILE_H=tile_h, TILE_W=tile_w, BLOCK_M=block_n,
                            BLOCK_D=block_d, BIAS_TILES=use_tiles, num_warps=warps, num_stages=stages, **flags)
         drpb = _drpb_from_ds(ds, H, W, kernel, dilation).to(rpb.dtype) if need_drpb else None
-        return dq, dk, dv, drpb, None, None, None
+        return dq, dk, dv, drpb, None, None, None, None
 
 
 def na_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequence[int], dilation: Sequence[int],
-              rpb: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    """Neighborhood attention through the fused Triton kernels (validated inputs)."""
+              rpb: Optional[torch.Tensor], scale: float, config: Optional[Mapping] = None) -> torch.Tensor:
+    """Neighborhood attention through the fused Triton kernels (validated inputs); ``config``: a
+    launch configuration (``CONFIG_KEYS``), ``None`` for the defaults."""
+    check_config(config)
     one_d = q.dim() == 4
     if one_d:  # run 1-D as a height-1 2-D problem
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
@@ -511,5 +527,5 @@ def na_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Sequenc
     q, k, v = (kernel_operand(t) for t in (q, k, v))
     if rpb is not None:
         rpb = rpb.to(q.dtype) if rpb.dtype != q.dtype else rpb
-    out = NeighborhoodAttentionTriton.apply(q, k, v, rpb, tuple(kernel), tuple(dilation), float(scale))
+    out = NeighborhoodAttentionTriton.apply(q, k, v, rpb, tuple(kernel), tuple(dilation), float(scale), config)
     return out.squeeze(1) if one_d else out

@@ -6,7 +6,7 @@ Swin Transformer (Liu et al., ICCV 2021, arXiv:2103.14030). Layouts and semantic
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -26,7 +26,7 @@ MAX_TRITON_WINDOW_NO_BIAS = 4096
 __all__ = ['window_attention']
 
 
-def _scratch_sizes(q, window, rpb) -> dict:
+def _scratch_sizes(q, window, rpb, config) -> dict:
     """Elements of the scratch buffers the Triton kernels index (``int32_offset_reason``; q, k, v
     are checked by ``triton_probe``). Outputs, gradients and the log-sum-exp are no larger than q;
     with a bias that needs a gradient, the backward's fp32 dS buffer (``ds_shape``; only asked once
@@ -35,13 +35,14 @@ def _scratch_sizes(q, window, rpb) -> dict:
     if rpb is not None and needs_grad(rpb):
         from densekit.ops.window.triton import ds_shape
         B, H, W, nh, D = q.shape
-        sizes['the dS buffer of the rpb gradient'] = math.prod(ds_shape(B, H, W, nh, D, window, q.dtype)[0])
+        sizes['the dS buffer of the rpb gradient'] = math.prod(ds_shape(B, H, W, nh, D, window, q.dtype, config)[0])
     return sizes
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_size: Union[int, Sequence[int]],
                      shift: Union[int, Sequence[int]] = 0, rpb: Optional[torch.Tensor] = None,
-                     scale: Optional[float] = None, backend: Optional[str] = None) -> torch.Tensor:
+                     scale: Optional[float] = None, backend: Optional[str] = None,
+                     triton_config: Optional[Mapping] = None) -> torch.Tensor:
     """Swin window attention with optional cyclic shift and relative position bias.
 
     Args:
@@ -56,6 +57,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
             table with ``densekit.layers.window.rpb_table_to_dense``).
         scale: logit scale, default ``head_dim ** -0.5``.
         backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
+        triton_config: launch configuration of the Triton kernels (keys:
+            ``densekit.ops.window.triton.CONFIG_KEYS``); ``None`` keeps their defaults. The other
+            backends ignore it.
 
     Returns:
         ``[B, H, W, heads, head_dim]``.
@@ -94,7 +98,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
             return (f'window {window} has {tokens} tokens, more than the {limit} the Triton kernels '
                     f'are checked for{" with a relative position bias" if rpb is not None else ""}')
         return (scale_reason(scale) or triton_probe(explicit, q, k, v)
-                or int32_offset_reason(_scratch_sizes(q, window, rpb)))
+                or int32_offset_reason(_scratch_sizes(q, window, rpb, triton_config)))
 
     def _flex(explicit):
         return scale_reason(scale) or flex_probe(explicit, q, k, v, rpb)
@@ -103,7 +107,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_s
                           {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
     if name == 'triton':
         from densekit.ops.window.triton import window_triton
-        return window_triton(q, k, v, window, shift, rpb, scale)
+        return window_triton(q, k, v, window, shift, rpb, scale, triton_config)
     if name == 'flex':
         from densekit.ops.window.flex import window_flex
         return window_flex(q, k, v, window, shift, rpb, scale)

@@ -48,8 +48,8 @@ def window_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Tuple
     When the bias needs a gradient (or ``expand_bias=True``), ``score_mod`` reads a per-query copy
     of it, ``[heads, H*W, wh*ww]`` in float32, instead of the ``[heads, 2wh-1, 2ww-1]`` table:
     flex accumulates a captured tensor's gradient with atomic adds, and on the table every pair of
-    every window of every image adds into the same few hundred addresses (as in the NA backend;
-    the H200 run of 2026-11-26 measured our window flex fwd+bwd at 22 ms vs 1.9 ms Triton). Per
+    every window of every image adds into the same few hundred addresses (as in the NA backend),
+    which made the table-reading backward about ten times slower than the Triton kernels. Per
     query, each entry receives one add per image; the reduction onto the table is the gather's
     backward.
     """

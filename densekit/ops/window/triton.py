@@ -25,7 +25,7 @@ copies or mask tensors are materialised.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import triton
@@ -250,26 +250,35 @@ def _window_bwd_dq(Q, K, V, RPB, DO, LSE, DELTA, DQ,
 
 
 # programs the backward keeps in flight when it sums dS over images (~8 per SM of an H100 / H200)
-_MIN_PROGRAMS = 1024
-# Developer hook for launch-configuration sweeps (``benchmarks/kernel_sweep.py``): when set, a dict
-# with any of the ``_Tiling`` fields (block, warps, kv_warps, kv_stages, dq_stages, fwd_stages;
-# chunks follows from block) and ``min_programs`` (replaces ``_MIN_PROGRAMS``).
-CONFIG_OVERRIDE: Optional[dict] = None
+MIN_PROGRAMS = 1024
+# Keys of a launch configuration (``window_triton(config=...)``,
+# ``window_attention(triton_config=...)``): the ``_Tiling`` fields block, warps, kv_warps,
+# kv_stages, dq_stages, fwd_stages (chunks follows from block) and min_programs (replaces
+# ``MIN_PROGRAMS``).
+CONFIG_KEYS = ('block', 'warps', 'kv_warps', 'kv_stages', 'dq_stages', 'fwd_stages', 'min_programs')
 
 
-def _image_chunks(batch: int, programs_per_image: int):
-    """(chunks, images per chunk) so that about ``_MIN_PROGRAMS`` backward programs run."""
-    min_programs = (CONFIG_OVERRIDE or {}).get('min_programs', _MIN_PROGRAMS)
+def check_config(config: Optional[Mapping]) -> None:
+    """Raise on keys a launch configuration does not have (a typo would otherwise be ignored)."""
+    unknown = sorted(set(config or {}) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f'window triton: unknown launch configuration keys {unknown}; expected {CONFIG_KEYS}')
+
+
+def _image_chunks(batch: int, programs_per_image: int, config: Optional[Mapping] = None):
+    """(chunks, images per chunk) so that about ``min_programs`` backward programs run."""
+    min_programs = (config or {}).get('min_programs', MIN_PROGRAMS)
     b_per = triton.cdiv(batch, min(batch, triton.cdiv(min_programs, programs_per_image)))
     return triton.cdiv(batch, b_per), b_per
 
 
-def ds_shape(B: int, H: int, W: int, nh: int, head_dim: int, window: Tuple[int, int], dtype: torch.dtype):
+def ds_shape(B: int, H: int, W: int, nh: int, head_dim: int, window: Tuple[int, int], dtype: torch.dtype,
+             config: Optional[Mapping] = None):
     """Shape ``[image chunks, windows, heads, N, N]`` of the fp32 dS buffer the backward fills when
     the bias needs a gradient, and the images per chunk (the window probe checks its size)."""
     n_tokens = window[0] * window[1]
     n_win = (H // window[0]) * (W // window[1])
-    img_chunks, b_per = _image_chunks(B, n_win * _tiling(n_tokens, head_dim, dtype).chunks * nh)
+    img_chunks, b_per = _image_chunks(B, n_win * _tiling(n_tokens, head_dim, dtype, config).chunks * nh, config)
     return (img_chunks, n_win, nh, n_tokens, n_tokens), b_per
 
 
@@ -284,12 +293,12 @@ class _Tiling(NamedTuple):
     fwd_stages: int = 3  # and of the forward key loop
 
 
-def _tiling(n_tokens: int, head_dim: int, dtype: torch.dtype) -> _Tiling:
+def _tiling(n_tokens: int, head_dim: int, dtype: torch.dtype, config: Optional[Mapping] = None) -> _Tiling:
     """Launch configuration for a window of ``n_tokens`` tokens.
 
-    The one-tile kernel of earlier versions needed 324 KiB of shared memory for Swin's 12x12
-    (144 tokens padded to 256; the limit is 227 KiB on sm_90, 163 KiB on sm_80). Chunks bound the
-    footprint for every window size, and their size keeps the sm_90 compile free of register
+    One tile per window would need 324 KiB of shared memory for Swin's 12x12 (144 tokens padded
+    to 256; the limit is 227 KiB on sm_90, 163 KiB on sm_80). Chunks bound the footprint for every
+    window size, and their size keeps the sm_90 compile free of register
     spills (tests/ops/test_triton_compile.py): 64 tokens on the tensor cores up to head_dim 64
     (Swin's 7x7 and 8x8 windows are one chunk), 32 beyond; the exact fp32 dots run on the FMA
     units, whose operands live in registers, so fp32 takes 32 tokens (16 beyond head_dim 32).
@@ -303,7 +312,7 @@ def _tiling(n_tokens: int, head_dim: int, dtype: torch.dtype) -> _Tiling:
         cap = 32 if block_d <= 32 else 16
     else:
         cap = 64 if block_d <= 64 else 32
-    o = CONFIG_OVERRIDE or {}
+    o = config or {}
     block = o.get('block', max(16, min(cap, triton.next_power_of_2(n_tokens))))
     chunks = triton.cdiv(n_tokens, block)
     t = _Tiling(block, chunks, block_d, 4, 8 if block == 64 else 4, 3 if chunks == 1 else 1,
@@ -315,13 +324,13 @@ class WindowAttentionTriton(torch.autograd.Function):
     """Autograd wrapper; inputs validated ``[B, H, W, heads, D]``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, rpb, window, shift, scale):
+    def forward(ctx, q, k, v, rpb, window, shift, scale, config):
         B, H, W, nh, D = q.shape
         wh, ww = window
         n_win = (H // wh) * (W // ww)
         if B * nh > 65535:
             raise ValueError(f'window_attention triton: batch * heads = {B * nh} exceeds the grid limit 65535')
-        t = _tiling(wh * ww, D, q.dtype)
+        t = _tiling(wh * ww, D, q.dtype, config)
         block, chunks, block_d = t.block, t.chunks, t.block_d
         out = torch.empty_like(q)
         lse = torch.empty(B, H * W, nh, device=q.device, dtype=torch.float32)
@@ -334,19 +343,19 @@ class WindowAttentionTriton(torch.autograd.Function):
                                               PREC=precision(q.dtype), UPCAST=upcast(q), num_warps=t.warps,
                                               num_stages=t.fwd_stages)
         ctx.save_for_backward(q, k, v, rpb, out, lse)
-        ctx.meta = (window, shift, scale, has_rpb)
+        ctx.meta = (window, shift, scale, has_rpb, config)
         return out
 
     @staticmethod
     @once_differentiable  # the backward is not itself differentiable: double backward is an error
     def backward(ctx, dout):
         q, k, v, rpb, out, lse = ctx.saved_tensors
-        window, shift, scale, has_rpb = ctx.meta
+        window, shift, scale, has_rpb, config = ctx.meta
         B, H, W, nh, D = q.shape
         wh, ww = window
         N = wh * ww
         n_win = (H // wh) * (W // ww)
-        block, chunks, block_d, warps, kv_warps, kv_stages, dq_stages, _ = _tiling(N, D, q.dtype)
+        block, chunks, block_d, warps, kv_warps, kv_stages, dq_stages, _ = _tiling(N, D, q.dtype, config)
         dout = dout.contiguous()
         delta = row_dot(dout, out)
         # gradients are written with the strides of q / k / v (which may be views into a packed qkv)
@@ -354,9 +363,9 @@ class WindowAttentionTriton(torch.autograd.Function):
         need_drpb = has_rpb and ctx.needs_input_grad[3]
         # With a bias gradient, a program sums dS over a chunk of images, so the fp32 dS buffer is
         # [image chunks, windows, heads, N, N] instead of one [N, N] per image (for Swin-T stage 1
-        # at batch 32: 11 MB instead of 59 MB); chunks keep >= ~_MIN_PROGRAMS programs in flight.
+        # at batch 32: 11 MB instead of 59 MB); chunks keep >= ~min_programs programs in flight.
         if need_drpb:
-            shape, b_per = ds_shape(B, H, W, nh, D, window, q.dtype)
+            shape, b_per = ds_shape(B, H, W, nh, D, window, q.dtype, config)
             img_chunks = shape[0]
             ds = torch.zeros(shape, device=q.device, dtype=torch.float32)
         else:  # one image per program, no dS buffer (the kernel does not write it)
@@ -379,13 +388,16 @@ class WindowAttentionTriton(torch.autograd.Function):
             flat = torch.zeros(nh, (2 * wh - 1) * (2 * ww - 1), device=q.device, dtype=torch.float32)
             flat.index_add_(1, idx, ds.sum((0, 1)).reshape(nh, N * N))
             drpb = flat.view(nh, 2 * wh - 1, 2 * ww - 1).to(rpb.dtype)
-        return dq, dk, dv, drpb, None, None, None
+        return dq, dk, dv, drpb, None, None, None, None
 
 
 def window_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Tuple[int, int],
-                  shift: Tuple[int, int], rpb: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    """Window attention through the fused Triton kernels (validated inputs)."""
+                  shift: Tuple[int, int], rpb: Optional[torch.Tensor], scale: float,
+                  config: Optional[Mapping] = None) -> torch.Tensor:
+    """Window attention through the fused Triton kernels (validated inputs); ``config``: a launch
+    configuration (``CONFIG_KEYS``), ``None`` for the defaults."""
+    check_config(config)
     q, k, v = (kernel_operand(t) for t in (q, k, v))
     if rpb is not None and rpb.dtype != q.dtype:
         rpb = rpb.to(q.dtype)
-    return WindowAttentionTriton.apply(q, k, v, rpb, tuple(window), tuple(shift), float(scale))
+    return WindowAttentionTriton.apply(q, k, v, rpb, tuple(window), tuple(shift), float(scale), config)

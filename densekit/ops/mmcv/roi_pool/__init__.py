@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from densekit.ops.roi_pool import reference
-from densekit.ops.roi_pool.reference import roi_pool_backward, roi_pool_forward
+from densekit.ops.mmcv.roi_pool import reference
+from densekit.ops.mmcv.roi_pool.reference import roi_pool_backward, roi_pool_forward
 
 __all__ = ['roi_pool', 'roi_pool_forward', 'roi_pool_backward', 'reference']
 

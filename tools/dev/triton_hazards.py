@@ -20,7 +20,7 @@ it is active, so the interpreter parity tests also check:
   (floating point) or the sentinel (integers), as a reused allocator block could be.
 
 It cannot see what the interpreter does not model: warp-level scheduling inside a program,
-compiler bugs, resource limits (``_triton_aot`` checks those) or speed.
+compiler bugs, resource limits (``triton_aot`` checks those) or speed.
 """
 from __future__ import annotations
 

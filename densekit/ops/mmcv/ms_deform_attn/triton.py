@@ -28,7 +28,7 @@ from densekit.ops._backend import TRITON_GRID_X_MAX, int32_offset_reason
 
 # Reductions and fills use core builtins (``tl.reduce`` with triton's combine function,
 # ``tl.full``) instead of ``tl.sum`` / ``tl.zeros``, which are ``@triton.jit`` library functions
-# the CPU interpreter cannot call when triton was imported before ``TRITON_INTERPRET=1`` was set;
+# the CPU interpreter cannot call when triton is imported before ``TRITON_INTERPRET=1`` is set;
 # on GPU both lower to the same reduction.
 _SUM = tl.standard._sum_combine
 

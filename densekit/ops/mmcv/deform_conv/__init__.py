@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from densekit.ops.deform_conv import reference
-from densekit.ops.deform_conv.reference import output_size
+from densekit.ops.mmcv.deform_conv import reference
+from densekit.ops.mmcv.deform_conv.reference import output_size
 
 __all__ = ['deform_conv2d', 'deform_conv2d_grads', 'output_size', 'reference']
 

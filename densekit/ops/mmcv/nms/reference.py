@@ -30,8 +30,8 @@ def score_order(scores: Tensor) -> Tensor:
     mmcv's kernels call the non-stable ``scores.sort(descending=True)`` on the scores' device, and
     torch's CPU and CUDA sorts order equal scores differently. With tied boxes that suppress each
     other that choice decides which box is kept: in the golden fixture boxes 64 and 65 are the
-    same box with the same score; mmcv's CPU kernel keeps 65, a CUDA sort visits 64 first and kept
-    64 (the H200 run). Sorting a CPU copy makes the result independent of the device, equal to
+    same box with the same score; mmcv's CPU kernel keeps 65, a CUDA sort visits 64 first and
+    keeps 64. Sorting a CPU copy makes the result independent of the device, equal to
     mmcv's CPU kernel (the semantics followed here and the golden fixtures); the cost is one small
     host round trip per call (torchvision's CUDA NMS synchronises with the host anyway).
     """

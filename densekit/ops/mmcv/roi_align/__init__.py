@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from densekit.ops.roi_align import reference
+from densekit.ops.mmcv.roi_align import reference
 
 __all__ = ['roi_align', 'roi_align_forward', 'roi_align_backward', 'reference']
 

@@ -10,7 +10,8 @@ is the compiler's resource report per kernel: registers, the stack frame (where 
 and which matrix instructions the machine code uses (``HGMMA`` = Hopper warpgroup MMA, ``HMMA``
 = the older warp MMA, none = the dot runs on the FMA units).
 
-Everything here is for developers (tests and ``tools/dev/triton_sm90_report.py``) and relies on
+A developer tool (used by ``tools/dev/triton_compile.py``, ``tests/ops/test_triton_compile.py``
+and ``benchmarks/attention_memory.py``, which put ``tools/dev`` on ``sys.path``); it relies on
 private triton APIs of the 3.x series; :func:`available` says whether this triton supports it.
 
 Example::

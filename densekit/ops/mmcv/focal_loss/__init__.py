@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from densekit.ops.focal_loss import reference
-from densekit.ops.focal_loss.reference import (sigmoid_focal_loss_backward,
+from densekit.ops.mmcv.focal_loss import reference
+from densekit.ops.mmcv.focal_loss.reference import (sigmoid_focal_loss_backward,
                                                sigmoid_focal_loss_forward,
                                                softmax_focal_loss_backward,
                                                softmax_focal_loss_forward)

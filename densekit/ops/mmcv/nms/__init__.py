@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from densekit.ops.nms import reference
-from densekit.ops.nms.reference import bbox_overlaps, nms_match, soft_nms
+from densekit.ops.mmcv.nms import reference
+from densekit.ops.mmcv.nms.reference import bbox_overlaps, nms_match, soft_nms
 
 __all__ = ['bbox_overlaps', 'nms', 'nms_match', 'soft_nms', 'reference']
 
@@ -29,7 +29,7 @@ def _torchvision_nms():
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) -> Tensor:
-    """Greedy NMS; see :func:`densekit.ops.nms.reference.nms` for the exact contract."""
+    """Greedy NMS; see :func:`densekit.ops.mmcv.nms.reference.nms` for the exact contract."""
     if offset not in (0, 1):
         raise ValueError(f'nms offset must be 0 or 1, got {offset!r}')
     if boxes.dim() != 2 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:1]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from densekit.models.registry import _import_families, add_registration_listener
+from densekit.models.registry import add_registration_listener  # importing it registers every family
 
 
 def _with_init_cfg(builder):
@@ -53,7 +53,6 @@ def register() -> None:
         _register(MMDET_MODELS, 'mmdet', name, builder)
         _register(MMSEG_MODELS, 'mmseg', name, builder)
 
-    _import_families()
     add_registration_listener(on_register)
 
 

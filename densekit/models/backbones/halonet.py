@@ -363,7 +363,7 @@ class HaloNet(BackboneMixin, nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# timm checkpoints -> densekit keys
+# Checkpoints (timm, the only public ones) -> densekit keys
 # ------------------------------------------------------------------------------------------------
 
 _HALO_PARAMS = ('q.weight', 'q.bias', 'kv.weight', 'kv.bias', 'pos_embed.height_rel', 'pos_embed.width_rel')

@@ -22,7 +22,8 @@ class TimmBackbone(BackboneMixin, nn.Module):
     """Wraps ``timm.create_model(model_name, features_only=True)``.
 
     ``feature_info`` describes the returned levels (timm's ``features_only`` model builds only
-    those); freezing and ``norm_eval`` come from :class:`BackboneMixin`.
+    those; ``module`` names are timm's, inside ``self.model``); freezing and ``norm_eval`` come
+    from :class:`BackboneMixin`.
 
     Args:
         model_name: any timm model name that supports ``features_only``.

@@ -10,7 +10,7 @@ import functools
 
 from densekit.engine.checkpoint import load_pretrained
 from densekit.mm.registry import register as _register
-from densekit.models.registry import _import_families, add_registration_listener
+from densekit.models.registry import add_registration_listener  # importing densekit.models registers every family
 
 
 def _with_init_cfg(builder):
@@ -48,5 +48,4 @@ def register() -> None:
         _register(MMDET_MODELS, build, name)
         _register(MMSEG_MODELS, build, name)
 
-    _import_families()
     add_registration_listener(on_register)

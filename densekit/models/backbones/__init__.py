@@ -1,4 +1,9 @@
-"""Backbone families; importing this package registers each of them."""
+"""Backbone families, one file each (see ``docs/adding_a_backbone.md``).
+
+Importing this package imports every family, which registers its builders in
+:mod:`densekit.models.registry` and its ``checkpoint_filter_fn`` in :mod:`densekit.models.convert`.
+Neither of those imports a family back.
+"""
 from densekit.models.backbones import timm_backbone  # noqa: F401
 from densekit.models.backbones import convnext  # noqa: F401
 from densekit.models.backbones import swin  # noqa: F401

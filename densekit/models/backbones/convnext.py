@@ -6,7 +6,7 @@ Paper: Z. Liu, H. Mao, C.-Y. Wu, C. Feichtenhofer, T. Darrell, S. Xie,
 The layout follows the paper's detection / segmentation code: a stride-4 patchify stem, four
 stages separated by LayerNorm + 2x2 stride-2 convolutions, and (optionally) one LayerNorm per
 returned feature map. Parameter names follow timm's ``convnext.py`` so that timm checkpoints
-load with an almost-identity mapping; :func:`convert_convnext` also accepts the official
+load with an almost-identity mapping; :func:`checkpoint_filter_fn` also accepts the official
 release (``facebookresearch/ConvNeXt``) classification and detection/segmentation checkpoints.
 
 Like the official code, ConvNeXt does not pad: every stride-``s`` map has ``floor(H / s)`` rows,
@@ -16,34 +16,18 @@ so feature maps of different stages align exactly only for inputs divisible by 3
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, Mapping, Sequence
+from typing import Dict, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import Mlp
-from torchvision.ops import stochastic_depth
 
-from densekit.layers.checkpoint import run_blocks
-from densekit.layers.drop import drop_path_schedule
-from densekit.models.backbones.base import BackboneMixin
+from densekit.layers import DropPath, LayerNorm2d, drop_path_schedule, init_trunc_normal_, run_blocks
+from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
 from densekit.models.convert import register_converter
 from densekit.models.registry import register_backbone
 
-__all__ = ['ConvNeXt', 'LayerNorm2d', 'convert_convnext']
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW tensor.
-
-    Runs ``F.layer_norm`` on a channels-last view rather than computing mean / variance by hand
-    (as the official code does): same result up to rounding, and it uses the fused kernel.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+__all__ = ['ConvNeXt', 'checkpoint_filter_fn']
 
 
 class ConvNeXtBlock(nn.Module):
@@ -51,14 +35,14 @@ class ConvNeXtBlock(nn.Module):
 
     Args:
         dim: channels.
-        drop_path: stochastic-depth probability of the residual branch.
+        drop_path: drop-path probability of the residual branch.
         layer_scale_init_value: initial value of the per-channel layer scale ``gamma``;
             ``<= 0`` disables it (no ``gamma`` parameter).
         mlp_ratio: hidden width of the MLP relative to ``dim``.
         kernel_size: depthwise kernel size.
     """
 
-    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6,
+    def __init__(self, dim: int, *, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6,
                  mlp_ratio: float = 4.0, kernel_size: int = 7) -> None:
         super().__init__()
         self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
@@ -66,25 +50,23 @@ class ConvNeXtBlock(nn.Module):
         self.mlp = Mlp(dim, int(mlp_ratio * dim))  # inverted bottleneck, channels-last
         self.gamma = (nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
                       if layer_scale_init_value > 0 else None)
-        self.drop_path = float(drop_path)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, C, H, W]``."""
         shortcut = x
         # The MLP runs channels-last: nn.Linear on [B, H, W, C] is faster than 1x1 convs.
         x = self.conv_dw(x).permute(0, 2, 3, 1)
         x = self.mlp(self.norm(x))
         if self.gamma is not None:
             x = x * self.gamma
-        x = x.permute(0, 3, 1, 2)
-        if self.drop_path > 0:
-            x = stochastic_depth(x, self.drop_path, 'row', self.training)
-        return shortcut + x
+        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
 
 class ConvNeXtStage(nn.Module):
     """Optional downsampling (LayerNorm + 2x2 stride-2 conv) followed by ``depth`` blocks."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, drop_paths: Sequence[float],
+    def __init__(self, in_dim: int, dim: int, *, depth: int, drop_paths: Sequence[float],
                  layer_scale_init_value: float, downsample: bool, with_cp: bool = False) -> None:
         super().__init__()
         if downsample:
@@ -93,7 +75,8 @@ class ConvNeXtStage(nn.Module):
         else:
             self.downsample = nn.Identity()
         self.blocks = nn.Sequential(*[
-            ConvNeXtBlock(dim, drop_paths[i], layer_scale_init_value) for i in range(depth)])
+            ConvNeXtBlock(dim, drop_path=drop_paths[i], layer_scale_init_value=layer_scale_init_value)
+            for i in range(depth)])
         self.with_cp = with_cp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,17 +95,19 @@ class ConvNeXt(BackboneMixin, nn.Module):
         out_norm: add a LayerNorm to every returned map, as the official detection /
             segmentation code does (its ``norm{i}``); ``False`` returns the raw stage outputs
             (timm's ``features_only``).
-        drop_path_rate: stochastic depth, increased linearly over all blocks up to this value.
+        drop_path_rate: drop-path probability, rising linearly over all blocks to this value.
         layer_scale_init_value: initial layer-scale value (``<= 0`` disables layer scale).
         frozen_stages: ``-1`` freezes nothing, ``0`` the stem, ``k`` the stem and stages
             ``0..k-1`` (with their output norms); frozen modules stay in eval mode.
+        norm_eval: keep BatchNorms in eval mode while training (ConvNeXt has none; accepted for
+            the common contract).
         with_cp: recompute each block in the backward pass (activation checkpointing) to save
             memory.
     """
 
     size_divisibility = 32
 
-    def __init__(self,
+    def __init__(self, *,
                  depths: Sequence[int] = (3, 3, 9, 3),
                  dims: Sequence[int] = (96, 192, 384, 768),
                  in_chans: int = 3,
@@ -131,65 +116,45 @@ class ConvNeXt(BackboneMixin, nn.Module):
                  drop_path_rate: float = 0.0,
                  layer_scale_init_value: float = 1e-6,
                  frozen_stages: int = -1,
+                 norm_eval: bool = False,
                  with_cp: bool = False) -> None:
         super().__init__()
         if len(depths) != len(dims):
             raise ValueError(f"ConvNeXt: depths={tuple(depths)} and dims={tuple(dims)} must have "
                              f"the same length")
         num_stages = len(depths)
-        self.out_indices = self._check_out_indices(out_indices, num_stages)
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f"ConvNeXt: frozen_stages={frozen_stages} must be in -1..{num_stages}")
-        self.frozen_stages = frozen_stages
+        self._init_contract(num_stages=num_stages, out_indices=out_indices,
+                            frozen_stages=frozen_stages, norm_eval=norm_eval)
         self.dims = tuple(int(d) for d in dims)
 
         self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),
                                   LayerNorm2d(dims[0], eps=1e-6))
         dpr = drop_path_schedule(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
-        self.feature_info = []
         start = 0
         for i in range(num_stages):
             self.stages.append(ConvNeXtStage(
-                dims[max(i - 1, 0)], dims[i], depths[i], dpr[start:start + depths[i]],
-                layer_scale_init_value, downsample=i > 0, with_cp=with_cp))
+                self.dims[max(i - 1, 0)], self.dims[i], depth=depths[i],
+                drop_paths=dpr[start:start + depths[i]],
+                layer_scale_init_value=layer_scale_init_value, downsample=i > 0, with_cp=with_cp))
             start += depths[i]
-            self.feature_info.append(dict(num_chs=self.dims[i], reduction=4 * 2 ** i,
-                                          module=f'stages.{i}'))
-        # One norm per returned map only: unused norms would be parameters without gradients,
-        # which DDP (find_unused_parameters=False) rejects.
-        self.out_norms = nn.ModuleDict(
-            {str(i): LayerNorm2d(self.dims[i], eps=1e-6) for i in self.out_indices}
-            if out_norm else {})
+        self._init_feature_info(self.dims, [4 * 2 ** i for i in range(num_stages)])
+        self._init_out_norms((lambda c: LayerNorm2d(c, eps=1e-6)) if out_norm else None)
         self.init_weights()
         self._freeze_stages()
 
     def init_weights(self) -> None:
         """Random init of the paper (truncated normal, std 0.02); checkpoints load over it."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-
-    def frozen_modules(self) -> Iterable[nn.Module]:
-        mods = list(super().frozen_modules())
-        mods += [m for i, m in self.out_norms.items() if int(i) < self.frozen_stages]
-        return mods
+        init_trunc_normal_(self, conv=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                norm = self.out_norms[str(i)] if str(i) in self.out_norms else None
-                outs.append(norm(x) if norm is not None else x)
-            if i == self.out_indices[-1]:
-                break  # later stages would be computed for nothing
-        return tuple(outs)
+        """``[B, in_chans, H, W]`` -> one ``[B, dims[i], H // s_i, W // s_i]`` map per out index."""
+        return self.forward_stages(self.stem(x))
 
 
-# --------------------------------------------------------------------------- checkpoints
+# ------------------------------------------------------------------------------------------------
+# Official / timm checkpoints -> densekit keys
+# ------------------------------------------------------------------------------------------------
 
 def _official_to_densekit(key: str) -> str:
     """facebookresearch/ConvNeXt (classification, mmdet/mmseg code of the paper) or mmpretrain
@@ -204,8 +169,7 @@ def _official_to_densekit(key: str) -> str:
     return key
 
 
-@register_converter('convnext')
-def convert_convnext(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official (classification or detection/segmentation) or timm ConvNeXt -> densekit keys.
 
     Accepted layouts:
@@ -225,7 +189,7 @@ def convert_convnext(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.
     if any(k.startswith('backbone.') for k in sd):
         sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
     if any('grn' in k for k in sd):
-        raise ValueError("convert_convnext: this is a ConvNeXt-V2 checkpoint (GRN parameters, e.g. "
+        raise ValueError("ConvNeXt converter: this is a ConvNeXt-V2 checkpoint (GRN parameters, e.g. "
                          f"{next(k for k in sd if 'grn' in k)!r}); densekit's ConvNeXt is V1")
     official = any(k.startswith('downsample_layers.') for k in sd)
     out = {}
@@ -237,52 +201,54 @@ def convert_convnext(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.
         if re.search(r'\.mlp\.fc[12]\.weight$', k) and v.ndim == 4:
             v = v.flatten(1)  # timm conv_mlp variants store the MLP as 1x1 convolutions
         if not k.startswith(('stem.', 'stages.', 'out_norms.')):
-            raise KeyError(f"convert_convnext: unexpected key {k!r} (not a ConvNeXt backbone key)")
+            raise KeyError(f"ConvNeXt converter: unexpected key {k!r} (not a ConvNeXt backbone key)")
         out[k] = v
     return out
 
 
-# --------------------------------------------------------------------------- variants
+register_converter('convnext', checkpoint_filter_fn)
 
-def _variant(depths: Sequence[int], dims: Sequence[int], kwargs: dict) -> ConvNeXt:
-    for name in ('depths', 'dims'):
-        if name in kwargs:
-            raise TypeError(f"'{name}' is fixed by the variant; build ConvNeXt(...) directly to "
-                            f"change it (got {name}={kwargs[name]!r})")
+
+# ------------------------------------------------------------------------------------------------
+# Builder and variants
+# ------------------------------------------------------------------------------------------------
+
+def _create_convnext(kwargs: dict, *, depths: Sequence[int], dims: Sequence[int]) -> ConvNeXt:
+    check_variant_kwargs(ConvNeXt, ('depths', 'dims'), kwargs)
     return ConvNeXt(depths=depths, dims=dims, **kwargs)
-
-
-@register_backbone(name='convnext_test')
-def convnext_test(**kwargs) -> ConvNeXt:
-    """A tiny ConvNeXt for tests (not a published model)."""
-    return _variant((1, 1, 2, 1), (16, 24, 32, 48), kwargs)
 
 
 @register_backbone(name='convnext_tiny')
 def convnext_tiny(**kwargs) -> ConvNeXt:
     """ConvNeXt-T (28M)."""
-    return _variant((3, 3, 9, 3), (96, 192, 384, 768), kwargs)
+    return _create_convnext(kwargs, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768))
 
 
 @register_backbone(name='convnext_small')
 def convnext_small(**kwargs) -> ConvNeXt:
     """ConvNeXt-S (50M)."""
-    return _variant((3, 3, 27, 3), (96, 192, 384, 768), kwargs)
+    return _create_convnext(kwargs, depths=(3, 3, 27, 3), dims=(96, 192, 384, 768))
 
 
 @register_backbone(name='convnext_base')
 def convnext_base(**kwargs) -> ConvNeXt:
     """ConvNeXt-B (89M)."""
-    return _variant((3, 3, 27, 3), (128, 256, 512, 1024), kwargs)
+    return _create_convnext(kwargs, depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))
 
 
 @register_backbone(name='convnext_large')
 def convnext_large(**kwargs) -> ConvNeXt:
     """ConvNeXt-L (198M)."""
-    return _variant((3, 3, 27, 3), (192, 384, 768, 1536), kwargs)
+    return _create_convnext(kwargs, depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536))
 
 
 @register_backbone(name='convnext_xlarge')
 def convnext_xlarge(**kwargs) -> ConvNeXt:
     """ConvNeXt-XL (350M; ImageNet-22k weights only)."""
-    return _variant((3, 3, 27, 3), (256, 512, 1024, 2048), kwargs)
+    return _create_convnext(kwargs, depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048))
+
+
+@register_backbone(name='convnext_test')
+def convnext_test(**kwargs) -> ConvNeXt:
+    """A tiny ConvNeXt for tests (not a published model)."""
+    return _create_convnext(kwargs, depths=(1, 1, 2, 1), dims=(16, 24, 32, 48))

@@ -14,8 +14,6 @@ The model follows the official dense-prediction backbone (microsoft/CSWin-Transf
 *symmetrically* to a multiple of the stripe width after the qkv projection (padded keys are not
 masked: they take part in the softmax with a zero logit, as in the official code), and a
 LayerNorm on every returned stage.
-
-Layout: blocks -> stage -> model -> checkpoint conversion -> builders -> variants.
 """
 from __future__ import annotations
 
@@ -25,14 +23,16 @@ from typing import Dict, Mapping, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+from timm.layers import Mlp
 
-from densekit.layers.checkpoint import run_blocks
-from densekit.layers.init import init_transformer_weights
+from densekit.layers import DropPath, drop_path_schedule, init_trunc_normal_, run_blocks
 from densekit.layers.window import window_partition, window_reverse
-from densekit.models.backbones.base import BackboneMixin
-from densekit.models.convert import register_converter
+from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
+from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
+from densekit.ops.window import window_attention
+
+__all__ = ['CSWin', 'CrossShapedAttention', 'checkpoint_filter_fn']
 
 
 class ConvEmbed(nn.Module):
@@ -75,8 +75,6 @@ def _stripe_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lepe: n
     Returns:
         ``[B, H, W, heads * head_dim]``.
     """
-    from densekit.ops.window import window_attention
-
     B, H, W, h, D = q.shape
     pad_h = pad_w = 0
     if axis == 0:
@@ -120,7 +118,7 @@ class CrossShapedAttention(nn.Module):
         backend: :func:`densekit.ops.window_attention` backend.
     """
 
-    def __init__(self, dim: int, num_heads: int, split_size: int = 7, last_stage: bool = False,
+    def __init__(self, dim: int, *, num_heads: int, split_size: int = 7, last_stage: bool = False,
                  qk_scale: float | None = None, proj_drop: float = 0.0,
                  backend: str | None = None) -> None:
         super().__init__()
@@ -166,20 +164,34 @@ class CrossShapedAttention(nn.Module):
 
 
 class CSWinBlock(nn.Module):
-    """Pre-norm block: cross-shaped attention + MLP with stochastic depth."""
+    """Pre-norm block: cross-shaped attention + MLP, each residual branch with drop path.
 
-    def __init__(self, dim: int, num_heads: int, split_size: int, mlp_ratio: float,
+    Args:
+        dim: channels.
+        num_heads: attention heads.
+        split_size: stripe width.
+        mlp_ratio: hidden width of the MLP relative to ``dim``.
+        last_stage: one global attention branch instead of two stripe branches.
+        qk_scale: overrides the attention scale.
+        drop: dropout after the attention projection and in the MLP.
+        drop_path: drop-path probability of this block.
+        attn_backend: :func:`densekit.ops.window_attention` backend.
+    """
+
+    def __init__(self, dim: int, *, num_heads: int, split_size: int, mlp_ratio: float,
                  last_stage: bool, qk_scale: float | None, drop: float, drop_path: float,
                  attn_backend: str | None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = CrossShapedAttention(dim, num_heads, split_size, last_stage, qk_scale, drop,
-                                         attn_backend)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.attn = CrossShapedAttention(dim, num_heads=num_heads, split_size=split_size,
+                                         last_stage=last_stage, qk_scale=qk_scale, proj_drop=drop,
+                                         backend=attn_backend)
+        self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H, W, C]`` -> ``[B, H, W, C]``."""
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -187,16 +199,17 @@ class CSWinBlock(nn.Module):
 class CSWinStage(nn.Module):
     """A merge block (every stage but the first), then ``depth`` CSWin blocks."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, split_size: int,
+    def __init__(self, in_dim: int, dim: int, *, depth: int, num_heads: int, split_size: int,
                  mlp_ratio: float, last_stage: bool, qk_scale: float | None, drop: float,
-                 drop_path: Sequence[float], attn_backend: str | None, with_cp: bool,
+                 drop_paths: Sequence[float], attn_backend: str | None, with_cp: bool,
                  downsample: bool) -> None:
         super().__init__()
         self.downsample = MergeBlock(in_dim, dim) if downsample else None
         self.with_cp = with_cp
         self.blocks = nn.ModuleList(
-            CSWinBlock(dim, num_heads, split_size, mlp_ratio, last_stage, qk_scale, drop,
-                       drop_path[j], attn_backend)
+            CSWinBlock(dim, num_heads=num_heads, split_size=split_size, mlp_ratio=mlp_ratio,
+                       last_stage=last_stage, qk_scale=qk_scale, drop=drop, drop_path=drop_paths[j],
+                       attn_backend=attn_backend)
             for j in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,13 +232,19 @@ class CSWin(BackboneMixin, nn.Module):
         out_norm: a LayerNorm on each returned map, as the official segmentation backbone.
         qk_scale: overrides the attention scale.
         drop_rate: dropout after attention projections and in MLPs.
-        drop_path_rate: stochastic depth, increasing linearly to this value over all blocks.
-        frozen_stages: -1 freezes nothing, 0 the stem, ``k`` the stem and stages ``0..k-1``.
+        drop_path_rate: drop-path probability, rising linearly over all blocks to this value.
+        frozen_stages: -1 freezes nothing, 0 the stem, ``k`` the stem and stages ``0..k-1`` (with
+            their output norms).
+        norm_eval: keep BatchNorms in eval mode while training (CSWin has none; accepted for the
+            common contract).
         with_cp: activation checkpointing of every block.
         attn_backend: :func:`densekit.ops.window_attention` backend (``None``: automatic).
     """
 
-    def __init__(self,
+    size_divisibility = 0  # any input size: q / k / v are padded to the stripe width
+    channels_last = True
+
+    def __init__(self, *,
                  embed_dim: int = 64,
                  depths: Sequence[int] = (1, 2, 21, 1),
                  num_heads: Sequence[int] = (2, 4, 8, 16),
@@ -238,6 +257,7 @@ class CSWin(BackboneMixin, nn.Module):
                  drop_rate: float = 0.0,
                  drop_path_rate: float = 0.3,
                  frozen_stages: int = -1,
+                 norm_eval: bool = False,
                  with_cp: bool = False,
                  attn_backend: str | None = None) -> None:
         super().__init__()
@@ -245,29 +265,33 @@ class CSWin(BackboneMixin, nn.Module):
         if len(num_heads) != num_stages or len(split_size) != num_stages:
             raise ValueError(f"CSWin: depths={tuple(depths)}, num_heads={tuple(num_heads)} and "
                              f"split_size={tuple(split_size)} must have the same length")
-        self.out_indices = self._check_out_indices(out_indices, num_stages)
-        self.frozen_stages = frozen_stages
+        self._init_contract(num_stages=num_stages, out_indices=out_indices,
+                            frozen_stages=frozen_stages, norm_eval=norm_eval)
         self.dims = [embed_dim * 2 ** i for i in range(num_stages)]
+
         self.stem = ConvEmbed(in_chans, embed_dim)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        dpr = drop_path_schedule(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
+        start = 0
         for i in range(num_stages):
-            start = sum(depths[:i])
             self.stages.append(CSWinStage(
-                self.dims[max(i - 1, 0)], self.dims[i], depths[i], num_heads[i], split_size[i],
-                mlp_ratio, i == num_stages - 1, qk_scale, drop_rate, dpr[start:start + depths[i]],
-                attn_backend, with_cp, downsample=i > 0))
-        self.out_norms = nn.ModuleDict(
-            {str(i): nn.LayerNorm(self.dims[i]) if out_norm else nn.Identity()
-             for i in self.out_indices})
-        self.feature_info = [dict(num_chs=self.dims[i], reduction=4 * 2 ** i, module=f'stages.{i}')
-                             for i in range(num_stages)]
-        self.apply(init_transformer_weights)
+                self.dims[max(i - 1, 0)], self.dims[i], depth=depths[i], num_heads=num_heads[i],
+                split_size=split_size[i], mlp_ratio=mlp_ratio, last_stage=i == num_stages - 1,
+                qk_scale=qk_scale, drop=drop_rate, drop_paths=dpr[start:start + depths[i]],
+                attn_backend=attn_backend, with_cp=with_cp, downsample=i > 0))
+            start += depths[i]
+        self._init_feature_info(self.dims, [4 * 2 ** i for i in range(num_stages)])
+        self._init_out_norms(nn.LayerNorm if out_norm else None)
+        self.init_weights()
         self._freeze_stages()
+
+    def init_weights(self) -> None:
+        """The official random init (truncated normal, std 0.02); checkpoints load over it."""
+        init_trunc_normal_(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``[B, in_chans, H, W]`` -> one NCHW map per out index (stride-4 map: ``(H - 1) // 4 + 1``)."""
-        return self._channels_last_outputs(self.stem(x))
+        return self.forward_stages(self.stem(x))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -294,9 +318,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, to
     ``attn``); ``norm{i}`` (segmentation) -> ``out_norms.{i-1}``. Keys already in densekit's format
     pass through.
     """
-    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-    if any(k.startswith('backbone.') for k in sd):
-        sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    sd = strip_wrapper_prefix(state_dict)
     out: Dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in sd.items():
@@ -337,19 +359,23 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, to
     return out
 
 
-register_converter('cswin')(checkpoint_filter_fn)
+register_converter('cswin', checkpoint_filter_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# Builders and variants (the official ImageNet definitions, models/cswin.py)
+# Builder and variants (the official ImageNet definitions, models/cswin.py)
 # ------------------------------------------------------------------------------------------------
 
-def _cswin(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
-           drop_path_rate: float, kwargs: dict) -> CSWin:
-    cfg = dict(embed_dim=embed_dim, depths=depths, num_heads=num_heads, split_size=(1, 2, 7, 7),
-               mlp_ratio=4.0, drop_path_rate=drop_path_rate)
-    cfg.update(kwargs)
-    return CSWin(**cfg)
+_ARCH = ('embed_dim', 'depths', 'num_heads', 'mlp_ratio')
+
+
+def _create_cswin(kwargs: dict, *, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
+                  drop_path_rate: float, mlp_ratio: float = 4.0) -> CSWin:
+    """``kwargs`` may override ``drop_path_rate`` and ``split_size``, not the architecture."""
+    check_variant_kwargs(CSWin, _ARCH, kwargs)
+    kwargs = {'split_size': (1, 2, 7, 7), 'drop_path_rate': drop_path_rate, **kwargs}
+    return CSWin(embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                 **kwargs)
 
 
 # drop_path_rate defaults: the official UPerNet configs (segmentation/configs/cswin/*.py); there
@@ -359,29 +385,33 @@ def _cswin(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
 @register_backbone(name='cswin_tiny')
 def cswin_tiny(**kwargs) -> CSWin:
     """CSWin-T (23M params with the ImageNet head)."""
-    return _cswin(64, (1, 2, 21, 1), (2, 4, 8, 16), 0.3, kwargs)
+    return _create_cswin(kwargs, embed_dim=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16),
+                         drop_path_rate=0.3)
 
 
 @register_backbone(name='cswin_small')
 def cswin_small(**kwargs) -> CSWin:
     """CSWin-S (35M params with the ImageNet head)."""
-    return _cswin(64, (2, 4, 32, 2), (2, 4, 8, 16), 0.4, kwargs)
+    return _create_cswin(kwargs, embed_dim=64, depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16),
+                         drop_path_rate=0.4)
 
 
 @register_backbone(name='cswin_base')
 def cswin_base(**kwargs) -> CSWin:
     """CSWin-B (78M params with the ImageNet head)."""
-    return _cswin(96, (2, 4, 32, 2), (4, 8, 16, 32), 0.6, kwargs)
+    return _create_cswin(kwargs, embed_dim=96, depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32),
+                         drop_path_rate=0.6)
 
 
 @register_backbone(name='cswin_large')
 def cswin_large(**kwargs) -> CSWin:
     """CSWin-L (173M params with the ImageNet head)."""
-    return _cswin(144, (2, 4, 32, 2), (6, 12, 24, 24), 0.6, kwargs)
+    return _create_cswin(kwargs, embed_dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24),
+                         drop_path_rate=0.6)
 
 
 @register_backbone(name='cswin_test')
 def cswin_test(**kwargs) -> CSWin:
     """A tiny CSWin for tests (not a published model)."""
-    kwargs.setdefault('mlp_ratio', 2.0)
-    return _cswin(16, (1, 1, 2, 1), (2, 2, 4, 4), 0.0, kwargs)
+    return _create_cswin(kwargs, embed_dim=16, depths=(1, 1, 2, 1), num_heads=(2, 2, 4, 4),
+                         drop_path_rate=0.0, mlp_ratio=2.0)

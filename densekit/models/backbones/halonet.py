@@ -21,109 +21,27 @@ H2-H7 (their exact widths are not public in code; ``halonet_h1`` follows timm's 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import stochastic_depth
 
-from densekit.layers.checkpoint import run_blocks
-from densekit.layers.drop import drop_path_schedule
-from densekit.models.backbones.base import BackboneMixin
-from densekit.models.convert import register_converter
+from densekit.layers import (BatchNormAct2d, ConvBnAct, DropPath, create_act, create_channel_attn,
+                             drop_path_schedule, init_conv_bn_, make_divisible, run_blocks)
+from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
+from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
 from densekit.ops.halo import halo_attention
 
-__all__ = ['HaloNet', 'HaloStage', 'HaloAttention', 'convert_halonet']
-
-
-def round_channels(value: float, divisor: int = 8, round_limit: float = 0.9) -> int:
-    """Nearest multiple of ``divisor`` (at least ``divisor``), bumped up one step when that is
-    below ``round_limit * value`` (the channel rounding of the published definitions)."""
-    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return out + divisor if out < round_limit * value else out
-
-
-def _act(name: str) -> nn.Module:
-    if name == 'relu':
-        return nn.ReLU(inplace=True)
-    if name == 'silu':
-        return nn.SiLU(inplace=True)
-    raise ValueError(f"HaloNet: act must be 'relu' or 'silu', got {name!r}")
-
-
-class BatchNormAct2d(nn.BatchNorm2d):
-    """BatchNorm followed by an activation (keeps BatchNorm's parameter names)."""
-
-    def __init__(self, channels: int, act: str = 'relu', apply_act: bool = True) -> None:
-        super().__init__(channels)
-        self.act = _act(act) if apply_act else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(super().forward(x))
-
-
-class ConvBnAct(nn.Module):
-    """``k x k`` convolution (no bias, 'same' padding for odd k) -> BatchNorm -> activation."""
-
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
-                 act: str = 'relu', apply_act: bool = True) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, groups=groups,
-                              bias=False)
-        self.bn = BatchNormAct2d(out_chs, act, apply_act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation gate (Hu et al., 2018) with a ReLU bottleneck of ``rd_ratio``."""
-
-    def __init__(self, channels: int, rd_ratio: float = 1 / 16) -> None:
-        super().__init__()
-        rd = round_channels(channels * rd_ratio, 8, round_limit=0.0)
-        self.fc1 = nn.Conv2d(channels, rd, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(rd, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
-        return x * s.sigmoid()
-
-
-class EfficientChannelAttention(nn.Module):
-    """ECA gate (Wang et al., CVPR 2020): a 1-D convolution across the pooled channels whose
-    kernel size grows with ``log2(channels)``."""
-
-    def __init__(self, channels: int, gamma: int = 2, beta: int = 1) -> None:
-        super().__init__()
-        t = int(abs(math.log(channels, 2) + beta) / gamma)
-        k = max(t if t % 2 else t + 1, 3)
-        self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.conv(x.mean((2, 3)).unsqueeze(1)).sigmoid()
-        return x * s.view(x.shape[0], -1, 1, 1)
-
-
-def _channel_attn(kind: str, channels: int, se_rd_ratio: float) -> nn.Module:
-    if kind == '':
-        return nn.Identity()
-    if kind == 'se':
-        return SqueezeExcite(channels, se_rd_ratio)
-    if kind == 'eca':
-        return EfficientChannelAttention(channels)
-    raise ValueError(f"HaloNet: attn_layer must be '', 'se' or 'eca', got {kind!r}")
+__all__ = ['HaloNet', 'HaloStage', 'HaloAttention', 'checkpoint_filter_fn']
 
 
 class HaloPosEmbed(nn.Module):
     """Relative position embeddings along height and width, ``[2*win-1, dim_head]`` each."""
 
-    def __init__(self, win_size: int, dim_head: int, scale: float) -> None:
+    def __init__(self, win_size: int, dim_head: int, *, scale: float) -> None:
         super().__init__()
         self.height_rel = nn.Parameter(torch.empty(2 * win_size - 1, dim_head))
         self.width_rel = nn.Parameter(torch.empty(2 * win_size - 1, dim_head))
@@ -144,7 +62,7 @@ class HaloAttention(nn.Module):
         dim_out: output channels (= value channels), default ``dim``.
         stride: 1 or 2.
         num_heads: attention heads.
-        dim_head: query / key channels per head; default ``round_channels(dim_out * qk_ratio) //
+        dim_head: query / key channels per head; default ``make_divisible(dim_out * qk_ratio) //
             num_heads``.
         block_size: query block side.
         halo_size: halo around each block.
@@ -154,7 +72,7 @@ class HaloAttention(nn.Module):
         scale_pos_embed: scale the relative logits as well.
     """
 
-    def __init__(self, dim: int, dim_out: Optional[int] = None, stride: int = 1, num_heads: int = 8,
+    def __init__(self, dim: int, dim_out: Optional[int] = None, *, stride: int = 1, num_heads: int = 8,
                  dim_head: Optional[int] = None, block_size: int = 8, halo_size: int = 3,
                  qk_ratio: float = 1.0, qkv_bias: bool = False, avg_down: bool = False,
                  scale_pos_embed: bool = False) -> None:
@@ -165,7 +83,7 @@ class HaloAttention(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f"HaloAttention: stride must be 1 or 2, got {stride}")
         self.num_heads = num_heads
-        self.dim_head_qk = dim_head or round_channels(dim_out * qk_ratio) // num_heads
+        self.dim_head_qk = dim_head or make_divisible(dim_out * qk_ratio) // num_heads
         self.dim_head_v = dim_out // num_heads
         self.scale = self.dim_head_qk ** -0.5
         self.scale_pos_embed = scale_pos_embed
@@ -176,7 +94,7 @@ class HaloAttention(nn.Module):
         self.block_stride = stride if stride > 1 and not use_pool else 1
         self.q = nn.Conv2d(dim, num_heads * self.dim_head_qk, 1, stride=self.block_stride, bias=qkv_bias)
         self.kv = nn.Conv2d(dim, num_heads * (self.dim_head_qk + self.dim_head_v), 1, bias=qkv_bias)
-        self.pos_embed = HaloPosEmbed(block_size + 2 * halo_size, self.dim_head_qk, self.scale)
+        self.pos_embed = HaloPosEmbed(block_size + 2 * halo_size, self.dim_head_qk, scale=self.scale)
         # ceil_mode: odd maps keep their last row / column, matching the strided shortcut branch.
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False) if use_pool else nn.Identity()
         std = dim ** -0.5
@@ -184,6 +102,7 @@ class HaloAttention(nn.Module):
         nn.init.trunc_normal_(self.kv.weight, std=std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, dim, H, W]`` -> ``[B, dim_out, ceil(H / stride), ceil(W / stride)]``."""
         B, _, H, W = x.shape
         b, s, h = self.block_size, self.block_stride, self.num_heads
         dqk, dv = self.dim_head_qk, self.dim_head_v
@@ -213,59 +132,90 @@ class HaloAttention(nn.Module):
 
 
 class BottleneckBlock(nn.Module):
-    """ResNet bottleneck: 1x1 -> kxk (grouped, strided) -> channel attention -> 1x1, residual."""
+    """ResNet bottleneck: 1x1 -> kxk (grouped, strided) -> channel attention -> 1x1, residual.
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, mid_chs: int, groups: int, act: str,
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        stride: stride of the kxk convolution (and of the projection shortcut).
+        mid_chs: bottleneck width.
+        groups: groups of the kxk convolution.
+        act: activation name.
+        attn_layer: channel attention after the kxk convolution: ``''``, ``'se'`` or ``'eca'``.
+        se_rd_ratio: squeeze-excite reduction ratio.
+        downsample: 1x1 conv + BN projection shortcut where shapes change (otherwise no residual
+            for those blocks).
+        linear_out: no activation after the residual sum.
+        drop_path: drop-path probability of the residual branch.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, *, stride: int, mid_chs: int, groups: int, act: str,
                  attn_layer: str, se_rd_ratio: float, downsample: bool, linear_out: bool,
                  drop_path: float) -> None:
         super().__init__()
-        self.shortcut = _shortcut(in_chs, out_chs, stride, downsample, act)
+        self.shortcut = _shortcut(in_chs, out_chs, stride=stride, downsample=downsample, act=act)
         self.conv1_1x1 = ConvBnAct(in_chs, mid_chs, 1, act=act)
         self.conv2_kxk = ConvBnAct(mid_chs, mid_chs, 3, stride=stride, groups=groups, act=act)
-        self.attn = _channel_attn(attn_layer, mid_chs, se_rd_ratio)
+        self.attn = create_channel_attn(attn_layer, mid_chs, se_rd_ratio)
         self.conv3_1x1 = ConvBnAct(mid_chs, out_chs, 1, act=act, apply_act=False)
-        self.act = nn.Identity() if linear_out else _act(act)
-        self.drop_path = float(drop_path)
+        self.act = nn.Identity() if linear_out else create_act(act)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv3_1x1(self.attn(self.conv2_kxk(self.conv1_1x1(x))))
-        if self.drop_path > 0:
-            y = stochastic_depth(y, self.drop_path, 'row', self.training)
+        """``[B, in_chs, H, W]`` -> ``[B, out_chs, H', W']``."""
+        y = self.drop_path(self.conv3_1x1(self.attn(self.conv2_kxk(self.conv1_1x1(x)))))
         if self.shortcut is not None:
             y = y + self.shortcut(x)
         return self.act(y)
 
 
 class SelfAttnBlock(nn.Module):
-    """Bottleneck whose kxk convolution is halo attention (+ BatchNorm/act after it)."""
+    """Bottleneck whose kxk convolution is halo attention (+ BatchNorm/act after it).
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, mid_chs: int, act: str, downsample: bool,
+    Args:
+        in_chs, out_chs, stride, mid_chs, act, downsample, linear_out, drop_path: as
+            :class:`BottleneckBlock`.
+        num_heads, dim_head, block_size, halo_size, qk_ratio: of :class:`HaloAttention`.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, *, stride: int, mid_chs: int, act: str, downsample: bool,
                  linear_out: bool, drop_path: float, num_heads: int, dim_head: Optional[int],
                  block_size: int, halo_size: int, qk_ratio: float) -> None:
         super().__init__()
-        self.shortcut = _shortcut(in_chs, out_chs, stride, downsample, act)
+        self.shortcut = _shortcut(in_chs, out_chs, stride=stride, downsample=downsample, act=act)
         self.conv1_1x1 = ConvBnAct(in_chs, mid_chs, 1, act=act)
         self.self_attn = HaloAttention(mid_chs, stride=stride, num_heads=num_heads, dim_head=dim_head,
                                        block_size=block_size, halo_size=halo_size, qk_ratio=qk_ratio)
         self.post_attn = BatchNormAct2d(mid_chs, act)
         self.conv3_1x1 = ConvBnAct(mid_chs, out_chs, 1, act=act, apply_act=False)
-        self.act = nn.Identity() if linear_out else _act(act)
-        self.drop_path = float(drop_path)
+        self.act = nn.Identity() if linear_out else create_act(act)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv3_1x1(self.post_attn(self.self_attn(self.conv1_1x1(x))))
-        if self.drop_path > 0:
-            y = stochastic_depth(y, self.drop_path, 'row', self.training)
+        """``[B, in_chs, H, W]`` -> ``[B, out_chs, H', W']``."""
+        y = self.drop_path(self.conv3_1x1(self.post_attn(self.self_attn(self.conv1_1x1(x)))))
         if self.shortcut is not None:
             y = y + self.shortcut(x)
         return self.act(y)
 
 
-def _shortcut(in_chs: int, out_chs: int, stride: int, downsample: bool, act: str) -> Optional[nn.Module]:
+def _shortcut(in_chs: int, out_chs: int, *, stride: int, downsample: bool, act: str) -> Optional[nn.Module]:
     if in_chs == out_chs and stride == 1:
         return nn.Identity()
     # Without a projection shortcut (RegNetZ-style 'downsample=False') the block has no residual.
     return ConvBnAct(in_chs, out_chs, 1, stride=stride, act=act, apply_act=False) if downsample else None
+
+
+class HaloNetStage(nn.Sequential):
+    """The blocks of one stage, run through :func:`~densekit.layers.checkpoint.run_blocks` (a
+    ``Sequential``, so that the keys stay timm's ``stages.{i}.{j}``)."""
+
+    def __init__(self, blocks: Sequence[nn.Module], *, with_cp: bool = False) -> None:
+        super().__init__(*blocks)
+        self.with_cp = with_cp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_blocks(self, x, self.with_cp)
 
 
 @dataclass(frozen=True)
@@ -316,7 +266,7 @@ class HaloNet(BackboneMixin, nn.Module):
         linear_out: no activation after the residual sum.
         in_chans: input channels.
         out_indices: stages (0-based) whose output is returned.
-        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
+        drop_path_rate: drop-path probability, rising linearly over all blocks to this value.
         frozen_stages: ``-1`` nothing, ``0`` the stem, ``k`` the stem and stages ``0..k-1``.
         norm_eval: keep every BatchNorm in eval mode while training (small-batch fine-tuning).
         with_cp: recompute each block in the backward pass (activation checkpointing).
@@ -324,7 +274,7 @@ class HaloNet(BackboneMixin, nn.Module):
 
     size_divisibility = 0  # attention maps are padded to the block size internally
 
-    def __init__(self,
+    def __init__(self, *,
                  stages: Sequence[HaloStage],
                  stem_type: str = 'tiered',
                  stem_chs: int = 64,
@@ -344,44 +294,43 @@ class HaloNet(BackboneMixin, nn.Module):
         super().__init__()
         stages = tuple(stages)
         num_stages = len(stages)
-        self.out_indices = self._check_out_indices(out_indices, num_stages)
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f"HaloNet: frozen_stages={frozen_stages} must be in -1..{num_stages}")
+        self._init_contract(num_stages=num_stages, out_indices=out_indices,
+                            frozen_stages=frozen_stages, norm_eval=norm_eval)
         for st in stages:
             bad = [t for t in st.blocks if t not in ('bottle', 'self_attn')]
             if bad or not st.blocks:
                 raise ValueError(f"HaloNet: stage blocks must be 'bottle' / 'self_attn', got {st.blocks!r}")
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
+        create_act(act)  # an unknown name is an error before anything is built
 
-        self.stem, stride = self._make_stem(in_chans, stem_type, stem_chs, stem_pool, act)
+        self.stem, stride = self._make_stem(in_chans, stem_type=stem_type, chs=stem_chs, pool=stem_pool, act=act)
         dpr = drop_path_schedule(drop_path_rate, sum(len(st.blocks) for st in stages))
         self.stages = nn.ModuleList()
-        self.feature_info = []
+        reductions = []
         prev, n = stem_chs, 0
-        for i, st in enumerate(stages):
+        for st in stages:
             blocks = []
             for j, kind in enumerate(st.blocks):
-                s = st.stride if j == 0 else 1
-                mid = round_channels((prev if bottle_in else st.out_chs) * st.bottle_ratio)
+                common = dict(stride=st.stride if j == 0 else 1, act=act, downsample=downsample,
+                              linear_out=linear_out, drop_path=dpr[n],
+                              mid_chs=make_divisible((prev if bottle_in else st.out_chs) * st.bottle_ratio))
                 if kind == 'bottle':
-                    groups = mid // st.group_size if st.group_size else 1
-                    blocks.append(BottleneckBlock(prev, st.out_chs, s, mid, groups, act, attn_layer, se_rd_ratio,
-                                                  downsample, linear_out, dpr[n]))
+                    groups = common['mid_chs'] // st.group_size if st.group_size else 1
+                    blocks.append(BottleneckBlock(prev, st.out_chs, groups=groups, attn_layer=attn_layer,
+                                                  se_rd_ratio=se_rd_ratio, **common))
                 else:
-                    blocks.append(SelfAttnBlock(prev, st.out_chs, s, mid, act, downsample, linear_out, dpr[n],
-                                                st.num_heads, st.dim_head, st.block_size, st.halo_size,
-                                                st.qk_ratio))
+                    blocks.append(SelfAttnBlock(prev, st.out_chs, num_heads=st.num_heads, dim_head=st.dim_head,
+                                                block_size=st.block_size, halo_size=st.halo_size,
+                                                qk_ratio=st.qk_ratio, **common))
                 prev, n = st.out_chs, n + 1
             stride *= st.stride
-            self.stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=st.out_chs, reduction=stride, module=f'stages.{i}'))
+            reductions.append(stride)
+            self.stages.append(HaloNetStage(blocks, with_cp=with_cp))
+        self._init_feature_info([st.out_chs for st in stages], reductions)
         self.init_weights()
         self._freeze_stages()
 
     @staticmethod
-    def _make_stem(in_chans: int, stem_type: str, chs: int, pool: bool, act: str) -> Tuple[nn.Module, int]:
+    def _make_stem(in_chans: int, *, stem_type: str, chs: int, pool: bool, act: str) -> Tuple[nn.Module, int]:
         stem = nn.Sequential()
         if stem_type == 'tiered':
             widths, strides = (3 * chs // 8, chs // 2, chs), [2, 1, 1 if pool else 2]
@@ -402,46 +351,25 @@ class HaloNet(BackboneMixin, nn.Module):
         return stem, stride
 
     def init_weights(self) -> None:
-        """He init for convs, unit BatchNorm, zero last BatchNorm of every residual branch."""
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Conv2d) and not name.endswith(('self_attn.q', 'self_attn.kv')):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if isinstance(m, (BottleneckBlock, SelfAttnBlock)) and m.shortcut is not None:
-                nn.init.zeros_(m.conv3_1x1.bn.weight)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
+        """He init for convs (the attention projections keep theirs), unit BatchNorm, zero last
+        BatchNorm of every residual branch."""
+        last_bns = [m.conv3_1x1.bn for m in self.modules()
+                    if isinstance(m, (BottleneckBlock, SelfAttnBlock)) and m.shortcut is not None]
+        init_conv_bn_(self, skip=('self_attn.q', 'self_attn.kv'), zero_last_bn=last_bns)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = run_blocks(stage, x, self.with_cp)
-            if i in self.out_indices:
-                outs.append(x)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+        """``[B, in_chans, H, W]`` -> one ``[B, C_i, ceil(H / s_i), ceil(W / s_i)]`` map per out index."""
+        return self.forward_stages(self.stem(x))
 
 
-# --------------------------------------------------------------------------- checkpoints
+# ------------------------------------------------------------------------------------------------
+# Checkpoints (timm, the only public ones) -> densekit keys
+# ------------------------------------------------------------------------------------------------
 
 _HALO_PARAMS = ('q.weight', 'q.bias', 'kv.weight', 'kv.bias', 'pos_embed.height_rel', 'pos_embed.width_rel')
 
 
-@register_converter('halonet')
-def convert_halonet(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """timm HaloNet-family checkpoint (``halonet26t``, ``sehalonet33ts``, ``halonet50ts``,
     ``eca_halonext26ts``, ``haloregnetz_b``, ``halonet_h1``) -> densekit keys.
 
@@ -450,9 +378,7 @@ def convert_halonet(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.T
     A single-conv stem stored by timm without a Sequential (``stem.conv.*``, RegNetZ-style) is
     renamed to ``stem.conv1.*``. HaloNet has no official checkpoint release.
     """
-    sd = dict(state_dict)
-    if any(k.startswith('backbone.') for k in sd):
-        sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    sd = strip_wrapper_prefix(state_dict)
     out = {}
     for k, v in sd.items():
         if k.startswith(('head.', 'final_conv.', 'fc.')):
@@ -460,16 +386,21 @@ def convert_halonet(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.T
         if k.startswith(('stem.conv.', 'stem.bn.')):
             k = 'stem.conv1.' + k[len('stem.'):]
         if not k.startswith(('stem.', 'stages.')):
-            raise KeyError(f"convert_halonet: unexpected key {k!r} (not a HaloNet backbone key)")
+            raise KeyError(f"HaloNet converter: unexpected key {k!r} (not a HaloNet backbone key)")
         attn_param = k.split('.self_attn.', 1)[1] if '.self_attn.' in k else None
         if attn_param is not None and attn_param not in _HALO_PARAMS:
-            raise KeyError(f"convert_halonet: {k!r} is not a halo-attention parameter (BoTNet / lambda "
+            raise KeyError(f"HaloNet converter: {k!r} is not a halo-attention parameter (BoTNet / lambda "
                            f"layers are not supported)")
         out[k] = v
     return out
 
 
-# --------------------------------------------------------------------------- variants
+register_converter('halonet', checkpoint_filter_fn)
+
+
+# ------------------------------------------------------------------------------------------------
+# Builder and variants
+# ------------------------------------------------------------------------------------------------
 
 def _interleave(n: int, every: Sequence[int]) -> Tuple[str, ...]:
     """``n`` blocks with self-attention at the positions ``every`` (bottlenecks elsewhere)."""
@@ -486,31 +417,16 @@ _FIXED = ('stages', 'stem_type', 'stem_chs', 'stem_pool', 'act', 'attn_layer', '
           'bottle_in', 'linear_out')
 
 
-def _variant(kwargs: dict, **arch) -> HaloNet:
-    for name in _FIXED:
-        if name in kwargs:
-            raise TypeError(f"'{name}' is fixed by the variant; build HaloNet(...) directly to change it "
-                            f"(got {name}={kwargs[name]!r})")
+def _create_halonet(kwargs: dict, **arch) -> HaloNet:
+    check_variant_kwargs(HaloNet, _FIXED, kwargs)
     return HaloNet(**arch, **kwargs)
-
-
-@register_backbone(name='halonet_test')
-def halonet_test(**kwargs) -> HaloNet:
-    """A tiny HaloNet for tests (not a published model): both block types, SE, a strided attention
-    block (stage 3) and an average-pooled one (stage 2, odd block size)."""
-    return _variant(kwargs, stem_chs=16, stem_type='tiered', stem_pool=True, act='silu', attn_layer='se', stages=(
-        HaloStage(('bottle',), 16, stride=1, bottle_ratio=0.5),
-        HaloStage(('bottle', 'self_attn'), 24, bottle_ratio=0.5, block_size=4, halo_size=1, num_heads=2),
-        HaloStage(('self_attn',), 32, bottle_ratio=0.5, block_size=3, halo_size=1, num_heads=2, qk_ratio=0.5),
-        HaloStage(('self_attn',), 48, bottle_ratio=0.5, block_size=4, halo_size=1, num_heads=2),
-    ))
 
 
 @register_backbone(name='halonet_h1')
 def halonet_h1(**kwargs) -> HaloNet:
     """HaloNet-H1 (b=8, h=3; attention in every block) as defined by timm (no public weights)."""
     attn = dict(bottle_ratio=1.0, block_size=8, halo_size=3)
-    return _variant(kwargs, stem_type='7x7', stem_chs=64, stem_pool=True, stages=(
+    return _create_halonet(kwargs, stem_type='7x7', stem_chs=64, stem_pool=True, stages=(
         HaloStage(('self_attn',) * 3, 64, stride=1, **attn),
         HaloStage(('self_attn',) * 3, 128, **attn),
         HaloStage(('self_attn',) * 10, 256, **attn),
@@ -522,7 +438,7 @@ def halonet_h1(**kwargs) -> HaloNet:
 def halonet26t(**kwargs) -> HaloNet:
     """HaloNet-26T (timm ``halonet26t``; ResNet-26-T with halo attention, b=8, h=2)."""
     attn = dict(block_size=8, halo_size=2)
-    return _variant(kwargs, stem_type='tiered', stem_chs=64, stem_pool=True, stages=(
+    return _create_halonet(kwargs, stem_type='tiered', stem_chs=64, stem_pool=True, stages=(
         HaloStage(('bottle',) * 2, 256, stride=1),
         HaloStage(('bottle',) * 2, 512),
         HaloStage(_alternate(2), 1024, **attn),
@@ -534,7 +450,7 @@ def halonet26t(**kwargs) -> HaloNet:
 def sehalonet33ts(**kwargs) -> HaloNet:
     """SE-HaloNet-33-TS (timm ``sehalonet33ts``; SiLU, squeeze-excite, b=8, h=3)."""
     attn = dict(block_size=8, halo_size=3)
-    return _variant(kwargs, stem_type='tiered', stem_chs=64, stem_pool=False, act='silu', attn_layer='se', stages=(
+    return _create_halonet(kwargs, stem_type='tiered', stem_chs=64, stem_pool=False, act='silu', attn_layer='se', stages=(
         HaloStage(('bottle',) * 2, 256, stride=1),
         HaloStage(_interleave(3, [2]), 512, **attn),
         HaloStage(_interleave(3, [2]), 1024, **attn),
@@ -546,7 +462,7 @@ def sehalonet33ts(**kwargs) -> HaloNet:
 def halonet50ts(**kwargs) -> HaloNet:
     """HaloNet-50-TS (timm ``halonet50ts``; SiLU, b=8, h=3; 4 heads in stage 1)."""
     attn = dict(block_size=8, halo_size=3)
-    return _variant(kwargs, stem_type='tiered', stem_chs=64, stem_pool=True, act='silu', stages=(
+    return _create_halonet(kwargs, stem_type='tiered', stem_chs=64, stem_pool=True, act='silu', stages=(
         HaloStage(('bottle',) * 3, 256, stride=1),
         HaloStage(_alternate(4, every=4), 512, num_heads=4, **attn),
         HaloStage(_alternate(6), 1024, **attn),
@@ -559,7 +475,7 @@ def eca_halonext26ts(**kwargs) -> HaloNet:
     """ECA-HaloNeXt-26-TS (timm ``eca_halonext26ts``; grouped convs of 16 channels, ECA, SiLU,
     b=8, h=2, 16-channel query/key heads)."""
     attn = dict(block_size=8, halo_size=2, dim_head=16, group_size=16)
-    return _variant(kwargs, stem_type='tiered', stem_chs=64, stem_pool=True, act='silu', attn_layer='eca', stages=(
+    return _create_halonet(kwargs, stem_type='tiered', stem_chs=64, stem_pool=True, act='silu', attn_layer='eca', stages=(
         HaloStage(('bottle',) * 2, 256, stride=1, group_size=16),
         HaloStage(('bottle',) * 2, 512, group_size=16),
         HaloStage(_alternate(2), 1024, **attn),
@@ -572,10 +488,22 @@ def haloregnetz_b(**kwargs) -> HaloNet:
     """HaloRegNetZ-B (timm ``haloregnetz_b``; RegNetZ-style inverted bottlenecks without projection
     shortcuts, SE, SiLU, b=7, h=2, query/key at 1/3 width)."""
     attn = dict(bottle_ratio=3.0, group_size=16, block_size=7, halo_size=2, qk_ratio=0.33)
-    return _variant(kwargs, stem_type='3x3', stem_chs=32, stem_pool=False, act='silu', attn_layer='se',
+    return _create_halonet(kwargs, stem_type='3x3', stem_chs=32, stem_pool=False, act='silu', attn_layer='se',
                     se_rd_ratio=0.25, downsample=False, bottle_in=True, linear_out=True, stages=(
                         HaloStage(('bottle',) * 2, 48, bottle_ratio=3.0, group_size=16),
                         HaloStage(('bottle',) * 6, 96, bottle_ratio=3.0, group_size=16),
                         HaloStage(_alternate(12, every=3), 192, **attn),
                         HaloStage(('self_attn',) * 2, 288, **attn),
                     ))
+
+
+@register_backbone(name='halonet_test')
+def halonet_test(**kwargs) -> HaloNet:
+    """A tiny HaloNet for tests (not a published model): both block types, SE, a strided attention
+    block (stage 3) and an average-pooled one (stage 2, odd block size)."""
+    return _create_halonet(kwargs, stem_chs=16, stem_type='tiered', stem_pool=True, act='silu', attn_layer='se', stages=(
+        HaloStage(('bottle',), 16, stride=1, bottle_ratio=0.5),
+        HaloStage(('bottle', 'self_attn'), 24, bottle_ratio=0.5, block_size=4, halo_size=1, num_heads=2),
+        HaloStage(('self_attn',), 32, bottle_ratio=0.5, block_size=3, halo_size=1, num_heads=2, qk_ratio=0.5),
+        HaloStage(('self_attn',), 48, bottle_ratio=0.5, block_size=4, halo_size=1, num_heads=2),
+    ))

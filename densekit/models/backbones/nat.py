@@ -14,8 +14,6 @@ separated by strided-conv downsamplers, and a LayerNorm on every returned stage.
 size are accepted: feature maps smaller than the (dilated) neighborhood are zero-padded on the
 bottom/right before the qkv projection and cropped afterwards, exactly as NATTEN's
 ``NeighborhoodAttention2D`` module does.
-
-Layout: blocks -> stage -> model -> checkpoint conversion -> builders -> variants.
 """
 from __future__ import annotations
 
@@ -25,14 +23,16 @@ from typing import Dict, Mapping, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+from timm.layers import Mlp
 from torch.nn.init import trunc_normal_
 
-from densekit.layers.checkpoint import run_blocks
-from densekit.layers.init import init_transformer_weights
-from densekit.models.backbones.base import BackboneMixin
-from densekit.models.convert import register_converter
+from densekit.layers import DropPath, drop_path_schedule, init_trunc_normal_, run_blocks
+from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
+from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
+from densekit.ops.neighborhood import na2d
+
+__all__ = ['NAT', 'NeighborhoodAttention', 'checkpoint_filter_fn', 'dinat_dilations']
 
 
 class ConvTokenizer(nn.Module):
@@ -77,7 +77,7 @@ class NeighborhoodAttention(nn.Module):
         backend: :func:`densekit.ops.na2d` backend (``None``: its automatic choice).
     """
 
-    def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, dilation: int = 1,
+    def __init__(self, dim: int, *, num_heads: int, kernel_size: int = 7, dilation: int = 1,
                  qkv_bias: bool = True, qk_scale: float | None = None, proj_drop: float = 0.0,
                  backend: str | None = None) -> None:
         super().__init__()
@@ -102,8 +102,6 @@ class NeighborhoodAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, H, W, C]`` -> ``[B, H, W, C]``."""
-        from densekit.ops.neighborhood import na2d
-
         B, H, W, C = x.shape
         # A dilated neighborhood needs kernel_size * dilation positions along each axis. NATTEN's
         # module zero-pads the *input* of the qkv projection (so padded keys carry the qkv bias
@@ -138,20 +136,21 @@ class NATBlock(nn.Module):
         qkv_bias: bias in the qkv projection.
         qk_scale: overrides the attention scale.
         drop: dropout after the attention projection and in the MLP.
-        drop_path: stochastic-depth probability of this block.
+        drop_path: drop-path probability of this block.
         layer_scale: initial value of the per-channel residual scales; ``None`` disables them.
         attn_backend: :func:`densekit.ops.na2d` backend.
     """
 
-    def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, dilation: int = 1,
+    def __init__(self, dim: int, *, num_heads: int, kernel_size: int = 7, dilation: int = 1,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: float | None = None,
                  drop: float = 0.0, drop_path: float = 0.0, layer_scale: float | None = None,
                  attn_backend: str | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = NeighborhoodAttention(dim, num_heads, kernel_size, dilation, qkv_bias,
-                                          qk_scale, drop, attn_backend)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.attn = NeighborhoodAttention(dim, num_heads=num_heads, kernel_size=kernel_size,
+                                          dilation=dilation, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                          proj_drop=drop, backend=attn_backend)
+        self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.layer_scale = layer_scale is not None
@@ -160,6 +159,7 @@ class NATBlock(nn.Module):
             self.gamma2 = nn.Parameter(float(layer_scale) * torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H, W, C]`` -> ``[B, H, W, C]``."""
         a = self.attn(self.norm1(x))
         if self.layer_scale:
             x = x + self.drop_path(self.gamma1 * a)
@@ -176,9 +176,9 @@ class NATStage(nn.Module):
     ``frozen_stages`` freezes whole resolutions (the converter moves the keys).
     """
 
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, kernel_size: int,
+    def __init__(self, in_dim: int, dim: int, *, depth: int, num_heads: int, kernel_size: int,
                  dilations: Sequence[int], mlp_ratio: float, qkv_bias: bool,
-                 qk_scale: float | None, drop: float, drop_path: Sequence[float],
+                 qk_scale: float | None, drop: float, drop_paths: Sequence[float],
                  layer_scale: float | None, attn_backend: str | None, with_cp: bool) -> None:
         super().__init__()
         if in_dim != dim and dim != 2 * in_dim:
@@ -186,8 +186,9 @@ class NATStage(nn.Module):
         self.downsample = ConvDownsampler(in_dim) if in_dim != dim else None
         self.with_cp = with_cp
         self.blocks = nn.ModuleList(
-            NATBlock(dim, num_heads, kernel_size, dilations[j], mlp_ratio, qkv_bias, qk_scale,
-                     drop, drop_path[j], layer_scale, attn_backend)
+            NATBlock(dim, num_heads=num_heads, kernel_size=kernel_size, dilation=dilations[j],
+                     mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop,
+                     drop_path=drop_paths[j], layer_scale=layer_scale, attn_backend=attn_backend)
             for j in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,14 +213,20 @@ class NAT(BackboneMixin, nn.Module):
         qkv_bias: bias in the qkv projections.
         qk_scale: overrides the attention scale.
         drop_rate: dropout after attention projections and in MLPs.
-        drop_path_rate: stochastic depth, increasing linearly to this value over all blocks.
+        drop_path_rate: drop-path probability, rising linearly over all blocks to this value.
         layer_scale: initial layer-scale value, ``None`` to disable.
-        frozen_stages: -1 freezes nothing, 0 the stem, ``k`` the stem and stages ``0..k-1``.
+        frozen_stages: -1 freezes nothing, 0 the stem, ``k`` the stem and stages ``0..k-1`` (with
+            their output norms).
+        norm_eval: keep BatchNorms in eval mode while training (NAT has none; accepted for the
+            common contract).
         with_cp: activation checkpointing of every block (saves memory, costs a re-forward).
         attn_backend: :func:`densekit.ops.na2d` backend for every layer (``None``: automatic).
     """
 
-    def __init__(self,
+    size_divisibility = 0  # any input size: maps smaller than the neighborhood are padded
+    channels_last = True
+
+    def __init__(self, *,
                  embed_dim: int = 64,
                  depths: Sequence[int] = (3, 4, 6, 5),
                  num_heads: Sequence[int] = (2, 4, 8, 16),
@@ -235,6 +242,7 @@ class NAT(BackboneMixin, nn.Module):
                  drop_path_rate: float = 0.2,
                  layer_scale: float | None = None,
                  frozen_stages: int = -1,
+                 norm_eval: bool = False,
                  with_cp: bool = False,
                  attn_backend: str | None = None) -> None:
         super().__init__()
@@ -248,29 +256,34 @@ class NAT(BackboneMixin, nn.Module):
         if len(dilations) != num_stages or bad:
             raise ValueError(f"NAT: dilations={[list(d) for d in dilations]} must give one value "
                              f"per block of depths={tuple(depths)}")
-        self.out_indices = self._check_out_indices(out_indices, num_stages)
-        self.frozen_stages = frozen_stages
+        self._init_contract(num_stages=num_stages, out_indices=out_indices,
+                            frozen_stages=frozen_stages, norm_eval=norm_eval)
         self.dims = [embed_dim * 2 ** i for i in range(num_stages)]
+
         self.stem = ConvTokenizer(in_chans, embed_dim)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        dpr = drop_path_schedule(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
+        start = 0
         for i in range(num_stages):
-            start = sum(depths[:i])
             self.stages.append(NATStage(
-                self.dims[max(i - 1, 0)], self.dims[i], depths[i], num_heads[i], kernel_size,
-                list(dilations[i]), mlp_ratio, qkv_bias, qk_scale, drop_rate,
-                dpr[start:start + depths[i]], layer_scale, attn_backend, with_cp))
-        self.out_norms = nn.ModuleDict(
-            {str(i): nn.LayerNorm(self.dims[i]) if out_norm else nn.Identity()
-             for i in self.out_indices})
-        self.feature_info = [dict(num_chs=self.dims[i], reduction=4 * 2 ** i, module=f'stages.{i}')
-                             for i in range(num_stages)]
-        self.apply(init_transformer_weights)
+                self.dims[max(i - 1, 0)], self.dims[i], depth=depths[i], num_heads=num_heads[i],
+                kernel_size=kernel_size, dilations=list(dilations[i]), mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                drop_paths=dpr[start:start + depths[i]], layer_scale=layer_scale,
+                attn_backend=attn_backend, with_cp=with_cp))
+            start += depths[i]
+        self._init_feature_info(self.dims, [4 * 2 ** i for i in range(num_stages)])
+        self._init_out_norms(nn.LayerNorm if out_norm else None)
+        self.init_weights()
         self._freeze_stages()
+
+    def init_weights(self) -> None:
+        """The official random init (truncated normal, std 0.02); checkpoints load over it."""
+        init_trunc_normal_(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``[B, in_chans, H, W]`` -> one ``[B, C_i, ceil(H / s_i), ceil(W / s_i)]`` per out index."""
-        return self._channels_last_outputs(self.stem(x))
+        return self.forward_stages(self.stem(x))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,14 +302,6 @@ _DENSEKIT_KEY = re.compile(r'^(stem|stages|out_norms)\.')
 _CLASSIFIER_KEY = re.compile(r'^(head|norm)\.')
 
 
-def _strip_wrapper_prefix(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Drops 'module.' and, for detector / segmentor checkpoints, keeps only 'backbone.*'."""
-    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-    if any(k.startswith('backbone.') for k in sd):
-        sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
-    return sd
-
-
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official NAT / DiNAT checkpoint (classification, mmdet or mmseg) -> densekit keys.
 
@@ -306,7 +311,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, to
     """
     out: Dict[str, torch.Tensor] = {}
     unknown = []
-    for key, value in _strip_wrapper_prefix(state_dict).items():
+    for key, value in strip_wrapper_prefix(state_dict).items():
         if _DENSEKIT_KEY.match(key):
             out[key] = value
             continue
@@ -328,12 +333,12 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, to
     return out
 
 
-register_converter('nat')(checkpoint_filter_fn)
-register_converter('dinat')(checkpoint_filter_fn)
+register_converter('nat', checkpoint_filter_fn)
+register_converter('dinat', checkpoint_filter_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# Builders and variants
+# Builder and variants
 # ------------------------------------------------------------------------------------------------
 
 def _tile(cycle: Sequence[int], depth: int) -> list[int]:
@@ -369,56 +374,60 @@ def dinat_dilations(schedule: str, depths: Sequence[int]) -> list[list[int]]:
     return out
 
 
-def _nat(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], mlp_ratio: float,
-         drop_path_rate: float, layer_scale: float | None, kwargs: dict,
-         dilations: str | Sequence[Sequence[int]] | None = None) -> NAT:
+_ARCH = ('embed_dim', 'depths', 'num_heads', 'mlp_ratio', 'layer_scale')
+
+
+def _create_nat(kwargs: dict, *, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
+                mlp_ratio: float, layer_scale: float | None, drop_path_rate: float,
+                dilations: str | Sequence[Sequence[int]] | None = None) -> NAT:
+    """``kwargs`` may override ``drop_path_rate`` and ``dilations`` (a :func:`dinat_dilations`
+    schedule name or explicit lists), not the architecture."""
+    check_variant_kwargs(NAT, _ARCH, kwargs)
+    kwargs = dict(kwargs)
     dilations = kwargs.pop('dilations', dilations)
     if isinstance(dilations, str):
-        dilations = dinat_dilations(dilations, kwargs.get('depths', depths))
-    cfg = dict(embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratio,
-               drop_path_rate=drop_path_rate, layer_scale=layer_scale, kernel_size=7,
-               dilations=dilations)
-    cfg.update(kwargs)
-    return NAT(**cfg)
+        dilations = dinat_dilations(dilations, depths)
+    kwargs.setdefault('drop_path_rate', drop_path_rate)
+    return NAT(embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratio,
+               layer_scale=layer_scale, dilations=dilations, **kwargs)
 
 
-# Variants: the official ImageNet definitions; drop_path_rate defaults are the official
-# classification values (the dense-prediction configs set their own).
+# The official ImageNet definitions; drop_path_rate defaults are the official classification
+# values (the dense-prediction configs set their own).
 
 @register_backbone(name='nat_mini')
 def nat_mini(**kwargs) -> NAT:
     """NAT-Mini (20M params)."""
-    return _nat(64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, 0.2, None, kwargs)
+    return _create_nat(kwargs, embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0,
+                       layer_scale=None, drop_path_rate=0.2)
 
 
 @register_backbone(name='nat_tiny')
 def nat_tiny(**kwargs) -> NAT:
     """NAT-Tiny (28M params)."""
-    return _nat(64, (3, 4, 18, 5), (2, 4, 8, 16), 3.0, 0.2, None, kwargs)
+    return _create_nat(kwargs, embed_dim=64, depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0,
+                       layer_scale=None, drop_path_rate=0.2)
 
 
 @register_backbone(name='nat_small')
 def nat_small(**kwargs) -> NAT:
     """NAT-Small (51M params)."""
-    return _nat(96, (3, 4, 18, 5), (3, 6, 12, 24), 2.0, 0.3, 1e-5, kwargs)
+    return _create_nat(kwargs, embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2.0,
+                       layer_scale=1e-5, drop_path_rate=0.3)
 
 
 @register_backbone(name='nat_base')
 def nat_base(**kwargs) -> NAT:
     """NAT-Base (90M params)."""
-    return _nat(128, (3, 4, 18, 5), (4, 8, 16, 32), 2.0, 0.5, 1e-5, kwargs)
+    return _create_nat(kwargs, embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2.0,
+                       layer_scale=1e-5, drop_path_rate=0.5)
 
 
 @register_backbone(name='nat_test')
 def nat_test(**kwargs) -> NAT:
     """A tiny NAT for tests (not a published model)."""
-    return _nat(16, (1, 1, 2, 1), (1, 2, 2, 4), 2.0, 0.0, None, kwargs)
-
-
-def _dinat(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], mlp_ratio: float,
-           drop_path_rate: float, layer_scale: float | None, kwargs: dict) -> NAT:
-    return _nat(embed_dim, depths, num_heads, mlp_ratio, drop_path_rate, layer_scale, kwargs,
-                dilations='coco')
+    return _create_nat(kwargs, embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), mlp_ratio=2.0,
+                       layer_scale=None, drop_path_rate=0.0)
 
 
 # DiNAT builders take ``dilations``: a schedule name of :func:`dinat_dilations` (default
@@ -427,35 +436,40 @@ def _dinat(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], mlp_
 @register_backbone(name='dinat_mini')
 def dinat_mini(**kwargs) -> NAT:
     """DiNAT-Mini."""
-    return _dinat(64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, 0.2, None, kwargs)
+    return _create_nat(kwargs, embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0,
+                       layer_scale=None, drop_path_rate=0.2, dilations='coco')
 
 
 @register_backbone(name='dinat_tiny')
 def dinat_tiny(**kwargs) -> NAT:
     """DiNAT-Tiny."""
-    return _dinat(64, (3, 4, 18, 5), (2, 4, 8, 16), 3.0, 0.2, None, kwargs)
+    return _create_nat(kwargs, embed_dim=64, depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0,
+                       layer_scale=None, drop_path_rate=0.2, dilations='coco')
 
 
 @register_backbone(name='dinat_small')
 def dinat_small(**kwargs) -> NAT:
     """DiNAT-Small."""
-    return _dinat(96, (3, 4, 18, 5), (3, 6, 12, 24), 2.0, 0.3, None, kwargs)
+    return _create_nat(kwargs, embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2.0,
+                       layer_scale=None, drop_path_rate=0.3, dilations='coco')
 
 
 @register_backbone(name='dinat_base')
 def dinat_base(**kwargs) -> NAT:
     """DiNAT-Base."""
-    return _dinat(128, (3, 4, 18, 5), (4, 8, 16, 32), 2.0, 0.5, 1e-5, kwargs)
+    return _create_nat(kwargs, embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2.0,
+                       layer_scale=1e-5, drop_path_rate=0.5, dilations='coco')
 
 
 @register_backbone(name='dinat_large')
 def dinat_large(**kwargs) -> NAT:
     """DiNAT-Large (ImageNet-22k pre-trained in the paper)."""
-    return _dinat(192, (3, 4, 18, 5), (6, 12, 24, 48), 2.0, 0.35, None, kwargs)
+    return _create_nat(kwargs, embed_dim=192, depths=(3, 4, 18, 5), num_heads=(6, 12, 24, 48), mlp_ratio=2.0,
+                       layer_scale=None, drop_path_rate=0.35, dilations='coco')
 
 
 @register_backbone(name='dinat_test')
 def dinat_test(**kwargs) -> NAT:
     """A tiny DiNAT for tests: dilations that force both padding and dilated neighborhoods."""
-    kwargs.setdefault('dilations', [[2], [1], [1, 2], [1]])
-    return _dinat(16, (1, 1, 2, 1), (1, 2, 2, 4), 2.0, 0.0, None, kwargs)
+    return _create_nat(kwargs, embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), mlp_ratio=2.0,
+                       layer_scale=None, drop_path_rate=0.0, dilations=[[2], [1], [1, 2], [1]])

@@ -20,28 +20,26 @@ backends); windowing and padding helpers come from :mod:`densekit.layers.window`
 
 Parameter names follow timm's ``swin_transformer.py`` (patch merging at the start of stages 1-3;
 the relative position bias kept as the official ``[(2w-1)^2, heads]`` table), so timm checkpoints
-load unchanged; :func:`convert_swin` also maps the official releases.
+load unchanged; :func:`checkpoint_filter_fn` also maps the official releases.
 """
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, Mapping, Sequence
+from typing import Dict, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Mlp
-from torchvision.ops import stochastic_depth
 
-from densekit.layers.checkpoint import run_blocks
-from densekit.layers.drop import drop_path_schedule
+from densekit.layers import DropPath, drop_path_schedule, init_trunc_normal_, run_blocks
 from densekit.layers.window import pad_to_multiple, rpb_table_to_dense, to_2tuple, unpad
-from densekit.models.backbones.base import BackboneMixin
+from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
 from densekit.models.convert import register_converter
 from densekit.models.registry import register_backbone
 from densekit.ops.window import window_attention
 
-__all__ = ['SwinTransformer', 'convert_swin']
+__all__ = ['SwinTransformer', 'checkpoint_filter_fn']
 
 
 class SwinPatchEmbed(nn.Module):
@@ -50,7 +48,7 @@ class SwinPatchEmbed(nn.Module):
     The input is zero-padded to a multiple of ``patch_size`` first (official dense-prediction code).
     """
 
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, patch_norm: bool = True) -> None:
+    def __init__(self, in_chans: int, embed_dim: int, *, patch_size: int, patch_norm: bool = True) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
@@ -91,7 +89,7 @@ class SwinWindowAttention(nn.Module):
         qkv_bias: bias on the qkv projection.
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True) -> None:
+    def __init__(self, dim: int, *, num_heads: int, window_size: int, qkv_bias: bool = True) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"SwinWindowAttention: dim={dim} is not divisible by num_heads={num_heads}")
@@ -124,40 +122,39 @@ class SwinBlock(nn.Module):
         shift: cyclic shift (0 for W-MSA, ``window_size // 2`` for SW-MSA).
         mlp_ratio: MLP hidden width relative to ``dim``.
         qkv_bias: bias on the qkv projection.
-        drop_path: stochastic-depth probability of both residual branches.
+        drop_path: drop-path probability of both residual branches.
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift: int, mlp_ratio: float = 4.0,
+    def __init__(self, dim: int, *, num_heads: int, window_size: int, shift: int, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_path: float = 0.0) -> None:
         super().__init__()
         self.window_size = window_size
         self.shift = shift
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = SwinWindowAttention(dim, num_heads, window_size, qkv_bias)
+        self.attn = SwinWindowAttention(dim, num_heads=num_heads, window_size=window_size, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = float(drop_path)
-
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return stochastic_depth(x, self.drop_path, 'row', self.training) if self.drop_path > 0 else x
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H, W, C]`` -> ``[B, H, W, C]``."""
         y, size = pad_to_multiple(self.norm1(x), self.window_size)
         y = unpad(self.attn(y, self.shift), size)
-        x = x + self._drop(y)
-        return x + self._drop(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class SwinStage(nn.Module):
     """Optional patch merging (stages 1-3), then ``depth`` blocks alternating W-MSA / SW-MSA."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int,
+    def __init__(self, in_dim: int, dim: int, *, depth: int, num_heads: int, window_size: int,
                  mlp_ratio: float, qkv_bias: bool, drop_paths: Sequence[float], downsample: bool,
                  with_cp: bool = False) -> None:
         super().__init__()
         self.downsample = SwinPatchMerging(in_dim, dim) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[
-            SwinBlock(dim, num_heads, window_size, shift=0 if i % 2 == 0 else window_size // 2,
+            SwinBlock(dim, num_heads=num_heads, window_size=window_size,
+                      shift=0 if i % 2 == 0 else window_size // 2,
                       mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_paths[i])
             for i in range(depth)])
         self.with_cp = with_cp
@@ -183,17 +180,22 @@ class SwinTransformer(BackboneMixin, nn.Module):
         patch_norm: LayerNorm after the patch embedding.
         out_indices: stages (0-based) whose output is returned.
         out_norm: LayerNorm on every returned map (official dense-prediction code).
-        drop_path_rate: stochastic depth, increased linearly over all blocks up to this value
+        drop_path_rate: drop-path probability, rising linearly over all blocks to this value
             (official detection configs: 0.2 for T, 0.3 for S / B).
         frozen_stages: ``-1`` freezes nothing, ``0`` the patch embedding, ``k`` the patch embedding
             and stages ``0..k-1`` (with the patch merging that starts them and their output
             norms); frozen modules stay in eval mode.
+        norm_eval: keep BatchNorms in eval mode while training (Swin has none; accepted for the
+            common contract).
         with_cp: recompute each block in the backward pass (activation checkpointing).
     """
 
     size_divisibility = 0  # pads internally to the patch size and to window multiples
+    channels_last = True
+    stem_attr = 'patch_embed'  # timm's parameter names
+    stages_attr = 'layers'
 
-    def __init__(self,
+    def __init__(self, *,
                  embed_dim: int = 96,
                  depths: Sequence[int] = (2, 2, 6, 2),
                  num_heads: Sequence[int] = (3, 6, 12, 24),
@@ -207,6 +209,7 @@ class SwinTransformer(BackboneMixin, nn.Module):
                  out_norm: bool = True,
                  drop_path_rate: float = 0.0,
                  frozen_stages: int = -1,
+                 norm_eval: bool = False,
                  with_cp: bool = False) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
@@ -215,27 +218,23 @@ class SwinTransformer(BackboneMixin, nn.Module):
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f"SwinTransformer: window_size must be a positive int, got {window_size!r}")
         num_stages = len(depths)
-        self.out_indices = self._check_out_indices(out_indices, num_stages)
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f"SwinTransformer: frozen_stages={frozen_stages} must be in -1..{num_stages}")
-        self.frozen_stages = frozen_stages
+        self._init_contract(num_stages=num_stages, out_indices=out_indices,
+                            frozen_stages=frozen_stages, norm_eval=norm_eval)
         self.window_size = window_size
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
 
-        self.patch_embed = SwinPatchEmbed(in_chans, embed_dim, patch_size, patch_norm)
+        self.patch_embed = SwinPatchEmbed(in_chans, embed_dim, patch_size=patch_size, patch_norm=patch_norm)
         dpr = drop_path_schedule(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList()
-        self.feature_info = []
         start = 0
         for i in range(num_stages):
             self.layers.append(SwinStage(
-                dims[max(i - 1, 0)], dims[i], depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias,
-                dpr[start:start + depths[i]], downsample=i > 0, with_cp=with_cp))
+                dims[max(i - 1, 0)], dims[i], depth=depths[i], num_heads=num_heads[i],
+                window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                drop_paths=dpr[start:start + depths[i]], downsample=i > 0, with_cp=with_cp))
             start += depths[i]
-            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2 ** i, module=f'layers.{i}'))
-        # Norms only for returned maps, so that every parameter gets a gradient (DDP).
-        self.out_norms = nn.ModuleDict({str(i): nn.LayerNorm(dims[i]) for i in self.out_indices}
-                                       if out_norm else {})
+        self._init_feature_info(dims, [patch_size * 2 ** i for i in range(num_stages)])
+        self._init_out_norms(nn.LayerNorm if out_norm else None)
         self.init_weights()
         self._freeze_stages()
 
@@ -244,35 +243,16 @@ class SwinTransformer(BackboneMixin, nn.Module):
         for name, p in self.named_parameters():
             if name.endswith('relative_position_bias_table'):
                 nn.init.trunc_normal_(p, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def frozen_modules(self) -> Iterable[nn.Module]:
-        if self.frozen_stages < 0:
-            return []
-        mods = [self.patch_embed] + list(self.layers[:self.frozen_stages])
-        return mods + [m for i, m in self.out_norms.items() if int(i) < self.frozen_stages]
+        init_trunc_normal_(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.layers):
-            x = stage(x)
-            if i in self.out_indices:
-                out = self.out_norms[str(i)](x) if str(i) in self.out_norms else x
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+        """``[B, in_chans, H, W]`` -> one ``[B, C_i, ceil(H / s_i), ceil(W / s_i)]`` map per out index."""
+        return self.forward_stages(self.patch_embed(x))
 
 
-# --------------------------------------------------------------------------- checkpoints
+# ------------------------------------------------------------------------------------------------
+# Official / timm / OpenMMLab checkpoints -> densekit keys
+# ------------------------------------------------------------------------------------------------
 
 def _unfold_to_official_order(v: torch.Tensor) -> torch.Tensor:
     """Undo the channel order of OpenMMLab's ``nn.Unfold`` patch merging along the last dim.
@@ -303,8 +283,7 @@ def _mmcv_to_official(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-@register_converter('swin')
-def convert_swin(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official (classification or detection/segmentation) or timm Swin -> densekit keys.
 
     Accepted layouts:
@@ -330,7 +309,7 @@ def convert_swin(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tens
                          ('logit_scale', 'SwinV2 (cosine attention)'), ('cpb_mlp', 'SwinV2 (cosine attention)')):
         bad = [k for k in sd if marker in k]
         if bad:
-            raise ValueError(f"convert_swin: unsupported checkpoint: {what} (e.g. key {bad[0]!r})")
+            raise ValueError(f"Swin converter: unsupported checkpoint: {what} (e.g. key {bad[0]!r})")
     if any('.attn.w_msa.' in k or k.startswith('patch_embed.projection.') for k in sd):
         sd = _mmcv_to_official(sd)
     # Official checkpoints merge patches at the end of a stage (stage 0 has a downsample); timm
@@ -344,60 +323,62 @@ def convert_swin(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tens
             k = re.sub(r'^layers\.(\d+)\.downsample\.', lambda m: f'layers.{int(m.group(1)) + 1}.downsample.', k)
         k = re.sub(r'^norm(\d)\.', r'out_norms.\1.', k)
         if not k.startswith(('patch_embed.', 'layers.', 'out_norms.')):
-            raise KeyError(f"convert_swin: unexpected key {k!r} (not a Swin backbone key)")
+            raise KeyError(f"Swin converter: unexpected key {k!r} (not a Swin backbone key)")
         out[k] = v
     return out
 
 
-# --------------------------------------------------------------------------- variants
+register_converter('swin', checkpoint_filter_fn)
 
-def _variant(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], window_size: int,
-             kwargs: dict) -> SwinTransformer:
-    for name in ('embed_dim', 'depths', 'num_heads', 'window_size'):
-        if name in kwargs:
-            raise TypeError(f"'{name}' is fixed by the variant; build SwinTransformer(...) directly to "
-                            f"change it (got {name}={kwargs[name]!r})")
+
+# ------------------------------------------------------------------------------------------------
+# Builder and variants
+# ------------------------------------------------------------------------------------------------
+
+def _create_swin(kwargs: dict, *, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
+                 window_size: int) -> SwinTransformer:
+    check_variant_kwargs(SwinTransformer, ('embed_dim', 'depths', 'num_heads', 'window_size'), kwargs)
     return SwinTransformer(embed_dim=embed_dim, depths=depths, num_heads=num_heads,
                            window_size=window_size, **kwargs)
-
-
-@register_backbone(name='swin_test')
-def swin_test(**kwargs) -> SwinTransformer:
-    """A tiny Swin for tests (not a published model); two blocks per stage so every stage shifts."""
-    return _variant(16, (2, 2, 2, 2), (1, 2, 2, 4), 7, kwargs)
 
 
 @register_backbone(name='swin_tiny')
 def swin_tiny(**kwargs) -> SwinTransformer:
     """Swin-T, window 7 (28M)."""
-    return _variant(96, (2, 2, 6, 2), (3, 6, 12, 24), 7, kwargs)
+    return _create_swin(kwargs, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)
 
 
 @register_backbone(name='swin_small')
 def swin_small(**kwargs) -> SwinTransformer:
     """Swin-S, window 7 (50M)."""
-    return _variant(96, (2, 2, 18, 2), (3, 6, 12, 24), 7, kwargs)
+    return _create_swin(kwargs, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7)
 
 
 @register_backbone(name='swin_base')
 def swin_base(**kwargs) -> SwinTransformer:
     """Swin-B, window 7 (88M; 224 ImageNet-1k / -22k weights)."""
-    return _variant(128, (2, 2, 18, 2), (4, 8, 16, 32), 7, kwargs)
+    return _create_swin(kwargs, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7)
 
 
 @register_backbone(name='swin_base_w12')
 def swin_base_w12(**kwargs) -> SwinTransformer:
     """Swin-B, window 12 (the 384-pretrained weights)."""
-    return _variant(128, (2, 2, 18, 2), (4, 8, 16, 32), 12, kwargs)
+    return _create_swin(kwargs, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12)
 
 
 @register_backbone(name='swin_large')
 def swin_large(**kwargs) -> SwinTransformer:
     """Swin-L, window 7 (197M; ImageNet-22k weights)."""
-    return _variant(192, (2, 2, 18, 2), (6, 12, 24, 48), 7, kwargs)
+    return _create_swin(kwargs, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=7)
 
 
 @register_backbone(name='swin_large_w12')
 def swin_large_w12(**kwargs) -> SwinTransformer:
     """Swin-L, window 12 (the 384-pretrained ImageNet-22k weights used by most detectors)."""
-    return _variant(192, (2, 2, 18, 2), (6, 12, 24, 48), 12, kwargs)
+    return _create_swin(kwargs, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=12)
+
+
+@register_backbone(name='swin_test')
+def swin_test(**kwargs) -> SwinTransformer:
+    """A tiny Swin for tests (not a published model); two blocks per stage so every stage shifts."""
+    return _create_swin(kwargs, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7)

@@ -1,18 +1,29 @@
-"""Any timm model as a dense-prediction backbone, through timm's ``features_only`` API."""
+"""Any timm model as a dense-prediction backbone, through timm's ``features_only`` API.
+
+timm: R. Wightman, "PyTorch Image Models", https://github.com/huggingface/pytorch-image-models.
+"""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Iterable, Sequence
 
+import timm
 import torch
 import torch.nn as nn
 
+from densekit.models.backbones.base import BackboneMixin
 from densekit.models.registry import register_backbone
+
+__all__ = ['TimmBackbone']
 
 
 @register_backbone(name='TimmBackbone')
-class TimmBackbone(nn.Module):
+class TimmBackbone(BackboneMixin, nn.Module):
     """Wraps ``timm.create_model(model_name, features_only=True)``.
+
+    ``feature_info`` describes the returned levels (timm's ``features_only`` model builds only
+    those; ``module`` names are timm's, inside ``self.model``); freezing and ``norm_eval`` come
+    from :class:`BackboneMixin`.
 
     Args:
         model_name: any timm model name that supports ``features_only``.
@@ -30,7 +41,7 @@ class TimmBackbone(nn.Module):
         **model_kwargs: further keyword arguments for ``timm.create_model``.
     """
 
-    def __init__(self,
+    def __init__(self, *,
                  model_name: str,
                  out_indices: Sequence[int] = (1, 2, 3, 4),
                  frozen_stages: int = -1,
@@ -39,8 +50,6 @@ class TimmBackbone(nn.Module):
                  drop_path_rate: float | None = None,
                  **model_kwargs) -> None:
         super().__init__()
-        import timm
-
         if drop_path_rate is not None:
             model_kwargs['drop_path_rate'] = drop_path_rate
         kwargs = dict(features_only=True, out_indices=tuple(out_indices), **model_kwargs)
@@ -67,10 +76,13 @@ class TimmBackbone(nn.Module):
         info = self.model.feature_info
         self.feature_info = [dict(num_chs=c, reduction=r, module=m)
                              for c, r, m in zip(info.channels(), info.reduction(), info.module_name())]
-        self._frozen = self._frozen_modules(frozen_stages)
-        self._freeze()
+        self._frozen = self._timm_frozen_modules(frozen_stages)
+        self._freeze_stages()
 
-    def _frozen_modules(self, frozen_stages: int) -> list[nn.Module]:
+    def frozen_modules(self) -> Iterable[nn.Module]:
+        return self._frozen
+
+    def _timm_frozen_modules(self, frozen_stages: int) -> list[nn.Module]:
         if frozen_stages < 0:
             return []
         # timm counts stride-2 stems as feature levels (e.g. resnet's 'act1'); mmdet's stages
@@ -85,22 +97,8 @@ class TimmBackbone(nn.Module):
             stop = names.index(levels[min(frozen_stages, len(levels)) - 1]) + 1
         return [m for _, m in children[:stop]]
 
-    def _freeze(self) -> None:
-        for m in self._frozen:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``[B, C, H, W]`` -> one NCHW map per timm feature level of ``out_indices``."""
         feats = self.model(x)
         # A few timm families (e.g. some ViT-likes) emit NHWC; the contract is NCHW.
         out = []

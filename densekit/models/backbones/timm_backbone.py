@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from densekit.models.backbones.base import BackboneMixin
 from densekit.models.registry import register_backbone
+from densekit.utils.download import resolve_checkpoint
 
 __all__ = ['TimmBackbone']
 
@@ -56,7 +57,6 @@ class TimmBackbone(BackboneMixin, nn.Module):
         if pretrained is True:
             kwargs.update(pretrained=True)
         elif pretrained:
-            from densekit.utils.download import resolve_checkpoint
             pretrained = resolve_checkpoint(pretrained)
             if not os.path.isfile(pretrained):
                 # timm raises a FileNotFoundError with an empty message (the path only in a log)

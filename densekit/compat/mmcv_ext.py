@@ -266,12 +266,33 @@ def _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation
                    group, deformable_group)
 
 
+def _modulated_offset_mask(input, weight, offset, mask, kw):
+    """Offset and mask as mmcv's modulated kernels read them: indexed by the output size, with
+    no shape check (see :func:`densekit.ops.deform_conv.mmcv_offset_view`)."""
+    from densekit.ops.deform_conv import mmcv_offset_view, output_size
+    kh, kw_ = weight.shape[-2:]
+    out_hw = output_size(input.shape[-2:], (kh, kw_), kw['stride'], kw['padding'],
+                         kw['dilation'])
+    taps = kw['deform_groups'] * kh * kw_
+    return mmcv_offset_view(offset, out_hw, 2 * taps), mmcv_offset_view(mask, out_hw, taps)
+
+
+def _scatter_to(grad, like):
+    """Gradient of :func:`mmcv_offset_view`'s result mapped back onto the viewed tensor."""
+    if grad.shape == like.shape:
+        return grad
+    full = grad.new_zeros(like.shape[0], like[0].numel())
+    full[:, :grad[0].numel()] = grad.reshape(grad.shape[0], -1)
+    return full.reshape(like.shape)
+
+
 def _modulated_deform_conv_forward(input, weight, bias, ones, offset, mask, output, columns,
                                    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                                    dilation_h, dilation_w, group, deformable_group, with_bias):
     from densekit.ops.deform_conv import deform_conv2d
     kw = _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                        dilation_w, group, deformable_group)
+    offset, mask = _modulated_offset_mask(input, weight, offset, mask, kw)
     output.copy_(deform_conv2d(input, offset, weight, bias if with_bias else None, mask=mask,
                                **kw))
 
@@ -284,11 +305,12 @@ def _modulated_deform_conv_backward(input, weight, bias, ones, offset, mask, col
     kw = _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                        dilation_w, group, deformable_group)
     wanted = ('input', 'offset', 'mask', 'weight') + (('bias',) if with_bias else ())
-    g = deform_conv2d_grads(grad_output, input, offset, weight, bias if with_bias else None,
-                            mask, wanted, **kw)
+    offset_v, mask_v = _modulated_offset_mask(input, weight, offset, mask, kw)
+    g = deform_conv2d_grads(grad_output, input, offset_v, weight, bias if with_bias else None,
+                            mask_v, wanted, **kw)
     grad_input.add_(g['input'])
-    grad_offset.add_(g['offset'])
-    grad_mask.add_(g['mask'])
+    grad_offset.add_(_scatter_to(g['offset'], offset))
+    grad_mask.add_(_scatter_to(g['mask'], mask))
     grad_weight.add_(g['weight'])
     if with_bias:
         grad_bias.add_(g['bias'])

@@ -5,7 +5,7 @@ mmcv's Python wrappers call ``ext_module.<name>(...)`` with the C++ signatures o
 those signatures and argument names. Implemented (CPU and CUDA tensors, with backward):
 ``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``, ``roi_pool_*``,
 ``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``, ``deform_conv_*``,
-``modulated_deform_conv_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
+``modulated_deform_conv_*``, ``psamask_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
 that ``mmcv.ops`` imports, and calling it raises :class:`PortableOpUnavailable` naming the op.
 """
 from __future__ import annotations
@@ -316,6 +316,21 @@ def _modulated_deform_conv_backward(input, weight, bias, ones, offset, mask, col
         grad_bias.add_(g['bias'])
 
 
+def _psamask_forward(input, output, psa_type, num_, h_feature, w_feature, h_mask, w_mask,
+                     half_h_mask, half_w_mask):
+    from densekit.ops.psamask import PSA_TYPES, psamask_forward
+    output.copy_(psamask_forward(input, PSA_TYPES[int(psa_type)], int(h_mask), int(w_mask),
+                                 int(half_h_mask), int(half_w_mask)).reshape(output.shape))
+
+
+def _psamask_backward(grad_output, grad_input, psa_type, num_, h_feature, w_feature, h_mask,
+                      w_mask, half_h_mask, half_w_mask):
+    from densekit.ops.psamask import PSA_TYPES, psamask_backward
+    grad_input.copy_(psamask_backward(grad_output.contiguous(), PSA_TYPES[int(psa_type)],
+                                      int(h_mask), int(w_mask), int(half_h_mask),
+                                      int(half_w_mask)).reshape(grad_input.shape))
+
+
 _IMPLEMENTED: dict = {
     'nms': _nms,
     'softnms': _softnms,
@@ -336,6 +351,8 @@ _IMPLEMENTED: dict = {
     'deform_conv_backward_parameters': _deform_conv_backward_parameters,
     'modulated_deform_conv_forward': _modulated_deform_conv_forward,
     'modulated_deform_conv_backward': _modulated_deform_conv_backward,
+    'psamask_forward': _psamask_forward,
+    'psamask_backward': _psamask_backward,
 }
 
 for _name in _ALL_NAMES:

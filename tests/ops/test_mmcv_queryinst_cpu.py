@@ -59,8 +59,16 @@ def _small_queryinst():
     return cfg
 
 
-def test_queryinst_trains_and_predicts_on_cpu():
+def test_queryinst_trains_and_predicts_on_cpu(monkeypatch):
     require_portable_ext()
+    from densekit.compat import mmdet_cpu
+    inverted = []
+
+    def spy(boxes, img_h, img_w):
+        inverted.append(mmdet_cpu._tight_region_inverted.__wrapped__(boxes, img_h, img_w))
+        return inverted[-1]
+    spy.__wrapped__ = mmdet_cpu._tight_region_inverted
+    monkeypatch.setattr(mmdet_cpu, '_tight_region_inverted', spy)
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
@@ -84,3 +92,4 @@ def test_queryinst_trains_and_predicts_on_cpu():
         pred = res.pred_instances
         assert len(pred) == 20
         assert tuple(pred.masks.shape[1:]) == shape
+    assert any(inverted), 'a fresh QueryInst predicts inverted boxes; none was pasted'

@@ -65,3 +65,18 @@ def test_mmcv_roi_align_inverted_rois_on_cpu():
     assert torch.equal(out[empty], torch.zeros_like(out[empty]))
     assert_close(out[ORDINARY].detach(), dk.reference.roi_align_forward(
         x.detach(), ROIS[ORDINARY], 3, 4, 0.5, 0, 'avg', True)[0], 'output')
+
+
+def test_mmdet_mask_targets_from_inverted_proposals():
+    """mmdet crops mask targets with RoIAlign (aligned, adaptive grid) at the proposals; an
+    inverted proposal gives an all-zero target on CPU, as on GPU."""
+    require_portable_ext()
+    pytest.importorskip('mmdet')
+    import numpy as np
+    from mmdet.structures.mask import BitmapMasks
+    masks = np.zeros((2, 40, 50), dtype=np.uint8)
+    masks[:, 5:30, 8:40] = 1
+    gt = BitmapMasks(masks, 40, 50)
+    boxes = np.array([[10.0, 8.0, 30.0, 25.0], [35.0, 28.0, 12.0, 6.0]], dtype=np.float32)
+    out = gt.crop_and_resize(boxes, (14, 14), np.array([0, 1]), device='cpu').to_ndarray()
+    assert out[0].sum() > 0 and out[1].sum() == 0

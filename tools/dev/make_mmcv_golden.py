@@ -16,6 +16,8 @@ Each fixture file holds only tensors, numbers, strings, lists and dicts, so the 
 IoU exactly at the threshold, boxes partly or fully outside the image, degenerate RoIs, empty
 inputs, offsets that sample outside the feature map.
 
+``--only NAME ...`` writes just the named fixtures.
+
 mmcv's compiled build has no CPU kernel for ``roi_pool``, ``ms_deform_attn`` or the focal losses;
 those are tested against references / mmcv's own pytorch fallback instead.
 """
@@ -258,6 +260,23 @@ def make_deform_conv_edges(gen: torch.Generator) -> dict:
                 first_step=first_step, mmcv_test=mmcv_test)
 
 
+def make_psamask(gen: torch.Generator) -> dict:
+    """PSAMask collect / distribute, forward and input gradient: odd and even mask sizes, a mask
+    larger than the map (most of each window falls outside), non-square maps."""
+    from mmcv.ops import PSAMask
+    cases = []
+    for mask_size, hw in (((3, 5), (4, 6)), ((5, 5), (3, 3)), ((4, 3), (5, 7)), ((9, 9), (6, 5))):
+        for psa_type in ('collect', 'distribute'):
+            x = torch.randn(2, mask_size[0] * mask_size[1], *hw, generator=gen,
+                            requires_grad=True)
+            out = PSAMask(psa_type, mask_size)(x)
+            grad_out = torch.randn(out.shape, generator=gen)
+            out.backward(grad_out)
+            cases.append(dict(psa_type=psa_type, mask_size=list(mask_size), input=x.detach(),
+                              output=out.detach(), grad_output=grad_out, grad_input=x.grad))
+    return dict(cases=cases)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', type=Path, default=OUT)
@@ -267,7 +286,7 @@ def main() -> None:
     import mmcv
     args.out.mkdir(parents=True, exist_ok=True)
     makers = dict(nms=make_nms, roi_align=make_roi_align, deform_conv=make_deform_conv,
-                  deform_conv_edges=make_deform_conv_edges)
+                  deform_conv_edges=make_deform_conv_edges, psamask=make_psamask)
     for i, (name, make) in enumerate(makers.items()):
         if args.only and name not in args.only:
             continue

@@ -5,7 +5,8 @@ mmcv's Python wrappers call ``ext_module.<name>(...)`` with the C++ signatures o
 those signatures and argument names. Implemented (CPU and CUDA tensors, with backward):
 ``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``, ``roi_pool_*``,
 ``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``, ``deform_conv_*``,
-``modulated_deform_conv_*``, ``psamask_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
+``modulated_deform_conv_*``, ``psamask_*``, ``masked_im2col_forward`` /
+``masked_col2im_forward``; the math lives in ``densekit.ops.<op>``. Every other name exists so
 that ``mmcv.ops`` imports, and calling it raises :class:`PortableOpUnavailable` naming the op.
 """
 from __future__ import annotations
@@ -331,6 +332,17 @@ def _psamask_backward(grad_output, grad_input, psa_type, num_, h_feature, w_feat
                                       int(half_w_mask)).reshape(grad_input.shape))
 
 
+def _masked_im2col_forward(im, mask_h_idx, mask_w_idx, col, kernel_h, kernel_w, pad_h, pad_w):
+    from densekit.ops.masked_conv import masked_im2col
+    col.copy_(masked_im2col(im, mask_h_idx, mask_w_idx, int(kernel_h), int(kernel_w), int(pad_h),
+                            int(pad_w)))
+
+
+def _masked_col2im_forward(col, mask_h_idx, mask_w_idx, im, height, width, channels):
+    from densekit.ops.masked_conv import masked_col2im
+    masked_col2im(col, mask_h_idx, mask_w_idx, im)
+
+
 _IMPLEMENTED: dict = {
     'nms': _nms,
     'softnms': _softnms,
@@ -353,6 +365,8 @@ _IMPLEMENTED: dict = {
     'modulated_deform_conv_backward': _modulated_deform_conv_backward,
     'psamask_forward': _psamask_forward,
     'psamask_backward': _psamask_backward,
+    'masked_im2col_forward': _masked_im2col_forward,
+    'masked_col2im_forward': _masked_col2im_forward,
 }
 
 for _name in _ALL_NAMES:

@@ -99,11 +99,13 @@ def test_op_packages_need_no_openmmlab():
         "for m in ('mmcv', 'mmdet', 'mmengine', 'mmseg'): sys.modules[m] = None",
         'import torch',
         'from densekit.ops import deform_conv, focal_loss, ms_deform_attn, nms, roi_align',
-        'from densekit.ops import psamask, roi_pool',
+        'from densekit.ops import masked_conv, psamask, roi_pool',
         'x = torch.randn(1, 2, 8, 8)',
         'r = torch.tensor([[0, 1., 1., 6., 6.]])',
         'assert roi_align.roi_align(x, r, 2).shape == (1, 2, 2, 2)',
         'assert roi_pool.roi_pool(x, r, 2).shape == (1, 2, 2, 2)',
+        'assert masked_conv.masked_conv2d(x, torch.ones(1, 8, 8), torch.ones(3, 2, 3, 3), '
+        'padding=1).shape == (1, 3, 8, 8)',
         "assert psamask.psamask(torch.randn(1, 9, 4, 4), 'collect', 3).shape == (1, 16, 4, 4)",
         'assert nms.nms(torch.tensor([[0, 0, 1, 1.]]), torch.tensor([1.]), 0.5).tolist() == [0]',
     ])

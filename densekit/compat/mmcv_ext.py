@@ -6,7 +6,7 @@ those signatures and argument names. Implemented (CPU and CUDA tensors, with bac
 ``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``, ``roi_pool_*``,
 ``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``, ``deform_conv_*``,
 ``modulated_deform_conv_*``, ``psamask_*``, ``masked_im2col_forward`` /
-``masked_col2im_forward``; the math lives in ``densekit.ops.<op>``. Every other name exists so
+``masked_col2im_forward``, ``carafe_*``, ``carafe_naive_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
 that ``mmcv.ops`` imports, and calling it raises :class:`PortableOpUnavailable` naming the op.
 """
 from __future__ import annotations
@@ -343,6 +343,42 @@ def _masked_col2im_forward(col, mask_h_idx, mask_w_idx, im, height, width, chann
     masked_col2im(col, mask_h_idx, mask_w_idx, im)
 
 
+def _carafe_grads(top_grad, features, masks, kernel_size, group_size, scale_factor):
+    from densekit.ops.carafe import carafe
+    with torch.enable_grad():
+        f = features.detach().requires_grad_(True)
+        m = masks.detach().requires_grad_(True)
+        out = carafe(f, m, int(kernel_size), int(group_size), int(scale_factor))
+        return torch.autograd.grad(out, (f, m), top_grad)
+
+
+def _carafe_naive_forward(features, masks, output, kernel_size, group_size, scale_factor):
+    from densekit.ops.carafe import carafe
+    output.copy_(carafe(features, masks, int(kernel_size), int(group_size), int(scale_factor)))
+
+
+def _carafe_naive_backward(top_grad, features, masks, bottom_grad, mask_grad, kernel_size,
+                           group_size, scale_factor):
+    gf, gm = _carafe_grads(top_grad, features, masks, kernel_size, group_size, scale_factor)
+    bottom_grad.copy_(gf)
+    mask_grad.copy_(gm)
+
+
+def _carafe_forward(features, masks, rfeatures, routput, rmasks, output, kernel_size,
+                    group_size, scale_factor):
+    # ``rfeatures`` is the buffer mmcv hands back to ``carafe_backward`` (its CUDA kernel keeps
+    # an NHWC copy there); here it keeps the features themselves.
+    _carafe_naive_forward(features, masks, output, kernel_size, group_size, scale_factor)
+    rfeatures.copy_(features)
+
+
+def _carafe_backward(top_grad, rfeatures, masks, rtop_grad, rbottom_grad_hs, rbottom_grad,
+                     rmask_grad, bottom_grad, mask_grad, kernel_size, group_size, scale_factor):
+    gf, gm = _carafe_grads(top_grad, rfeatures, masks, kernel_size, group_size, scale_factor)
+    bottom_grad.copy_(gf)
+    mask_grad.copy_(gm)
+
+
 _IMPLEMENTED: dict = {
     'nms': _nms,
     'softnms': _softnms,
@@ -367,6 +403,10 @@ _IMPLEMENTED: dict = {
     'psamask_backward': _psamask_backward,
     'masked_im2col_forward': _masked_im2col_forward,
     'masked_col2im_forward': _masked_col2im_forward,
+    'carafe_forward': _carafe_forward,
+    'carafe_backward': _carafe_backward,
+    'carafe_naive_forward': _carafe_naive_forward,
+    'carafe_naive_backward': _carafe_naive_backward,
 }
 
 for _name in _ALL_NAMES:

@@ -6,7 +6,7 @@ those signatures and argument names. Implemented (CPU and CUDA tensors, with bac
 ``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``, ``roi_pool_*``,
 ``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``, ``deform_conv_*``,
 ``modulated_deform_conv_*``, ``psamask_*``, ``masked_im2col_forward`` /
-``masked_col2im_forward``, ``carafe_*``, ``carafe_naive_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
+``masked_col2im_forward``, ``carafe_*``, ``carafe_naive_*``, ``deform_roi_pool_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
 that ``mmcv.ops`` imports, and calling it raises :class:`PortableOpUnavailable` naming the op.
 """
 from __future__ import annotations
@@ -379,6 +379,24 @@ def _carafe_backward(top_grad, rfeatures, masks, rtop_grad, rbottom_grad_hs, rbo
     mask_grad.copy_(gm)
 
 
+def _deform_roi_pool_forward(input, rois, offset, output, pooled_height, pooled_width,
+                             spatial_scale, sampling_ratio, gamma):
+    from densekit.ops.deform_roi_pool import deform_roi_pool_forward
+    output.copy_(deform_roi_pool_forward(input, rois, offset, int(pooled_height),
+                                         int(pooled_width), float(spatial_scale),
+                                         int(sampling_ratio), float(gamma)))
+
+
+def _deform_roi_pool_backward(grad_output, input, rois, offset, grad_input, grad_offset,
+                              pooled_height, pooled_width, spatial_scale, sampling_ratio, gamma):
+    from densekit.ops.deform_roi_pool import deform_roi_pool_backward
+    gi, go = deform_roi_pool_backward(grad_output.contiguous(), input, rois, offset,
+                                      float(spatial_scale), int(sampling_ratio), float(gamma))
+    grad_input.add_(gi)
+    if go is not None:
+        grad_offset.add_(go)
+
+
 _IMPLEMENTED: dict = {
     'nms': _nms,
     'softnms': _softnms,
@@ -407,6 +425,8 @@ _IMPLEMENTED: dict = {
     'carafe_backward': _carafe_backward,
     'carafe_naive_forward': _carafe_naive_forward,
     'carafe_naive_backward': _carafe_naive_backward,
+    'deform_roi_pool_forward': _deform_roi_pool_forward,
+    'deform_roi_pool_backward': _deform_roi_pool_backward,
 }
 
 for _name in _ALL_NAMES:

@@ -2,12 +2,13 @@
 
 mmcv's Python wrappers call ``ext_module.<name>(...)`` with the C++ signatures of mmcv 2.1
 (outputs are often pre-allocated tensors written in place). The functions below keep exactly
-those signatures and argument names. Implemented (CPU and CUDA tensors, with backward):
-``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``, ``roi_pool_*``,
-``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``, ``deform_conv_*``,
-``modulated_deform_conv_*``, ``psamask_*``, ``masked_im2col_forward`` /
-``masked_col2im_forward``, ``carafe_*``, ``carafe_naive_*``, ``deform_roi_pool_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
-that ``mmcv.ops`` imports, and calling it raises :class:`PortableOpUnavailable` naming the op.
+those signatures and argument names. Implemented (CPU and CUDA tensors, with backward where mmcv
+has one): ``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``,
+``roi_pool_*``, ``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``,
+``deform_conv_*``, ``modulated_deform_conv_*``, ``psamask_*``, ``masked_im2col_forward`` /
+``masked_col2im_forward``, ``carafe_*``, ``carafe_naive_*``, ``deform_roi_pool_*``; the math
+lives in ``densekit.ops.<op>``. Every other name exists so that ``mmcv.ops`` imports, and
+calling it raises :class:`PortableOpUnavailable` naming the op.
 """
 from __future__ import annotations
 

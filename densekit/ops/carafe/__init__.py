@@ -15,7 +15,6 @@ naive CUDA kernel; its fast kernel computes the same sum). mmcv has no CPU kerne
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

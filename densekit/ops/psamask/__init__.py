@@ -5,7 +5,6 @@ gather backward, on any device.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from densekit.ops.psamask import reference

@@ -10,7 +10,9 @@
   (see :mod:`densekit.compat.dist`);
 * provides ``panopticapi`` (COCO panoptic PQ, for mmdet's ``CocoPanopticMetric``) from
   :mod:`densekit.compat.panopticapi` when no real ``panopticapi`` is installed, in the same
-  last-resort way as ``mmcv._ext``.
+  last-resort way as ``mmcv._ext``;
+* makes mmdet's CPU-only mask pasting behave as its GPU path for inverted boxes
+  (see :mod:`densekit.compat.mmdet_cpu`).
 """
 from __future__ import annotations
 
@@ -86,7 +88,8 @@ def install() -> None:
         sys.meta_path.append(_PortableExtFinder())
     if not any(isinstance(f, _PanopticApiFinder) for f in sys.meta_path):
         sys.meta_path.append(_PanopticApiFinder())
-    from densekit.compat import dist, pycocotools_np2, safe_load
+    from densekit.compat import dist, mmdet_cpu, pycocotools_np2, safe_load
+    mmdet_cpu.install()
     safe_load.install()
     dist.install()
     pycocotools_np2.install()

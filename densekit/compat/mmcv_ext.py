@@ -2,11 +2,13 @@
 
 mmcv's Python wrappers call ``ext_module.<name>(...)`` with the C++ signatures of mmcv 2.1
 (outputs are often pre-allocated tensors written in place). The functions below keep exactly
-those signatures and argument names. Implemented (CPU and CUDA tensors, with backward):
-``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``, ``roi_pool_*``,
-``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``, ``deform_conv_*``,
-``modulated_deform_conv_*``; the math lives in ``densekit.ops.<op>``. Every other name exists so
-that ``mmcv.ops`` imports, and calling it raises :class:`PortableOpUnavailable` naming the op.
+those signatures and argument names. Implemented (CPU and CUDA tensors, with backward where mmcv
+has one): ``nms``, ``softnms``, ``nms_match``, ``bbox_overlaps``, ``roi_align_*``,
+``roi_pool_*``, ``sigmoid_focal_loss_*``, ``softmax_focal_loss_*``, ``ms_deform_attn_*``,
+``deform_conv_*``, ``modulated_deform_conv_*``, ``psamask_*``, ``masked_im2col_forward`` /
+``masked_col2im_forward``, ``carafe_*``, ``carafe_naive_*``, ``deform_roi_pool_*``; the math
+lives in ``densekit.ops.mmcv.<op>``. Every other name exists so that ``mmcv.ops`` imports, and
+calling it raises :class:`PortableOpUnavailable` naming the op.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def get_compiling_cuda_version() -> str:
 # ---------------------------------------------------------------------------------------------
 # Portable implementations with mmcv's C++ signatures (argument names as in mmcv's pybind.cpp;
 # mmcv's Python wrappers pass many of them by keyword). Outputs that mmcv pre-allocates are
-# written in place. The math lives in densekit.ops.<op>; these are thin adapters.
+# written in place. The math lives in densekit.ops.mmcv.<op>; these are thin adapters.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -266,12 +268,33 @@ def _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation
                    group, deformable_group)
 
 
+def _modulated_offset_mask(input, weight, offset, mask, kw):
+    """Offset and mask as mmcv's modulated kernels read them: indexed by the output size, with
+    no shape check (see :func:`densekit.ops.mmcv.deform_conv.mmcv_offset_view`)."""
+    from densekit.ops.mmcv.deform_conv import mmcv_offset_view, output_size
+    kh, kw_ = weight.shape[-2:]
+    out_hw = output_size(input.shape[-2:], (kh, kw_), kw['stride'], kw['padding'],
+                         kw['dilation'])
+    taps = kw['deform_groups'] * kh * kw_
+    return mmcv_offset_view(offset, out_hw, 2 * taps), mmcv_offset_view(mask, out_hw, taps)
+
+
+def _scatter_to(grad, like):
+    """Gradient of :func:`mmcv_offset_view`'s result mapped back onto the viewed tensor."""
+    if grad.shape == like.shape:
+        return grad
+    full = grad.new_zeros(like.shape[0], like[0].numel())
+    full[:, :grad[0].numel()] = grad.reshape(grad.shape[0], -1)
+    return full.reshape(like.shape)
+
+
 def _modulated_deform_conv_forward(input, weight, bias, ones, offset, mask, output, columns,
                                    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                                    dilation_h, dilation_w, group, deformable_group, with_bias):
     from densekit.ops.mmcv.deform_conv import deform_conv2d
     kw = _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                        dilation_w, group, deformable_group)
+    offset, mask = _modulated_offset_mask(input, weight, offset, mask, kw)
     output.copy_(deform_conv2d(input, offset, weight, bias if with_bias else None, mask=mask,
                                **kw))
 
@@ -284,14 +307,95 @@ def _modulated_deform_conv_backward(input, weight, bias, ones, offset, mask, col
     kw = _modulated_kw(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                        dilation_w, group, deformable_group)
     wanted = ('input', 'offset', 'mask', 'weight') + (('bias',) if with_bias else ())
-    g = deform_conv2d_grads(grad_output, input, offset, weight, bias if with_bias else None,
-                            mask, wanted, **kw)
+    offset_v, mask_v = _modulated_offset_mask(input, weight, offset, mask, kw)
+    g = deform_conv2d_grads(grad_output, input, offset_v, weight, bias if with_bias else None,
+                            mask_v, wanted, **kw)
     grad_input.add_(g['input'])
-    grad_offset.add_(g['offset'])
-    grad_mask.add_(g['mask'])
+    grad_offset.add_(_scatter_to(g['offset'], offset))
+    grad_mask.add_(_scatter_to(g['mask'], mask))
     grad_weight.add_(g['weight'])
     if with_bias:
         grad_bias.add_(g['bias'])
+
+
+def _psamask_forward(input, output, psa_type, num_, h_feature, w_feature, h_mask, w_mask,
+                     half_h_mask, half_w_mask):
+    from densekit.ops.mmcv.psamask import PSA_TYPES, psamask_forward
+    output.copy_(psamask_forward(input, PSA_TYPES[int(psa_type)], int(h_mask), int(w_mask),
+                                 int(half_h_mask), int(half_w_mask)).reshape(output.shape))
+
+
+def _psamask_backward(grad_output, grad_input, psa_type, num_, h_feature, w_feature, h_mask,
+                      w_mask, half_h_mask, half_w_mask):
+    from densekit.ops.mmcv.psamask import PSA_TYPES, psamask_backward
+    grad_input.copy_(psamask_backward(grad_output.contiguous(), PSA_TYPES[int(psa_type)],
+                                      int(h_mask), int(w_mask), int(half_h_mask),
+                                      int(half_w_mask)).reshape(grad_input.shape))
+
+
+def _masked_im2col_forward(im, mask_h_idx, mask_w_idx, col, kernel_h, kernel_w, pad_h, pad_w):
+    from densekit.ops.mmcv.masked_conv import masked_im2col
+    col.copy_(masked_im2col(im, mask_h_idx, mask_w_idx, int(kernel_h), int(kernel_w), int(pad_h),
+                            int(pad_w)))
+
+
+def _masked_col2im_forward(col, mask_h_idx, mask_w_idx, im, height, width, channels):
+    from densekit.ops.mmcv.masked_conv import masked_col2im
+    masked_col2im(col, mask_h_idx, mask_w_idx, im)
+
+
+def _carafe_grads(top_grad, features, masks, kernel_size, group_size, scale_factor):
+    from densekit.ops.mmcv.carafe import carafe
+    with torch.enable_grad():
+        f = features.detach().requires_grad_(True)
+        m = masks.detach().requires_grad_(True)
+        out = carafe(f, m, int(kernel_size), int(group_size), int(scale_factor))
+        return torch.autograd.grad(out, (f, m), top_grad)
+
+
+def _carafe_naive_forward(features, masks, output, kernel_size, group_size, scale_factor):
+    from densekit.ops.mmcv.carafe import carafe
+    output.copy_(carafe(features, masks, int(kernel_size), int(group_size), int(scale_factor)))
+
+
+def _carafe_naive_backward(top_grad, features, masks, bottom_grad, mask_grad, kernel_size,
+                           group_size, scale_factor):
+    gf, gm = _carafe_grads(top_grad, features, masks, kernel_size, group_size, scale_factor)
+    bottom_grad.copy_(gf)
+    mask_grad.copy_(gm)
+
+
+def _carafe_forward(features, masks, rfeatures, routput, rmasks, output, kernel_size,
+                    group_size, scale_factor):
+    # ``rfeatures`` is the buffer mmcv hands back to ``carafe_backward`` (its CUDA kernel keeps
+    # an NHWC copy there); here it keeps the features themselves.
+    _carafe_naive_forward(features, masks, output, kernel_size, group_size, scale_factor)
+    rfeatures.copy_(features)
+
+
+def _carafe_backward(top_grad, rfeatures, masks, rtop_grad, rbottom_grad_hs, rbottom_grad,
+                     rmask_grad, bottom_grad, mask_grad, kernel_size, group_size, scale_factor):
+    gf, gm = _carafe_grads(top_grad, rfeatures, masks, kernel_size, group_size, scale_factor)
+    bottom_grad.copy_(gf)
+    mask_grad.copy_(gm)
+
+
+def _deform_roi_pool_forward(input, rois, offset, output, pooled_height, pooled_width,
+                             spatial_scale, sampling_ratio, gamma):
+    from densekit.ops.mmcv.deform_roi_pool import deform_roi_pool_forward
+    output.copy_(deform_roi_pool_forward(input, rois, offset, int(pooled_height),
+                                         int(pooled_width), float(spatial_scale),
+                                         int(sampling_ratio), float(gamma)))
+
+
+def _deform_roi_pool_backward(grad_output, input, rois, offset, grad_input, grad_offset,
+                              pooled_height, pooled_width, spatial_scale, sampling_ratio, gamma):
+    from densekit.ops.mmcv.deform_roi_pool import deform_roi_pool_backward
+    gi, go = deform_roi_pool_backward(grad_output.contiguous(), input, rois, offset,
+                                      float(spatial_scale), int(sampling_ratio), float(gamma))
+    grad_input.add_(gi)
+    if go is not None:
+        grad_offset.add_(go)
 
 
 _IMPLEMENTED: dict = {
@@ -314,6 +418,16 @@ _IMPLEMENTED: dict = {
     'deform_conv_backward_parameters': _deform_conv_backward_parameters,
     'modulated_deform_conv_forward': _modulated_deform_conv_forward,
     'modulated_deform_conv_backward': _modulated_deform_conv_backward,
+    'psamask_forward': _psamask_forward,
+    'psamask_backward': _psamask_backward,
+    'masked_im2col_forward': _masked_im2col_forward,
+    'masked_col2im_forward': _masked_col2im_forward,
+    'carafe_forward': _carafe_forward,
+    'carafe_backward': _carafe_backward,
+    'carafe_naive_forward': _carafe_naive_forward,
+    'carafe_naive_backward': _carafe_naive_backward,
+    'deform_roi_pool_forward': _deform_roi_pool_forward,
+    'deform_roi_pool_backward': _deform_roi_pool_backward,
 }
 
 for _name in _ALL_NAMES:

@@ -24,17 +24,18 @@ def test_unported_ext_functions_raise_naming_the_op():
     from densekit.compat import mmcv_ext
     unported = sorted(set(mmcv_ext._ALL_NAMES) - set(mmcv_ext._IMPLEMENTED)
                       - {'get_compiler_version', 'get_compiling_cuda_version'})
-    assert 'psamask_forward' in unported and 'nms' not in unported
+    assert 'box_iou_rotated' in unported and 'nms' not in unported
+    assert not {'psamask_forward', 'carafe_forward', 'deform_roi_pool_forward'} & set(unported)
     for name in unported:
         with pytest.raises(mmcv_ext.PortableOpUnavailable, match=f"'{name}'"):
             getattr(mmcv_ext, name)(torch.zeros(1))
 
 
 def test_unported_op_through_mmcv_api_raises_clear_error():
-    from mmcv.ops import PSAMask
+    from mmcv.ops import box_iou_rotated
     from densekit.compat.mmcv_ext import PortableOpUnavailable
-    with pytest.raises(PortableOpUnavailable, match="'psamask_forward'.*full mmcv"):
-        PSAMask('collect', (3, 3))(torch.randn(1, 9, 4, 4))
+    with pytest.raises(PortableOpUnavailable, match="'box_iou_rotated'.*full mmcv"):
+        box_iou_rotated(torch.rand(2, 5), torch.rand(3, 5))
 
 
 def test_implemented_ext_functions_keep_mmcv_names():
@@ -98,11 +99,16 @@ def test_op_packages_need_no_openmmlab():
         "for m in ('mmcv', 'mmdet', 'mmengine', 'mmseg'): sys.modules[m] = None",
         'import torch',
         'from densekit.ops.mmcv import deform_conv, focal_loss, ms_deform_attn, nms, roi_align',
-        'from densekit.ops.mmcv import roi_pool',
+        'from densekit.ops.mmcv import carafe, deform_roi_pool, masked_conv, psamask, roi_pool',
         'x = torch.randn(1, 2, 8, 8)',
         'r = torch.tensor([[0, 1., 1., 6., 6.]])',
         'assert roi_align.roi_align(x, r, 2).shape == (1, 2, 2, 2)',
         'assert roi_pool.roi_pool(x, r, 2).shape == (1, 2, 2, 2)',
+        'assert masked_conv.masked_conv2d(x, torch.ones(1, 8, 8), torch.ones(3, 2, 3, 3), '
+        'padding=1).shape == (1, 3, 8, 8)',
+        'assert carafe.carafe(x, torch.rand(1, 9, 16, 16), 3, 1, 2).shape == (1, 2, 16, 16)',
+        'assert deform_roi_pool.deform_roi_pool(x, r, None, 2).shape == (1, 2, 2, 2)',
+        "assert psamask.psamask(torch.randn(1, 9, 4, 4), 'collect', 3).shape == (1, 16, 4, 4)",
         'assert nms.nms(torch.tensor([[0, 0, 1, 1.]]), torch.tensor([1.]), 0.5).tolist() == [0]',
     ])
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,

@@ -16,6 +16,8 @@ Each fixture file holds only tensors, numbers, strings, lists and dicts, so the 
 IoU exactly at the threshold, boxes partly or fully outside the image, degenerate RoIs, empty
 inputs, offsets that sample outside the feature map.
 
+``--only NAME ...`` writes just the named fixtures.
+
 mmcv's compiled build has no CPU kernel for ``roi_pool``, ``ms_deform_attn`` or the focal losses;
 those are tested against references / mmcv's own pytorch fallback instead.
 """
@@ -165,15 +167,129 @@ def make_deform_conv(gen: torch.Generator) -> dict:
     return dict(cases=cases)
 
 
+def _dcn_run(modulated, x, off, mask, w, bias, cfg, gen):
+    """Output, a random output gradient and every input gradient of mmcv's functional op."""
+    from mmcv.ops import deform_conv2d, modulated_deform_conv2d
+    leaves = dict(input=x, offset=off, weight=w)
+    if modulated:
+        leaves.update(mask=mask, bias=bias)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in leaves.items()}
+    args = (cfg['stride'], cfg['padding'], cfg['dilation'], cfg['groups'], cfg['deform_groups'])
+    if modulated:
+        out = modulated_deform_conv2d(leaves['input'], leaves['offset'], leaves['mask'],
+                                      leaves['weight'], leaves['bias'], *args)
+    else:
+        out = deform_conv2d(leaves['input'], leaves['offset'], leaves['weight'], *args)
+    grad_out = torch.randn(out.shape, generator=gen)
+    out.backward(grad_out)
+    case = dict(cfg, modulated=modulated, output=out.detach(), grad_output=grad_out,
+                **{k: v.detach() for k, v in leaves.items()},
+                **{f'grad_{k}': v.grad for k, v in leaves.items()})
+    return case
+
+
+def make_deform_conv_edges(gen: torch.Generator) -> dict:
+    """Edge cases of mmcv's deform-conv kernels.
+
+    * ``oversized``: offset / mask larger than the output, which mmcv's modulated kernels read
+      by the output size without a check (DyHead's ``spatial_conv_high``); the offset is a
+      channel slice of one conv output as in DyHead. DCNv1 checks the size: its error is kept.
+    * ``border``: integer offsets with padding 1, so that many taps sit exactly at ``-1`` and on
+      other integer positions, where mmcv's coordinate gradient has its bounds rule.
+    * ``first_step``: a ``(Modulated)DeformConv2dPack`` as mmcv initialises it (zero offset
+      conv), one backward: the offset-conv gradient of a training run's first step.
+    * ``mmcv_test``: the body of mmcv's ``test_modulated_deform_conv`` on CPU.
+    """
+    from mmcv.ops import DeformConv2dPack, ModulatedDeformConv2dPack, deform_conv2d
+    oversized = []
+    for cfg, in_hw, off_hw in (
+            (dict(stride=1, padding=1, dilation=1, groups=1, deform_groups=1), (6, 7), (12, 14)),
+            (dict(stride=2, padding=1, dilation=1, groups=2, deform_groups=2), (7, 8), (6, 9))):
+        dg = cfg['deform_groups']
+        x = torch.randn(2, 4, *in_hw, generator=gen)
+        w = torch.randn(6, 4 // cfg['groups'], 3, 3, generator=gen) * 0.3
+        om = (torch.rand(2, dg * 27, *off_hw, generator=gen) - 0.5) * 4
+        off = om[:, :dg * 18]  # a non-contiguous channel slice, as DyHead's
+        mask = om[:, dg * 18:].sigmoid()
+        bias = torch.randn(6, generator=gen)
+        case = _dcn_run(True, x, off, mask, w, bias, cfg, gen)
+        case['offset_is_slice'] = not off.is_contiguous()
+        oversized.append(case)
+    try:
+        cfg = oversized[0]
+        deform_conv2d(cfg['input'], cfg['offset'], cfg['weight'], 1, 1, 1, 1, 1)
+        v1_error = ''
+    except Exception as e:  # noqa: BLE001 - the message is what is recorded
+        v1_error = str(e)
+    border = []
+    cfg = dict(stride=1, padding=1, dilation=1, groups=1, deform_groups=1)
+    for modulated in (False, True):
+        x = torch.randn(2, 4, 7, 8, generator=gen)
+        w = torch.randn(6, 4, 3, 3, generator=gen) * 0.3
+        off = torch.randint(-2, 3, (2, 18, 7, 8), generator=gen).float()
+        off[0] = 0  # the initial state of every mmcv DCN layer
+        mask = torch.rand(2, 9, 7, 8, generator=gen)
+        bias = torch.randn(6, generator=gen)
+        border.append(_dcn_run(modulated, x, off, mask, w, bias, cfg, gen))
+    first_step = []
+    for cls in (DeformConv2dPack, ModulatedDeformConv2dPack):
+        m = cls(16, 16, 3, padding=1)  # mmcv zero-initialises conv_offset
+        with torch.no_grad():
+            m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * 0.1)
+        x = torch.randn(1, 16, 20, 20, generator=gen).requires_grad_(True)
+        out = m(x)
+        grad_out = torch.randn(out.shape, generator=gen)
+        out.backward(grad_out)
+        first_step.append(dict(modulated=cls is ModulatedDeformConv2dPack, input=x.detach(),
+                               weight=m.weight.detach().clone(), grad_output=grad_out,
+                               output=out.detach(), grad_input=x.grad,
+                               grad_weight=m.weight.grad,
+                               grad_offset_weight=m.conv_offset.weight.grad,
+                               grad_offset_bias=m.conv_offset.bias.grad))
+    # mmcv's tests/test_ops/test_modulated_deform_conv.py, TestMdconv._test_mdconv on CPU.
+    x = torch.tensor([[[[1., 2., 3.], [1., 2., 3.], [1., 2., 3.]]]], requires_grad=True)
+    m = ModulatedDeformConv2dPack(1, 1, kernel_size=(2, 2), stride=1, padding=1,
+                                  deform_groups=1, bias=False)
+    m.weight.data.fill_(1.)
+    out = m(x)
+    out.sum().backward()
+    mmcv_test = dict(input=x.detach(), output=out.detach(), grad_input=x.grad,
+                     grad_weight=m.weight.grad, grad_offset_weight=m.conv_offset.weight.grad,
+                     grad_offset_bias=m.conv_offset.bias.grad)
+    return dict(oversized=oversized, v1_oversized_error=v1_error, border=border,
+                first_step=first_step, mmcv_test=mmcv_test)
+
+
+def make_psamask(gen: torch.Generator) -> dict:
+    """PSAMask collect / distribute, forward and input gradient: odd and even mask sizes, a mask
+    larger than the map (most of each window falls outside), non-square maps."""
+    from mmcv.ops import PSAMask
+    cases = []
+    for mask_size, hw in (((3, 5), (4, 6)), ((5, 5), (3, 3)), ((4, 3), (5, 7)), ((9, 9), (6, 5))):
+        for psa_type in ('collect', 'distribute'):
+            x = torch.randn(2, mask_size[0] * mask_size[1], *hw, generator=gen,
+                            requires_grad=True)
+            out = PSAMask(psa_type, mask_size)(x)
+            grad_out = torch.randn(out.shape, generator=gen)
+            out.backward(grad_out)
+            cases.append(dict(psa_type=psa_type, mask_size=list(mask_size), input=x.detach(),
+                              output=out.detach(), grad_output=grad_out, grad_input=x.grad))
+    return dict(cases=cases)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', type=Path, default=OUT)
+    parser.add_argument('--only', nargs='*', help='fixture names to write (default: all)')
     args = parser.parse_args()
     _check_real_mmcv()
     import mmcv
     args.out.mkdir(parents=True, exist_ok=True)
-    makers = dict(nms=make_nms, roi_align=make_roi_align, deform_conv=make_deform_conv)
+    makers = dict(nms=make_nms, roi_align=make_roi_align, deform_conv=make_deform_conv,
+                  deform_conv_edges=make_deform_conv_edges, psamask=make_psamask)
     for i, (name, make) in enumerate(makers.items()):
+        if args.only and name not in args.only:
+            continue
         gen = torch.Generator().manual_seed(1000 + i)
         data = make(gen)
         data['meta'] = dict(mmcv=str(mmcv.__version__), torch=str(torch.__version__))

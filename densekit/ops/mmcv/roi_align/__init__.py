@@ -4,6 +4,11 @@
 same Caffe2 rule (``aligned`` half-pixel shift, adaptive grid, -1 / size bounds, clamping;
 checked against mmcv's kernel by ``tests/ops/test_mmcv_roi_align.py``). torchvision has no
 ``max`` mode, which always runs the pure-PyTorch reference.
+
+An ``aligned`` RoI with an adaptive grid (``sampling_ratio <= 0``) and ``x2 < x1`` or ``y2 < y1``
+has no samples, so mmcv's CUDA kernel gives 0 and no gradient; torchvision's CPU kernel sizes a
+buffer with the product of the two (then negative) grid sides and fails. Such RoIs are handed to
+torchvision as zero-size RoIs, which give the same 0 on every device.
 """
 from __future__ import annotations
 
@@ -24,12 +29,28 @@ def _torchvision_ops():
     return torch.ops.torchvision if _has_ops() else None
 
 
+def _without_inverted(rois: Tensor, spatial_scale: float, sampling_ratio: int,
+                      aligned: bool) -> Tensor:
+    """``rois`` with every RoI whose adaptive grid is empty or inverted made zero-size."""
+    if sampling_ratio > 0 or not aligned or rois.numel() == 0:
+        return rois  # fixed grids always sample; unaligned sizes are clamped to >= 1
+    start = rois[:, 1:3] * spatial_scale - 0.5
+    end = rois[:, 3:5] * spatial_scale - 0.5
+    inverted = (end < start).any(1)
+    if not bool(inverted.any()):
+        return rois
+    safe = rois.clone()
+    safe[inverted, 3:5] = safe[inverted, 1:3]
+    return safe
+
+
 def roi_align_forward(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int,
                       spatial_scale: float = 1.0, sampling_ratio: int = 0,
                       pool_mode: str = 'avg', aligned: bool = True):
     """``(output, argmax_y, argmax_x)``; see :func:`reference.roi_align_forward`."""
     tv = _torchvision_ops()
     if pool_mode == 'avg' and tv is not None and rois.dtype == input.dtype:
+        rois = _without_inverted(rois, spatial_scale, sampling_ratio, aligned)
         out = tv.roi_align(input, rois, float(spatial_scale), int(pooled_h), int(pooled_w),
                            int(sampling_ratio), bool(aligned))
         return out, input.new_zeros(0), input.new_zeros(0)
@@ -44,6 +65,7 @@ def roi_align_backward(grad_output: Tensor, rois: Tensor, argmax_y: Tensor, argm
     tv = _torchvision_ops()
     if pool_mode == 'avg' and tv is not None and rois.dtype == grad_output.dtype:
         b, c, h, w = (int(v) for v in input_shape)
+        rois = _without_inverted(rois, spatial_scale, sampling_ratio, aligned)
         return tv._roi_align_backward(grad_output, rois, float(spatial_scale),
                                       grad_output.shape[2], grad_output.shape[3], b, c, h, w,
                                       int(sampling_ratio), bool(aligned))

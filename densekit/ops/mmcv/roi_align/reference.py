@@ -15,6 +15,9 @@ Semantics followed (mmcv's CPU kernel, itself Caffe2's):
   ``ceil(roi_size / pooled_size)`` per RoI.
 * A sample with ``y < -1``, ``y > H``, ``x < -1`` or ``x > W`` is 0; otherwise coordinates are
   clamped to ``[0, size - 1]`` before interpolation.
+* An adaptive grid (``sampling_ratio <= 0``) of an ``aligned`` RoI with ``x2 <= x1`` or
+  ``y2 <= y1`` has no samples: ``avg`` gives 0 with no gradient (mmcv's and torchvision's CUDA
+  kernels; mmcv's CPU kernel asserts on negative sizes instead).
 * ``max`` starts from -10000 with a strict ``>`` (first sample wins ties); ``argmax_y`` /
   ``argmax_x`` hold the winning sample's coordinates, or -1 when no sample beat -10000.
 """
@@ -125,7 +128,7 @@ def roi_align_forward(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int,
     gh_all, gw_all = int(grid_h.max()), int(grid_w.max())
     for s, e in _chunks(num_r, pooled_h * pooled_w * max(gh_all, 1) * max(gw_all, 1) * ch):
         gh, gw = int(grid_h[s:e].max()), int(grid_w[s:e].max())
-        if gh == 0 or gw == 0:
+        if gh <= 0 or gw <= 0:
             continue  # empty grids: avg output 0, max output -10000 (set below)
         ys, used_y = _sample_coords(start_h[s:e], bin_h[s:e], grid_h[s:e], pooled_h, gh)
         xs, used_x = _sample_coords(start_w[s:e], bin_w[s:e], grid_w[s:e], pooled_w, gw)
@@ -160,7 +163,7 @@ def roi_align_forward(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int,
         arg_x[s:e] = torch.where(beat, x_best, neg).permute(0, 3, 1, 2)
     if is_max:
         # RoIs whose grid is empty never enter the loop above; the kernel leaves -10000 there.
-        empty = (grid_h == 0) | (grid_w == 0)
+        empty = (grid_h <= 0) | (grid_w <= 0)
         if bool(empty.any()):
             out[empty] = -10000.0
     return out, arg_y, arg_x
@@ -200,7 +203,7 @@ def roi_align_backward(grad_output: Tensor, rois: Tensor, argmax_y: Tensor, argm
     gh_all, gw_all = int(grid_h.max()), int(grid_w.max())
     for s, e in _chunks(num_r, pooled_h * pooled_w * max(gh_all, 1) * max(gw_all, 1) * ch):
         gh, gw = int(grid_h[s:e].max()), int(grid_w[s:e].max())
-        if gh == 0 or gw == 0:
+        if gh <= 0 or gw <= 0:
             continue
         ys, used_y = _sample_coords(start_h[s:e], bin_h[s:e], grid_h[s:e], pooled_h, gh)
         xs, used_x = _sample_coords(start_w[s:e], bin_w[s:e], grid_w[s:e], pooled_w, gw)

@@ -11,3 +11,4 @@ from densekit.models.backbones import nat  # noqa: F401
 from densekit.models.backbones import halonet  # noqa: F401
 from densekit.models.backbones import cswin  # noqa: F401
 from densekit.models.backbones import van  # noqa: F401
+from densekit.models.backbones import hornet  # noqa: F401

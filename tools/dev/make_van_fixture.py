@@ -14,8 +14,8 @@ layer scales would hide a wrong key mapping).
 
 Nothing of the official code is copied here. Its mmcv 1.x / mmseg 0.x imports are replaced by
 stand-ins: ``build_norm_layer`` gives an ``nn.BatchNorm2d`` for the SyncBN config (the same eval-mode
-numerics; see ``_BatchNorm2d`` for the gradient), ``BaseModule`` is ``nn.Module``, the registry and the init helpers are inert (the
-weights are set from the spec).
+numerics; see ``_BatchNorm2d`` for the gradient), ``BaseModule`` is ``nn.Module``, the registry and
+the init helpers are inert (the weights are set from the spec).
 
 Usage::
 
@@ -52,10 +52,11 @@ class _ContiguousGrad(torch.autograd.Function):
 
 class _BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` (same parameters, same forward) whose backward receives a contiguous
-    gradient. The official blocks return ``x.view(B, C, N).permute(0, 2, 1)``, so a gradient that
-    reaches a BatchNorm through them has channels-last strides, and PyTorch's CPU eval-mode
-    ``batch_norm`` backward returns a wrong input gradient for such a ``grad_output`` (checked
-    against finite differences with torch 2.14); the forward is unaffected."""
+    gradient. The official blocks return ``x.view(B, C, N).permute(0, 2, 1)``, so with a batch of
+    one the gradient that reaches a BatchNorm through them has channels-last strides with a batch
+    stride of ``C`` (not ``C * H * W``), and PyTorch's CPU eval-mode ``batch_norm`` backward returns
+    a wrong input gradient for such a ``grad_output`` (checked against the closed form
+    ``grad * weight / sqrt(running_var + eps)`` with torch 2.14); the forward is unaffected."""
 
     def forward(self, x):
         return _ContiguousGrad.apply(super().forward(x))

@@ -345,8 +345,8 @@ def _create_hornet(kwargs: dict, *, base_dim: int, gf: bool, drop_path_rate: flo
     check_variant_kwargs(HorNet, _ARCH if gf else _ARCH + ('gf_sizes',), kwargs)
     kwargs.setdefault('drop_path_rate', drop_path_rate)
     if gf:
-        kwargs.setdefault('gf_sizes', GF_SIZES_224)
-        if any(s is None for s in kwargs['gf_sizes'][2:]) or any(s is not None for s in kwargs['gf_sizes'][:2]):
+        sizes = kwargs.setdefault('gf_sizes', GF_SIZES_224)
+        if len(sizes) != 4 or any(s is not None for s in sizes[:2]) or any(s is None for s in sizes[2:]):
             raise ValueError(f"HorNet _gf variants filter the last two stages globally: "
                              f"gf_sizes={kwargs['gf_sizes']} must be (None, None, (h, w), (h, w))")
     return HorNet(base_dim=base_dim, depths=(2, 3, 18, 2), orders=(2, 3, 4, 5), **kwargs)

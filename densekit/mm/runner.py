@@ -86,7 +86,10 @@ def check_top_level_keys(cfg) -> None:
         if key in RUNNER_KEYS or key in _NOT_TYPOS or key.startswith('_') \
                 or key.endswith('_pipeline') or any(key.startswith(k + '_') for k in RUNNER_KEYS):
             continue
-        close = difflib.get_close_matches(key, RUNNER_KEYS, n=1, cutoff=0.8)
+        # a typo keeps the length about the same; 'pipeline' is a variable, not 'tta_pipeline'
+        candidates = [k for k in RUNNER_KEYS
+                      if abs(len(k) - len(key)) <= 2 and key not in k and k not in key]
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.8)
         if close:
             raise ConfigKeyError(
                 f"{cfg.filename}: top-level key '{key}' is not read by the runner; did you mean "
@@ -134,7 +137,7 @@ def explain_unexpected_kwarg(cfg, error: TypeError) -> TypeError | None:
     for path, d in places:
         params = _init_params(d.get('type'), cfg.get('default_scope')) | _init_params(
             cls_name, cfg.get('default_scope'))
-        close = difflib.get_close_matches(key, sorted(params - set(d)), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(key, sorted(params - {key}), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ''
         lines.append(f"'{path}.{key}' is not an argument of {d.get('type', cls_name)}{hint}")
     return TypeError(f"{cfg.filename}: " + '; '.join(lines) + f' ({error})')

@@ -169,7 +169,7 @@ def safe_load(f: Union[str, os.PathLike, BinaryIO], map_location: Any = None) ->
             ends early, or is not a torch checkpoint at all (all :class:`CheckpointFileError`).
     """
     name = f if isinstance(f, (str, os.PathLike)) else getattr(f, 'name', '<buffer>')
-    _check_whole(f, name)
+    kind = _check_whole(f, name)
     with torch.serialization.safe_globals(allowed_globals()):
         try:
             return torch.load(f, map_location=map_location, weights_only=True)
@@ -181,9 +181,10 @@ def safe_load(f: Union[str, os.PathLike, BinaryIO], map_location: Any = None) ->
             if any(t in str(e).lower() for t in _TRUNCATED):
                 raise _truncated(name, e) from None
             found = re.search(r'GLOBAL ([\w.]+)', str(e))
-            if found and not _global_exists(found.group(1)):
-                # a name that no module defines: bytes cut or damaged inside the pickle (a
-                # truncated legacy file ends mid-name, 'collections.Order'), not a hostile file
+            if kind == 'pickle' and found and not _global_exists(found.group(1)):
+                # legacy format (no zip checksums): a name that no module defines comes from
+                # bytes cut inside the pickle (a truncated file ends mid-name,
+                # 'collections.Order'); it could not run anything either way
                 raise _truncated(name, pickle.UnpicklingError(
                     f'the pickle names {found.group(1)}, which does not exist')) from None
             detail = f'global {found.group(1)}' if found else str(e).splitlines()[0]

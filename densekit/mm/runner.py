@@ -381,6 +381,17 @@ def add_user_arguments(p: argparse.ArgumentParser, training: bool) -> None:
                            help='train this many epochs; schedulers are rescaled to match')
 
 
+def add_curves_hook(runner, cfg) -> None:
+    """Training draws ``<work_dir>/curves.png`` at each validation (densekit.mm.curves) unless
+    the config sets ``plot_curves = False`` or lists a ``CurvesHook`` itself."""
+    if not cfg.get('plot_curves', True):
+        return
+    if any(type(h).__name__ == 'CurvesHook' for h in runner.hooks):
+        return
+    from densekit.mm.curves import CurvesHook
+    runner.register_hook(CurvesHook())
+
+
 def apply_user_arguments(cfg, args) -> None:
     """What :func:`add_user_arguments` asked for, and the config's ``classes``."""
     from mmengine.logging import print_log
@@ -498,6 +509,7 @@ def train(argv: Iterable[str] | None = None):
         cfg.load_from = args.resume
 
     runner = run_explained(cfg, lambda: build_runner(cfg))
+    add_curves_hook(runner, cfg)
     run_explained(cfg, runner.train)
     return runner
 

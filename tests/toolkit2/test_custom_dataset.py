@@ -53,6 +53,7 @@ def test_train_and_test_instance_template_on_balloon(tmp_path):
     log = r.stdout + r.stderr
     assert 'Epoch(train) [1][7/7]' in log  # 13 images, batch 2
     assert 'coco/segm_mAP' in log and 'coco/bbox_mAP' in log
+    assert (wd / 'curves.png').is_file()  # drawn at the validation
     ckpt = wd / 'epoch_1.pth'
     assert ckpt.is_file()
     out = tmp_path / 'results.pkl'

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,3 +69,41 @@ def test_print_config_applies_the_tool_arguments(tmp_path):
     assert cfg.val_evaluator.ann_file == '/data/x/annotations/instances_val.json'
     assert cfg.model.roi_head.bbox_head.num_classes == 2 and cfg.train_cfg.max_epochs == 6
     assert "max_epochs=6" in r.stdout
+
+
+def test_benchmark_reports_images_per_second_and_memory(trained, tmp_path):
+    cfg, _, tmp = trained
+    r = _run('tools/analysis/benchmark.py', cfg, '--device', 'cpu', '--iters', 2, '--warmup', 1,
+             cwd=tmp)
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()
+            if line.startswith(('train ', 'infer '))}
+    assert set(rows) == {'train', 'infer'}
+    assert rows['train'][1] == '4' and rows['infer'][1] == '2'  # 2 batches of 2 / of 1 image
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows.values())
+
+
+def test_confusion_matrix_of_segmentation_predictions(trained, tmp_path):
+    cfg, wd, tmp = trained
+    preds = tmp_path / 'preds'
+    _run('tools/test.py', cfg, wd / 'iter_4.pth', '--work-dir', tmp_path / 'test', '--out', preds,
+         cwd=tmp)
+    out = tmp_path / 'cm.png'
+    r = _run('tools/analysis/confusion_matrix.py', cfg, preds, '--out', out, cwd=tmp)
+    assert out.is_file()
+    rows = (tmp_path / 'cm.csv').read_text().splitlines()
+    assert rows[0].split(',')[1:] == ['a', 'b', 'c', 'd']
+    counts = np.array([[int(v) for v in row.split(',')[1:]] for row in rows[1:]])
+    # every labelled pixel of the 4 validation images (32 x 32, all labelled) is counted once
+    assert counts.sum() == 4 * 32 * 32
+    assert '4 x 4' in r.stdout
+
+
+def test_browse_dataset_draws_pipeline_output(trained, tmp_path):
+    from PIL import Image
+    cfg, _, tmp = trained
+    out = tmp_path / 'browse'
+    r = _run('tools/analysis/browse_dataset.py', cfg, '--num', 2, '--out-dir', out, cwd=tmp)
+    assert '2 images written' in r.stdout
+    files = sorted(out.glob('*.png'))
+    assert [f.name for f in files] == ['000.png', '001.png']
+    assert Image.open(files[0]).size[0] >= 32

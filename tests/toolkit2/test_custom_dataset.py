@@ -63,6 +63,14 @@ def test_train_and_test_instance_template_on_balloon(tmp_path):
     # a model trained for 7 iterations may predict nothing above the score threshold; then
     # tools/test.py refuses to report a metric: both outcomes prove the evaluation ran on balloon
     assert r.returncode == 0 and 'coco/segm_mAP' in log or 'returned no metric' in log, log[-3000:]
+    if out.is_file():  # predictions were dumped: their confusion matrix
+        png = tmp_path / 'cm.png'
+        r = run_tool('tools/analysis/confusion_matrix.py', cfg, out, '--out', png, '--data-root',
+                     root, '--score-thr', 0.0, cwd=tmp_path)
+        rows = (tmp_path / 'cm.csv').read_text().splitlines()
+        assert rows[0].split(',')[1:] == ['balloon', 'background']
+        counts = [[int(v) for v in row.split(',')[1:]] for row in rows[1:]]
+        assert counts[0][0] + counts[0][1] == 50  # every balloon: found or missed
 
 
 def test_data_root_rewrites_dataloaders_and_evaluators(tmp_path):

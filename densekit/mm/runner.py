@@ -72,7 +72,7 @@ RUNNER_KEYS = (
     'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from', 'resume',
     'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer', 'default_scope',
     'randomness', 'experiment_name', 'runner_type', 'model_wrapper_cfg', 'custom_imports',
-    'tta_model', 'tta_pipeline', 'densekit_hooks', 'classes', 'plot_curves')
+    'tta_model', 'tta_pipeline', 'densekit_hooks', 'classes', 'plot_curves', 'tensorboard')
 # common top-level variables that are near-misses of a runner key (mmdet / mmseg configs use them)
 _NOT_TYPOS = ('models', 'conv_cfg', 'norm_cfg', 'act_cfg')
 
@@ -392,6 +392,27 @@ def add_curves_hook(runner, cfg) -> None:
     runner.register_hook(CurvesHook())
 
 
+def enable_tensorboard(cfg) -> bool:
+    """``tensorboard = True`` in a config adds mmengine's ``TensorboardVisBackend`` to the
+    visualizer (event files in ``<work_dir>/<timestamp>/vis_data/``), next to the local json
+    scalars. TensorBoard is an optional extra: ``pip install -e ".[tensorboard]"``."""
+    if not cfg.get('tensorboard', False):
+        return False
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ImportError(f'tensorboard = True in {cfg.filename} needs TensorBoard, which is an '
+                          'optional extra: pip install -e ".[tensorboard]" (or pip install '
+                          'tensorboard)') from None
+    if 'visualizer' not in cfg:
+        raise KeyError(f'tensorboard = True needs a visualizer in {cfg.filename}')
+    backends = list(cfg.visualizer.get('vis_backends') or [])
+    if not any(str(b.get('type', '')).endswith('TensorboardVisBackend') for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    cfg.visualizer['vis_backends'] = backends
+    return True
+
+
 def apply_user_arguments(cfg, args) -> None:
     """What :func:`add_user_arguments` asked for, and the config's ``classes``."""
     from mmengine.logging import print_log
@@ -402,6 +423,7 @@ def apply_user_arguments(cfg, args) -> None:
         print_log(f'schedule rescaled by {factor:.4g}: train_cfg={dict(cfg.train_cfg)}',
                   logger='current')
     apply_classes(cfg)
+    enable_tensorboard(cfg)
 
 
 # densekit's hooks of the det / seg / depth runtimes (configs/_base_/default_runtime_*.py): a

@@ -424,6 +424,12 @@ def apply_user_arguments(cfg, args) -> None:
                   logger='current')
     apply_classes(cfg)
     enable_tensorboard(cfg)
+    for key in ('train_cfg.max_iters', 'train_cfg.max_epochs'):
+        if key in (getattr(args, 'cfg_options', None) or {}) and cfg.get('param_scheduler'):
+            flag = '--' + key.split('.')[1].replace('_', '-')
+            print_log(f"--cfg-options {key} changes the loop only: the schedulers' begin / end / "
+                      f'milestones keep their values; {flag} N rescales them too',
+                      logger='current', level=logging.WARNING)
 
 
 # densekit's hooks of the det / seg / depth runtimes (configs/_base_/default_runtime_*.py): a

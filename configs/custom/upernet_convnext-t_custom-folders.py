@@ -24,7 +24,7 @@ model = dict(
     backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained) if pretrained else None),
     decode_head=dict(num_classes=num_classes),
     auxiliary_head=dict(num_classes=num_classes))
-_load = dict(type='LoadAnnotations', reduce_zero_label=reduce_zero_label)
+_load = dict(type='LoadAnnotations')  # reduce_zero_label comes from the dataset
 train_pipeline = [
     dict(type='LoadImageFromFile'), _load,
     dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),

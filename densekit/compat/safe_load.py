@@ -28,6 +28,99 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """Raised when a checkpoint holds objects outside the allow-list."""
 
 
+class CheckpointFileError(ValueError):
+    """A file that cannot be a whole checkpoint (no code from it ran, nothing unsafe in it)."""
+
+
+class EmptyCheckpointError(CheckpointFileError):
+    """The file has zero bytes (a save that never wrote, a failed copy)."""
+
+
+class TruncatedCheckpointError(CheckpointFileError):
+    """The file starts like a checkpoint but ends early (an interrupted download or copy)."""
+
+
+class NotACheckpointError(CheckpointFileError):
+    """The file is neither a torch zip archive nor a pickle (a text / HTML page, random bytes)."""
+
+
+_ZIP_MAGIC = b'PK\x03\x04'
+_TRUNCATED = ('central directory', 'unexpected eof', 'truncated', 'ran out of input',
+              'file might be corrupted')
+
+
+def _head(f) -> tuple[bytes, int | None]:
+    """The first bytes of ``f`` and its size (``None`` when unknown), leaving ``f`` where it was."""
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, 'rb') as fh:
+            return fh.read(512), os.path.getsize(f)
+    if hasattr(f, 'seek') and hasattr(f, 'tell'):
+        pos = f.tell()
+        head = f.read(512)
+        f.seek(0, os.SEEK_END)
+        size = f.tell() - pos
+        f.seek(pos)
+        return head, size
+    return b'', None
+
+
+def _format_of(head: bytes) -> str:
+    """'zip' (torch >= 1.6), 'pickle' (legacy torch.save, protocol >= 2), 'tar' (torch < 0.4)."""
+    if head.startswith(_ZIP_MAGIC):
+        return 'zip'
+    if head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05'):
+        return 'pickle'
+    if head[257:262] == b'ustar':
+        return 'tar'
+    return 'other'
+
+
+def _check_whole(f, name: str) -> str:
+    """Raises the :class:`CheckpointFileError` that fits a file which is not a whole checkpoint."""
+    head, size = _head(f)
+    if size == 0:
+        raise EmptyCheckpointError(
+            f'checkpoint {name} is empty (0 bytes): the save or copy that wrote it did not finish; '
+            'use another checkpoint or write it again')
+    kind = _format_of(head)
+    if kind == 'other' and size is not None:
+        shown = head[:16]
+        text = ' (it looks like text: an HTML error page or a pointer file?)' if head[:64].isascii() \
+            and head[:64].strip() else ''
+        raise NotACheckpointError(
+            f'{name} is not a checkpoint: it is neither a torch zip archive nor a pickle (starts '
+            f'with {shown!r}){text}')
+    if kind == 'zip' and isinstance(f, (str, os.PathLike)):
+        import zipfile
+        if not zipfile.is_zipfile(f):
+            raise TruncatedCheckpointError(
+                f'checkpoint {name} ({size} bytes) is truncated: the zip archive torch.save writes '
+                'has no end record (an interrupted download or copy); fetch or copy it again')
+    return kind
+
+
+def _global_exists(dotted: str) -> bool:
+    """Whether ``module.attr`` could name a real object, judged without importing anything new:
+    an unknown top-level module, or a loaded module without that attribute, cannot."""
+    import importlib.util
+    import sys
+    module, _, attr = dotted.rpartition('.')
+    if not module:
+        return False
+    if module in sys.modules:
+        return hasattr(sys.modules[module], attr.split('.')[0])
+    try:
+        return importlib.util.find_spec(module.split('.')[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _truncated(name: str, e: BaseException) -> TruncatedCheckpointError:
+    return TruncatedCheckpointError(
+        f'checkpoint {name} is truncated or damaged ({type(e).__name__}: '
+        f'{str(e).splitlines()[0] if str(e) else "end of file"}); fetch or copy it again')
+
+
 def _numpy_globals() -> List[Any]:
     try:
         from numpy._core.multiarray import _reconstruct, scalar
@@ -72,13 +165,28 @@ def safe_load(f: Union[str, os.PathLike, BinaryIO], map_location: Any = None) ->
     Raises:
         UnsafeCheckpointError: the file references a global outside the allow-list (e.g. a
             pickle that would call ``os.system``); nothing from it is executed.
+        EmptyCheckpointError, TruncatedCheckpointError, NotACheckpointError: the file is empty,
+            ends early, or is not a torch checkpoint at all (all :class:`CheckpointFileError`).
     """
     name = f if isinstance(f, (str, os.PathLike)) else getattr(f, 'name', '<buffer>')
+    kind = _check_whole(f, name)
     with torch.serialization.safe_globals(allowed_globals()):
         try:
             return torch.load(f, map_location=map_location, weights_only=True)
+        except (EOFError, RuntimeError) as e:
+            if isinstance(e, EOFError) or any(t in str(e).lower() for t in _TRUNCATED):
+                raise _truncated(name, e) from None
+            raise
         except pickle.UnpicklingError as e:
+            if any(t in str(e).lower() for t in _TRUNCATED):
+                raise _truncated(name, e) from None
             found = re.search(r'GLOBAL ([\w.]+)', str(e))
+            if kind == 'pickle' and found and not _global_exists(found.group(1)):
+                # legacy format (no zip checksums): a name that no module defines comes from
+                # bytes cut inside the pickle (a truncated file ends mid-name,
+                # 'collections.Order'); it could not run anything either way
+                raise _truncated(name, pickle.UnpicklingError(
+                    f'the pickle names {found.group(1)}, which does not exist')) from None
             detail = f'global {found.group(1)}' if found else str(e).splitlines()[0]
             raise UnsafeCheckpointError(
                 f"refusing to load checkpoint {name}: it references objects outside densekit's "

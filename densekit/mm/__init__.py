@@ -35,6 +35,7 @@ import mmengine  # noqa: F401  (ImportError here means the stack is absent)
 _MODULES = (
     'densekit.mm.backbones',
     'densekit.mm.hooks',
+    'densekit.mm.curves',
     'densekit.mm.optim',
     'densekit.mm.tta',
     'densekit.mm.depth',

@@ -121,9 +121,16 @@ class NumClassesCheckHook(Hook):
     training (for the train and validation sets), before validation and before testing.
     mmdet's ``NumClassCheckHook`` does the same with ``assert``s, for mmdet models only and not
     before testing.
+
+    The same hook checks the backbone's output channels against the neck's (or head's)
+    ``in_channels`` (:func:`check_channels`), which would otherwise be a conv2d shape error in the
+    first step.
     """
 
     priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        check_channels(_unwrap(runner.model))
 
     def before_train(self, runner) -> None:
         self._check(runner, 'train_dataloader', runner.train_loop)
@@ -173,6 +180,63 @@ def _short_names(classes, limit: int = 4) -> str:
     return repr(names) if len(names) <= limit else f"({', '.join(map(repr, names[:limit]))}, ...)"
 
 
+def backbone_out_channels(backbone) -> list[int] | None:
+    """The channels of the maps ``backbone`` returns, from its ``feature_info`` (``None`` when it
+    has none). densekit backbones describe every stage (selected by ``out_indices``);
+    ``TimmBackbone`` describes the returned levels only."""
+    info = getattr(backbone, 'feature_info', None)
+    out = getattr(backbone, 'out_indices', None)
+    if not isinstance(info, (list, tuple)) or not info or not all(isinstance(i, dict) for i in info):
+        return None
+    channels = [int(i['num_chs']) for i in info]
+    if out is None or len(out) == len(channels):
+        return channels
+    if max(out) < len(channels):
+        return [channels[i] for i in out]
+    return None
+
+
+def check_channels(model) -> None:
+    """Compares the backbone's output channels with ``model.neck.in_channels`` (the first neck of
+    a list), or without a neck with the decode / panoptic head's; raises ``ValueError``."""
+    backbone = getattr(model, 'backbone', None)
+    channels = backbone_out_channels(backbone) if backbone is not None else None
+    if channels is None:
+        return
+    neck = getattr(model, 'neck', None)
+    if isinstance(neck, (torch.nn.Sequential, torch.nn.ModuleList)) and len(neck):
+        neck, field = neck[0], 'model.neck[0].in_channels'
+    else:
+        field = 'model.neck.in_channels'
+    if neck is not None:
+        takes = getattr(neck, 'in_channels', None)
+        given = channels
+    else:
+        for name in ('decode_head', 'panoptic_head'):
+            head = getattr(model, name, None)
+            if head is not None:
+                break
+        else:
+            return
+        field = f'model.{name}.in_channels'
+        takes = getattr(head, 'in_channels', None)
+        index = getattr(head, 'in_index', None)  # mmseg heads pick their inputs by index
+        given = channels
+        if isinstance(index, (list, tuple)) and max(index) < len(channels):
+            given = [channels[i] for i in index]
+        elif isinstance(index, int) and -len(channels) <= index < len(channels):
+            given = channels[index]
+    if isinstance(takes, (list, tuple)):
+        takes = [int(c) for c in takes]
+    elif not isinstance(takes, int):
+        return
+    if takes != given:
+        raise ValueError(
+            f'{type(backbone).__name__} backbone outputs {given} channels '
+            f'(out_indices={tuple(getattr(backbone, "out_indices", ()))}) but {field}={takes}; '
+            f'set {field}={given} in the config')
+
+
 class BackboneCheckpointHook(Hook):
     """Converts the backbone part of a ``load_from`` checkpoint (``tools/test.py CKPT`` too) to
     densekit's keys, as ``init_cfg`` does: an official / timm backbone release, or an mmdet /
@@ -220,7 +284,8 @@ class BackboneCheckpointHook(Hook):
 
 
 class CheckpointCoversModelHook(Hook):
-    """``tools/test.py``: refuses a checkpoint that leaves weights of the model unloaded.
+    """``tools/test.py``: refuses a checkpoint that leaves weights of the model unloaded or whose
+    weights differ in shape from the model's.
 
     mmengine loads ``load_from`` with ``strict=False``: a checkpoint of another model (or a
     backbone-only release) was evaluated with randomly initialised heads, reporting mAP 0 with the
@@ -234,13 +299,27 @@ class CheckpointCoversModelHook(Hook):
         model = _unwrap(runner.model)
         sd = checkpoint.get('state_dict', checkpoint)
         have = {k[len('module.'):] if k.startswith('module.') else k for k in sd}
-        expected = list(model.state_dict())
+        own = model.state_dict()
+        expected = list(own)
         missing = [k for k in expected if k not in have]
         if missing:
             raise ValueError(
                 f'checkpoint {runner._load_from} lacks {len(missing)} of the {len(expected)} '
                 f'weights of the model in {runner.cfg.filename} (e.g. {missing[:3]}); it was not '
                 'trained with this config, and testing would use untrained weights for them')
+        # mmengine skips a tensor whose shape differs (a "size mismatch" log line) and keeps the
+        # random initialisation: a 5-class checkpoint under a 1-class config was evaluated so
+        mismatched = []
+        for k, v in sd.items():
+            k = k[len('module.'):] if k.startswith('module.') else k
+            if k in own and hasattr(v, 'shape') and tuple(v.shape) != tuple(own[k].shape):
+                mismatched.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}')
+        if mismatched:
+            raise ValueError(
+                f'checkpoint {runner._load_from} does not fit the model in {runner.cfg.filename}: '
+                f'{len(mismatched)} weights differ in shape (e.g. {mismatched[:3]}); a different '
+                'num_classes / classes or another model size than the config, and testing would use '
+                'untrained weights for them')
 
 
 def _unwrap(model):

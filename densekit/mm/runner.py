@@ -62,7 +62,8 @@ def load_config(path: str, options: dict | None = None):
 # densekit's hooks of the det / seg / depth runtimes (configs/_base_/default_runtime_*.py): a
 # config that sets its own ``custom_hooks`` (mmengine replaces lists, it does not merge them)
 # would otherwise drop them without a word
-DENSEKIT_HOOKS = ('RNGStateHook', 'NumClassesCheckHook', 'BackboneCheckpointHook')
+DENSEKIT_HOOKS = ('RNGStateHook', 'NumClassesCheckHook', 'BackboneCheckpointHook',
+                  'PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook')
 
 
 def add_densekit_hooks(cfg) -> list[str]:
@@ -118,6 +119,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--work-dir', help='where logs and checkpoints go')
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from CKPT, or from the latest checkpoint in work-dir if no CKPT')
+    p.add_argument('--resume-fallback', action='store_true',
+                   help='if the resume checkpoint is truncated or corrupted, resume from the '
+                        'newest intact checkpoint of its folder')
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--auto-scale-lr', action='store_true', help='scale lr by the batch size')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -161,6 +165,9 @@ def train(argv: Iterable[str] | None = None):
         cfg.resume = True
         cfg.load_from = args.resume
 
+    if cfg.get('resume'):
+        from densekit.mm.reliability import check_resume
+        cfg.load_from = check_resume(cfg.work_dir, cfg.get('load_from'), args.resume_fallback)
     runner = build_runner(cfg)
     runner.train()
     return runner

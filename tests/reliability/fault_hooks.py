@@ -56,7 +56,8 @@ class FailCheckpointWriteHook(Hook):
 @HOOKS.register_module(force=True)
 class NaNInputHook(Hook):
     """Turns the backbone's input of train iterations ``$TEST_NAN_AT`` into NaN (a corrupt
-    batch): its loss is NaN and so would be every gradient."""
+    batch: its loss is NaN and so would be every gradient), and the gradient of the head's
+    classifier weight in iterations ``$TEST_NAN_GRAD_AT`` (a finite loss)."""
 
     def before_train(self, runner) -> None:
         self._armed = False
@@ -71,3 +72,9 @@ class NaNInputHook(Hook):
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         self._armed = runner.iter + 1 in _iters('TEST_NAN_AT')
+        if runner.iter + 1 in _iters('TEST_NAN_GRAD_AT'):
+            # a finite loss whose backward yields a NaN gradient for one parameter
+            model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+            param = model.decode_head.conv_seg.weight
+            handle = []
+            handle.append(param.register_hook(lambda g: (handle.pop().remove(), g * float('nan'))[1]))

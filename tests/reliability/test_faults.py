@@ -193,11 +193,8 @@ def test_killed_during_checkpoint_write_resumes_from_the_previous_one(tiny, full
     _assert_same_weights(_weights(full), _weights(wd))
 
 
-def test_resume_from_a_truncated_checkpoint(tiny, full, tmp_path):
-    """last_checkpoint names a truncated iter_8.pth: --resume refuses it, names the reason and
-    the newest intact checkpoint; --resume-fallback resumes from iter_6.pth and ends with the
-    uninterrupted run's weights."""
-    wd = tmp_path / 'corrupt'
+def _truncated_work_dir(full, wd):
+    """A work dir whose last_checkpoint names a truncated iter_8.pth (iter_4 and iter_6 intact)."""
     wd.mkdir()
     for name in ('iter_4.pth', 'iter_6.pth', 'iter_8.pth'):
         for suffix in ('', '.sha256'):
@@ -205,12 +202,26 @@ def test_resume_from_a_truncated_checkpoint(tiny, full, tmp_path):
     (wd / 'last_checkpoint').write_text(str(wd / 'iter_8.pth'))
     with open(wd / 'iter_8.pth', 'r+b') as f:
         f.truncate(os.path.getsize(wd / 'iter_8.pth') // 2)
+    return wd
+
+
+def test_resume_refuses_a_truncated_checkpoint(tiny, full, tmp_path):
+    """--resume from a truncated iter_8.pth stops before training, naming the file, the reason
+    and the newest intact checkpoint."""
+    wd = _truncated_work_dir(full, tmp_path / 'corrupt')
     r, log = _train(tiny, wd, '--resume', expect=None)
-    assert r.returncode != 0
+    assert r.returncode != 0 and 'Iter(train)' not in log
     assert f'cannot resume from {wd / "iter_8.pth"}' in log and 'truncated or corrupted' in log
     assert f'the newest intact checkpoint is {wd / "iter_6.pth"}' in log
+
+
+@pytest.mark.slow
+def test_resume_fallback_takes_the_newest_intact_checkpoint(tiny, full, tmp_path):
+    """--resume --resume-fallback resumes from iter_6.pth instead of the truncated iter_8.pth and
+    ends with the uninterrupted run's weights."""
+    wd = _truncated_work_dir(full, tmp_path / 'corrupt')
     _, log = _train(tiny, wd, '--resume', '--resume-fallback')
-    assert 'resumed epoch: 0, iter: 6' in log
+    assert 'resuming from the newest intact checkpoint' in log and 'resumed epoch: 0, iter: 6' in log
     _assert_same_weights(_weights(full), _weights(wd))
 
 
@@ -226,6 +237,7 @@ def test_non_finite_loss_stops_naming_iteration_term_and_images(tiny, tmp_path):
     assert len(images) == 2 and all(p.endswith('.jpg') and os.path.isfile(p) for p in images)
 
 
+@pytest.mark.slow
 def test_non_finite_steps_are_skipped_up_to_the_cap(tiny, tmp_path):
     """action='skip', max_skips=1: the NaN-loss step of iteration 3 is skipped (the weights of
     iter_4.pth are finite), the NaN-gradient step of iteration 5 is the second and stops the run
@@ -240,3 +252,14 @@ def test_non_finite_steps_are_skipped_up_to_the_cap(tiny, tmp_path):
             'is not finite') in log and '2 steps skipped, more than max_skips=1' in log
     state = torch.load(wd / 'iter_4.pth', weights_only=False)['state_dict']
     assert all(torch.isfinite(v).all() for k, v in state.items() if v.is_floating_point() and 'running' not in k)
+
+
+# ------------------------------------------------------------------------------ determinism
+@pytest.mark.slow
+def test_two_runs_with_the_same_seed_give_identical_weights(tiny, full, tmp_path):
+    wd = tmp_path / 'again'
+    _train(tiny, wd)
+    a, b = _weights(full), _weights(wd)
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -66,11 +66,9 @@ class PreemptionHook(Hook):
         self._previous: dict = {}
 
     def _handler(self, signum, frame) -> None:
+        # only a flag: logging from a signal handler could interleave with a log write
         if self._received is None:
             self._received = signum
-            print_log(f'PreemptionHook: received {signal.Signals(signum).name}; the run stops after '
-                      'the current iteration with a checkpoint', logger='current',
-                      level=logging.WARNING)
 
     def before_train(self, runner) -> None:
         for name in self.signals:
@@ -100,6 +98,9 @@ class PreemptionHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self._stop_requested():
             return
+        if self._received is not None:
+            print_log(f'PreemptionHook: received {signal.Signals(self._received).name} during '
+                      f'iteration {runner.iter + 1}', logger='current', level=logging.WARNING)
         if runner.iter + 1 >= runner.max_iters:
             return  # the last iteration: the run ends normally and saves as configured
         path = self._save(runner)
@@ -269,7 +270,7 @@ class NonFiniteCheckHook(Hook):
             return parse(losses)
 
         model.parse_losses = parse_losses
-        wrappers = getattr(runner.optim_wrapper, '_optim_wrappers', None) or {'': runner.optim_wrapper}
+        wrappers = getattr(runner.optim_wrapper, 'optim_wrappers', None) or {'': runner.optim_wrapper}
         named = list(model.named_parameters())
         for wrapper in (wrappers.values() if isinstance(wrappers, dict) else [runner.optim_wrapper]):
             wrapper._densekit_named_params = named
@@ -404,11 +405,33 @@ def check_resume(work_dir: str, load_from: Optional[str], fallback: bool = False
     raise CorruptCheckpointError(f'cannot resume from {load_from}: {why}; {offer}')
 
 
+# added to every training run by tools/train.py (not by tools/test.py: they act on training)
+RELIABILITY_HOOKS = ('PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook')
+
+
+def add_reliability_hooks(cfg) -> list[str]:
+    """Appends to ``cfg.custom_hooks`` each of :data:`RELIABILITY_HOOKS` it lacks (a config that
+    lists one keeps its own settings); returns their names. ``densekit_hooks = False`` opts out."""
+    if not cfg.get('densekit_hooks', True):
+        return []
+    hooks = list(cfg.get('custom_hooks') or [])
+    present = set()
+    for h in hooks:
+        kind = h.get('type') if hasattr(h, 'get') else h
+        if not isinstance(kind, str):  # a Hook class or instance
+            kind = kind.__name__ if isinstance(kind, type) else type(kind).__name__
+        present.add(kind.rsplit('.', 1)[-1])
+    missing = [name for name in RELIABILITY_HOOKS if name not in present]
+    if missing:
+        cfg.custom_hooks = hooks + [dict(type=name) for name in missing]
+    return missing
+
+
 def register() -> None:
     from mmengine.registry import HOOKS
     for cls in (PreemptionHook, CheckpointSafetyHook, NonFiniteCheckHook):
         _register(HOOKS, cls)
 
 
-__all__ = ['EXIT_PREEMPTED', 'PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook',
+__all__ = ['EXIT_PREEMPTED', 'RELIABILITY_HOOKS', 'add_reliability_hooks', 'PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook',
            'NonFiniteLossError', 'check_resume', 'install_checkpoint_writer']

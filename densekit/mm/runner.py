@@ -62,8 +62,7 @@ def load_config(path: str, options: dict | None = None):
 # densekit's hooks of the det / seg / depth runtimes (configs/_base_/default_runtime_*.py): a
 # config that sets its own ``custom_hooks`` (mmengine replaces lists, it does not merge them)
 # would otherwise drop them without a word
-DENSEKIT_HOOKS = ('RNGStateHook', 'NumClassesCheckHook', 'BackboneCheckpointHook',
-                  'PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook')
+DENSEKIT_HOOKS = ('RNGStateHook', 'NumClassesCheckHook', 'BackboneCheckpointHook')
 
 
 def add_densekit_hooks(cfg) -> list[str]:
@@ -138,6 +137,8 @@ def train(argv: Iterable[str] | None = None):
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = load_config(args.config, args.cfg_options)
     add_densekit_hooks(cfg)
+    from densekit.mm.reliability import add_reliability_hooks
+    add_reliability_hooks(cfg)
     _setup_launcher(cfg, args.launcher)
     _work_dir(cfg, args.work_dir, args.config)
 

@@ -12,6 +12,8 @@ each fault, what these do about it and the test that proves it.
 * :class:`NonFiniteCheckHook`: a non-finite loss term or gradient stops training naming the
   iteration, the term and the batch's images, or (``action='skip'``) skips the step, counted
   and capped.
+* :class:`DataFaultHook`: a sample that fails to load mid-run stops training naming its files
+  and the cause, or (``action='skip'``) is skipped, counted and capped.
 * :func:`check_resume`: a resume from a truncated or corrupted checkpoint says so and names the
   newest intact one, or takes it (``--resume-fallback``).
 """
@@ -372,6 +374,81 @@ def _image_ids(data_batch) -> list:
     return ids
 
 
+# -------------------------------------------------------------------------------- data
+class DataFaultError(RuntimeError):
+    """A training sample could not be loaded during training."""
+
+
+class DataFaultHook(Hook):
+    """A training sample that fails to load mid-run (an image deleted or corrupted after the
+    dataset's build-time checks) stops training with :class:`DataFaultError` naming the sample
+    index, its files and the cause; with ``action='skip'`` the sample is skipped (mmengine's
+    ``BaseDataset`` then draws another one), logged and counted, and training stops once more
+    than ``max_skips`` samples were skipped.
+
+    The count is kept per process: with ``num_workers > 0`` each data-loader worker counts the
+    samples it skipped, so ``max_skips`` applies per worker.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, action: str = 'stop', max_skips: int = 100) -> None:
+        if action not in ('stop', 'skip'):
+            raise ValueError(f"DataFaultHook: action must be 'stop' or 'skip', got {action!r}")
+        self.action = action
+        self.max_skips = int(max_skips)
+
+    def before_train(self, runner) -> None:
+        dataloader = getattr(runner.train_loop, 'dataloader', None)
+        for dataset in _leaf_datasets(getattr(dataloader, 'dataset', None)):
+            if hasattr(dataset, 'prepare_data') and hasattr(dataset, 'get_data_info'):
+                guard_prepare_data(dataset, self.action, self.max_skips)
+
+
+def _leaf_datasets(dataset):
+    if dataset is None:
+        return
+    inner = getattr(dataset, 'datasets', None)
+    if inner is not None:  # ConcatDataset
+        for d in inner:
+            yield from _leaf_datasets(d)
+    elif hasattr(dataset, 'dataset') and not hasattr(dataset, 'prepare_data'):
+        yield from _leaf_datasets(dataset.dataset)  # RepeatDataset, ClassBalancedDataset
+    else:
+        yield dataset
+
+
+def guard_prepare_data(dataset, action: str = 'stop', max_skips: int = 100) -> None:
+    """Wraps ``dataset.prepare_data`` (mmengine ``BaseDataset``) as :class:`DataFaultHook` says."""
+    if getattr(dataset.prepare_data, '__densekit__', False):
+        return
+    prepare = dataset.prepare_data
+    state = {'skipped': 0}
+
+    def prepare_data(idx):
+        try:
+            return prepare(idx)
+        except Exception as e:  # noqa: BLE001 (any failure of the pipeline on this sample)
+            info = dataset.get_data_info(idx)
+            files = {k: v for k, v in info.items() if k.endswith('_path') and isinstance(v, str)}
+            cause = f'{type(e).__name__}: {e}'.strip()
+            where = f'training sample {idx} ({", ".join(f"{k}={v}" for k, v in files.items())})'
+            if action == 'stop':
+                raise DataFaultError(
+                    f'{where} failed to load: {cause}. Fix or remove the file, or skip such samples '
+                    "with custom_hooks dict(type='DataFaultHook', action='skip', max_skips=N)") from e
+            state['skipped'] += 1
+            if state['skipped'] > max_skips:
+                raise DataFaultError(f'{where} failed to load: {cause}; {state["skipped"]} samples '
+                                     f'skipped, more than max_skips={max_skips}; stopping') from e
+            print_log(f'DataFaultHook: skipped {where}: {cause} ({state["skipped"]} of at most '
+                      f'{max_skips})', logger='current', level=logging.WARNING)
+            return None  # BaseDataset draws another sample
+
+    prepare_data.__densekit__ = True
+    dataset.prepare_data = prepare_data
+
+
 # ------------------------------------------------------------------------------ resume
 def check_resume(work_dir: str, load_from: Optional[str], fallback: bool = False) -> Optional[str]:
     """Verifies the checkpoint a resume would load; returns the path to resume from.
@@ -406,7 +483,7 @@ def check_resume(work_dir: str, load_from: Optional[str], fallback: bool = False
 
 
 # added to every training run by tools/train.py (not by tools/test.py: they act on training)
-RELIABILITY_HOOKS = ('PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook')
+RELIABILITY_HOOKS = ('PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook', 'DataFaultHook')
 
 
 def add_reliability_hooks(cfg) -> list[str]:
@@ -429,9 +506,9 @@ def add_reliability_hooks(cfg) -> list[str]:
 
 def register() -> None:
     from mmengine.registry import HOOKS
-    for cls in (PreemptionHook, CheckpointSafetyHook, NonFiniteCheckHook):
+    for cls in (PreemptionHook, CheckpointSafetyHook, NonFiniteCheckHook, DataFaultHook):
         _register(HOOKS, cls)
 
 
 __all__ = ['EXIT_PREEMPTED', 'RELIABILITY_HOOKS', 'add_reliability_hooks', 'PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook',
-           'NonFiniteLossError', 'check_resume', 'install_checkpoint_writer']
+           'NonFiniteLossError', 'DataFaultHook', 'DataFaultError', 'check_resume', 'install_checkpoint_writer']

@@ -78,3 +78,18 @@ class NaNInputHook(Hook):
             param = model.decode_head.conv_seg.weight
             handle = []
             handle.append(param.register_hook(lambda g: (handle.pop().remove(), g * float('nan'))[1]))
+
+
+@HOOKS.register_module(force=True)
+class DamageImagesHook(Hook):
+    """After train iteration ``$TEST_DAMAGE_AT``: overwrites the training image 000.jpg with
+    bytes that are no JPEG and deletes 001.jpg (the dataset was checked when it was built)."""
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 not in _iters('TEST_DAMAGE_AT'):
+            return
+        dataset = runner.train_loop.dataloader.dataset
+        paths = sorted(info['img_path'] for info in (dataset.get_data_info(i) for i in range(len(dataset))))
+        with open(paths[0], 'wb') as f:
+            f.write(b'this is not a jpeg')
+        os.remove(paths[1])

@@ -147,3 +147,40 @@ def test_pruning_never_deletes_the_last_intact_checkpoint(tmp_path):
     write_checkpoint_bytes(_payload(), wd / 'iter_8.pth')
     hook.after_train_iter(runner, 0)
     assert sorted(p.name for p in wd.glob('iter_*')) == ['iter_8.pth', 'iter_8.pth.sha256']
+
+
+def test_a_sample_that_fails_to_load_mid_run(tmp_path):
+    """DataFaultHook's wrapper on a real mmseg dataset whose files change after it was built."""
+    pytest.importorskip('mmseg')
+    import sys
+    from pathlib import Path
+    from mmcv.transforms import LoadImageFromFile
+    from mmseg.datasets import BaseSegDataset
+
+    from densekit.mm.reliability import DataFaultError, guard_prepare_data
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))
+    from tiny_seg import make_tiny_ade
+    root = make_tiny_ade(tmp_path / 'ade', n=4)
+
+    def dataset(action, max_skips=100):
+        ds = BaseSegDataset(data_root=str(root), img_suffix='.jpg', seg_map_suffix='.png',
+                            data_prefix=dict(img_path='images/training',
+                                             seg_map_path='annotations/training'),
+                            pipeline=[LoadImageFromFile()])
+        guard_prepare_data(ds, action, max_skips)
+        return ds
+
+    stop, skip = dataset('stop'), dataset('skip', max_skips=1)  # built while every file is fine
+    assert stop[1]['img'].shape == (32, 32, 3)
+    images = root / 'images' / 'training'
+    (images / '001.jpg').write_bytes(b'this is not a jpeg')
+    (images / '002.jpg').unlink()
+    with pytest.raises(DataFaultError, match=r'training sample 1 \(img_path=.*001\.jpg.*failed to load'):
+        stop[1]
+    with pytest.raises(DataFaultError, match=r'training sample 2 \(img_path=.*002\.jpg.*FileNotFoundError'):
+        stop[2]
+
+    skip._rand_another = lambda: 0  # the sample mmengine draws instead
+    assert skip[1]['img_path'].endswith('000.jpg')
+    with pytest.raises(DataFaultError, match='2 samples skipped, more than max_skips=1'):
+        skip[2]

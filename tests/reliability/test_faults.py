@@ -25,7 +25,7 @@ EXIT_PREEMPTED = 75
 FAULT_HOOKS = """
 custom_imports = dict(imports=['densekit', 'tiny_hooks', 'fault_hooks'], allow_failed_imports=False)
 custom_hooks = custom_hooks + [dict(type='SendSignalHook'), dict(type='FailCheckpointWriteHook'),
-                               dict(type='NaNInputHook')]
+                               dict(type='NaNInputHook'), dict(type='DamageImagesHook')]
 """
 
 
@@ -263,3 +263,20 @@ def test_two_runs_with_the_same_seed_give_identical_weights(tiny, full, tmp_path
     assert a.keys() == b.keys() and len(a) > 10
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+# ------------------------------------------------------------------------------ data faults
+@pytest.mark.slow
+def test_damaged_images_mid_run_are_skipped_and_counted(tiny, tmp_path):
+    """After iteration 4 one training image is overwritten with garbage and another deleted; the
+    second pass over the data (iterations 5-8) meets both: with action='skip' each is logged
+    with its file and cause, another sample is drawn, and the run finishes."""
+    import shutil as sh
+    data = tmp_path / 'ade'
+    sh.copytree(tiny.parent / 'ade', data)
+    cfg = write_config(tmp_path, data, FAULT_HOOKS + (
+        "custom_hooks = custom_hooks + [dict(type='DataFaultHook', action='skip', max_skips=50)]\n"))
+    _, log = _train(cfg, tmp_path / 'skip', env={'TEST_DAMAGE_AT': '4'})
+    skipped = re.findall(r'DataFaultHook: skipped training sample \d+ \(img_path=(\S+?),', log)
+    assert {Path(p).name for p in skipped} == {'000.jpg', '001.jpg'}, log[-3000:]
+    assert 'Iter(train) [8/8]' in log

@@ -93,3 +93,18 @@ class DamageImagesHook(Hook):
         with open(paths[0], 'wb') as f:
             f.write(b'this is not a jpeg')
         os.remove(paths[1])
+
+
+@HOOKS.register_module(force=True)
+class KillProcessHook(Hook):
+    """After train iteration ``$TEST_KILL_RANK_AT`` = ``RANK:ITER``, SIGKILLs that rank; after
+    iteration ``$TEST_KILL_WORKER_AT`` SIGKILLs this process's data-loader workers."""
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        at = os.environ.get('TEST_KILL_RANK_AT')
+        if at and tuple(map(int, at.split(':'))) == (get_rank(), runner.iter + 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if runner.iter + 1 in _iters('TEST_KILL_WORKER_AT'):
+            loader_iter = runner.train_loop.dataloader_iterator._iterator
+            for worker in loader_iter._workers:
+                os.kill(worker.pid, signal.SIGKILL)

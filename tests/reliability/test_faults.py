@@ -25,7 +25,8 @@ EXIT_PREEMPTED = 75
 FAULT_HOOKS = """
 custom_imports = dict(imports=['densekit', 'tiny_hooks', 'fault_hooks'], allow_failed_imports=False)
 custom_hooks = custom_hooks + [dict(type='SendSignalHook'), dict(type='FailCheckpointWriteHook'),
-                               dict(type='NaNInputHook'), dict(type='DamageImagesHook')]
+                               dict(type='NaNInputHook'), dict(type='DamageImagesHook'),
+                               dict(type='KillProcessHook')]
 """
 
 
@@ -280,3 +281,33 @@ def test_damaged_images_mid_run_are_skipped_and_counted(tiny, tmp_path):
     skipped = re.findall(r'DataFaultHook: skipped training sample \d+ \(img_path=(\S+?),', log)
     assert {Path(p).name for p in skipped} == {'000.jpg', '001.jpg'}, log[-3000:]
     assert 'Iter(train) [8/8]' in log
+
+
+@pytest.mark.slow
+def test_a_killed_data_loader_worker_is_an_error_not_a_hang(tiny, tmp_path):
+    import time
+    start = time.monotonic()
+    r, log = _train(tiny, tmp_path / 'worker', '--cfg-options', 'train_dataloader.num_workers=1',
+                    'train_dataloader.persistent_workers=True', env={'TEST_KILL_WORKER_AT': '3'},
+                    expect=None)
+    assert r.returncode not in (0, EXIT_PREEMPTED)
+    assert re.search(r'DataLoader worker \(pid\(?s?\)? ?\d+\) (is killed by signal: Killed|exited unexpectedly)', log), \
+        log[-3000:]
+    assert time.monotonic() - start < 300
+
+
+# ----------------------------------------------------------------------- distributed faults
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_dying_rank_ends_the_run_naming_it(tiny, tmp_path):
+    """tools/dist_train.sh, 2 gloo ranks: rank 1 is SIGKILLed after iteration 3; the run ends in
+    bounded time (no hang in the surviving rank's collectives) and the report names rank 1."""
+    import time
+    start = time.monotonic()
+    r, log = _run(['bash', str(REPO / 'tools' / 'dist_train.sh'), str(tiny), '2', '--work-dir',
+                   str(tmp_path / 'dist')], tmp_path,
+                  env={'PORT': str(_free_port()), 'TEST_KILL_RANK_AT': '1:3'}, expect=None)
+    elapsed = time.monotonic() - start
+    assert r.returncode != 0
+    assert re.search(r'rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*-9', log), log[-3000:]
+    assert elapsed < 240, elapsed

@@ -510,5 +510,6 @@ def register() -> None:
         _register(HOOKS, cls)
 
 
-__all__ = ['EXIT_PREEMPTED', 'RELIABILITY_HOOKS', 'add_reliability_hooks', 'PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook',
-           'NonFiniteLossError', 'DataFaultHook', 'DataFaultError', 'check_resume', 'install_checkpoint_writer']
+__all__ = ['EXIT_PREEMPTED', 'RELIABILITY_HOOKS', 'add_reliability_hooks', 'PreemptionHook',
+           'CheckpointSafetyHook', 'NonFiniteCheckHook', 'NonFiniteLossError', 'DataFaultHook',
+           'DataFaultError', 'check_resume', 'install_checkpoint_writer']

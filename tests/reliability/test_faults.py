@@ -272,9 +272,8 @@ def test_damaged_images_mid_run_are_skipped_and_counted(tiny, tmp_path):
     """After iteration 4 one training image is overwritten with garbage and another deleted; the
     second pass over the data (iterations 5-8) meets both: with action='skip' each is logged
     with its file and cause, another sample is drawn, and the run finishes."""
-    import shutil as sh
     data = tmp_path / 'ade'
-    sh.copytree(tiny.parent / 'ade', data)
+    shutil.copytree(tiny.parent / 'ade', data)
     cfg = write_config(tmp_path, data, FAULT_HOOKS + (
         "custom_hooks = custom_hooks + [dict(type='DataFaultHook', action='skip', max_skips=50)]\n"))
     _, log = _train(cfg, tmp_path / 'skip', env={'TEST_DAMAGE_AT': '4'})
@@ -291,8 +290,8 @@ def test_a_killed_data_loader_worker_is_an_error_not_a_hang(tiny, tmp_path):
                     'train_dataloader.persistent_workers=True', env={'TEST_KILL_WORKER_AT': '3'},
                     expect=None)
     assert r.returncode not in (0, EXIT_PREEMPTED)
-    assert re.search(r'DataLoader worker \(pid\(?s?\)? ?\d+\) (is killed by signal: Killed|exited unexpectedly)', log), \
-        log[-3000:]
+    killed = r'DataLoader worker \(pid\(?s?\)? ?\d+\) (is killed by signal: Killed|exited unexpectedly)'
+    assert re.search(killed, log), log[-3000:]
     assert time.monotonic() - start < 300
 
 

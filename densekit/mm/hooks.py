@@ -56,6 +56,12 @@ class RNGStateHook(Hook):
         if get_world_size() > 1 and _checkpoint_follows(runner, by_epoch=True):
             self._gathered = all_gather_object(_capture())
 
+    def gather_states(self) -> None:
+        """Gathers every rank's state for a checkpoint saved outside the ``CheckpointHook``'s
+        schedule (a collective: every rank calls it, right before that save)."""
+        if get_world_size() > 1:
+            self._gathered = all_gather_object(_capture())
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # runs on rank 0 only (mmengine's Runner.save_checkpoint is master_only)
         state = _capture()
@@ -388,3 +394,5 @@ def register() -> None:
     from mmengine.registry import HOOKS
     for cls in (RNGStateHook, NumClassesCheckHook, BackboneCheckpointHook):
         _register(HOOKS, cls)
+    from densekit.mm import reliability
+    reliability.register()

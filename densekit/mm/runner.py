@@ -491,6 +491,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--work-dir', help='where logs and checkpoints go')
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from CKPT, or from the latest checkpoint in work-dir if no CKPT')
+    p.add_argument('--resume-fallback', action='store_true',
+                   help='if the resume checkpoint is truncated or corrupted, resume from the '
+                        'newest intact checkpoint of its folder')
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--auto-scale-lr', action='store_true', help='scale lr by the batch size')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -509,6 +512,8 @@ def train(argv: Iterable[str] | None = None):
     cfg = load_config(args.config, args.cfg_options)
     apply_user_arguments(cfg, args)
     add_densekit_hooks(cfg)
+    from densekit.mm.reliability import add_reliability_hooks
+    add_reliability_hooks(cfg)
     _setup_launcher(cfg, args.launcher)
     _work_dir(cfg, args.work_dir, args.config)
 
@@ -536,6 +541,9 @@ def train(argv: Iterable[str] | None = None):
         cfg.resume = True
         cfg.load_from = args.resume
 
+    if cfg.get('resume'):
+        from densekit.mm.reliability import check_resume
+        cfg.load_from = check_resume(cfg.work_dir, cfg.get('load_from'), args.resume_fallback)
     runner = run_explained(cfg, lambda: build_runner(cfg))
     add_curves_hook(runner, cfg)
     run_explained(cfg, runner.train)

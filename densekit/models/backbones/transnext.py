@@ -56,7 +56,7 @@ def relative_position_cpb(query_size: Tuple[int, int], key_size: Tuple[int, int]
     rel_w = (qw[:, None] - kw[None, :]) / (pretrain_size[1] - 1) * 8
     rel = torch.stack([rel_h, rel_w], dim=-1).view(-1, 2)
     table, index = torch.unique(rel, return_inverse=True, dim=0)
-    table = torch.sign(table) * torch.log2(table.abs() + 1.0) / torch.log2(torch.tensor(8, dtype=torch.float32))
+    table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
     return index, table
 
 
@@ -443,28 +443,28 @@ def _create_transnext(kwargs: dict, *, embed_dims, depths, num_heads, drop_path_
 
 @register_backbone(name='transnext_micro')
 def transnext_micro(**kwargs) -> TransNeXt:
-    """TransNeXt-Micro (12.8M params)."""
+    """TransNeXt-Micro (12.8M params with the ImageNet head)."""
     return _create_transnext(kwargs, embed_dims=(48, 96, 192, 384), depths=(2, 2, 15, 2),
                              num_heads=(2, 4, 8, 16), drop_path_rate=0.15)
 
 
 @register_backbone(name='transnext_tiny')
 def transnext_tiny(**kwargs) -> TransNeXt:
-    """TransNeXt-Tiny (28.2M params)."""
+    """TransNeXt-Tiny (28.2M params with the ImageNet head)."""
     return _create_transnext(kwargs, embed_dims=(72, 144, 288, 576), depths=(2, 2, 15, 2),
                              num_heads=(3, 6, 12, 24), drop_path_rate=0.4)
 
 
 @register_backbone(name='transnext_small')
 def transnext_small(**kwargs) -> TransNeXt:
-    """TransNeXt-Small (49.7M params)."""
+    """TransNeXt-Small (49.7M params with the ImageNet head)."""
     return _create_transnext(kwargs, embed_dims=(72, 144, 288, 576), depths=(5, 5, 22, 5),
                              num_heads=(3, 6, 12, 24), drop_path_rate=0.6)
 
 
 @register_backbone(name='transnext_base')
 def transnext_base(**kwargs) -> TransNeXt:
-    """TransNeXt-Base (89.7M params)."""
+    """TransNeXt-Base (89.7M params with the ImageNet head)."""
     return _create_transnext(kwargs, embed_dims=(96, 192, 384, 768), depths=(5, 5, 23, 5),
                              num_heads=(4, 8, 16, 32), drop_path_rate=0.7)
 

@@ -27,7 +27,8 @@ Extra bias ``extra_bias``: ``[heads, P]`` (one per head) or ``[heads, H, W, P]``
 TransNeXt's pooled-token position bias).
 
 The reference never forms an ``[HW, HW]`` matrix: the window keys are gathered
-(``[B, H, W, kh*kw, heads, d]``, as the official ``unfold`` does) and the extra part is one batched
+(``[B, H, W, kh*kw, heads, d]``, as the official ``unfold`` does: shifted slices of the
+zero-padded map for ``'mask'``, an index gather for ``'clamp'``) and the extra part is one batched
 matmul. It is plain autograd (double backward works).
 """
 from __future__ import annotations
@@ -71,6 +72,18 @@ def _local_bias(rpb: torch.Tensor, kernel, ih: torch.Tensor, iw: torch.Tensor) -
     return b.reshape(heads, H, W, kh * kw)
 
 
+def _gather_windows(t: torch.Tensor, ih: torch.Tensor, iw: torch.Tensor, kernel, border: str) -> torch.Tensor:
+    """``[B, H, W, kh*kw, heads, d]`` window tokens of every query. Masked windows are slices of
+    the zero-padded map (their backward is a cheap strided add, unlike an indexed scatter)."""
+    kh, kw = kernel
+    H, W = t.shape[1:3]
+    if border == 'mask':
+        ph, pw = kh // 2, kw // 2
+        tp = torch.nn.functional.pad(t, (0, 0, 0, 0, pw, pw, ph, ph))
+        return torch.stack([tp[:, y:y + H, x:x + W] for y in range(kh) for x in range(kw)], dim=3)
+    return t[:, ih[:, None, :, None], iw[None, :, None, :]].flatten(3, 4)
+
+
 def local_global_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_extra: torch.Tensor,
                            v_extra: torch.Tensor, kernel_size: Tuple[int, int], border: str = 'mask',
                            rpb: Optional[torch.Tensor] = None, extra_bias: Optional[torch.Tensor] = None,
@@ -81,9 +94,7 @@ def local_global_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
     kh, kw = kernel_size
     ih, vh = window_index(H, kh, border, q.device)
     iw, vw = window_index(W, kw, border, q.device)
-    gy, gx = ih[:, None, :, None], iw[None, :, None, :]
-    k_win = k[:, gy, gx].flatten(3, 4)  # [B, H, W, kh*kw, heads, d]
-    v_win = v[:, gy, gx].flatten(3, 4)
+    k_win, v_win = _gather_windows(k, ih, iw, kernel_size, border), _gather_windows(v, ih, iw, kernel_size, border)
     qs = q * scale if scale != 1.0 else q
     logits_local = torch.einsum('bhwnd,bhwknd->bhwnk', qs, k_win)  # [B, H, W, heads, kh*kw]
     if rpb is not None:

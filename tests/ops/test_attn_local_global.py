@@ -1,6 +1,8 @@
-"""local_global_attention: brute force against dense masked attention, float64 gradcheck, errors."""
+"""local_global_attention: brute force against dense masked attention, float64 gradcheck, flex
+forward on CPU against the reference (tolerances of the parity harness), errors."""
 import pytest
 import torch
+from attn_parity import TOL, tol_scale
 
 from densekit.ops.local_global import local_global_attention
 
@@ -120,3 +122,28 @@ def test_errors():
         local_global_attention(q, k, v, ke[..., :2], ve, 3)
     with pytest.raises(ValueError, match='unknown backend'):
         local_global_attention(q, k, v, ke, ve, 3, backend='cuda')
+
+
+@pytest.mark.parametrize('shape,P,kernel,border,rpb_kind,eb_kind,lw', [
+    ((1, 5, 7, 2, 16), 6, (3, 3), 'mask', 'slot', 'query', True),
+    ((2, 4, 9, 1, 16), 3, (3, 5), 'clamp', 'offset', 'head', True),
+    ((1, 6, 5, 2, 16), 4, (5, 3), 'mask', None, None, False),
+])
+def test_flex_forward_on_cpu_matches_reference(shape, P, kernel, border, rpb_kind, eb_kind, lw):
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    q, k, v, ke, ve, rpb, eb, lwt = _inputs(shape, P, kernel, rpb_kind, eb_kind, lw)
+    kwargs = dict(border=border, rpb=rpb, extra_bias=eb, local_weights=lwt, scale=0.5)
+    with torch.no_grad():
+        exp = local_global_attention(q, k, v, ke, ve, kernel, backend='reference', **kwargs)
+        out = local_global_attention(q, k, v, ke, ve, kernel, backend='flex', **kwargs)
+    torch.testing.assert_close(out, exp, atol=TOL[torch.float32]['out'] * tol_scale(exp), rtol=0)
+
+
+def test_flex_refused_on_cpu_with_grad_and_not_chosen_automatically():
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    q, k, v, ke, ve, *_ = _inputs((1, 3, 4, 1, 16), 2, (3, 3), None, None, False)
+    with torch.no_grad():
+        torch.testing.assert_close(local_global_attention(q, k, v, ke, ve, 3),
+                                   local_global_attention(q, k, v, ke, ve, 3, backend='reference'), atol=0, rtol=0)
+    with pytest.raises(RuntimeError, match='backward'):
+        local_global_attention(q.requires_grad_(True), k, v, ke, ve, 3, backend='flex')

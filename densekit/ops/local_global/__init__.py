@@ -13,7 +13,8 @@ log(n_local + P)``) and passes ``scale=1``; its learnable tokens enter as ``loca
 Layouts: q, k, v, out ``[B, H, W, heads, head_dim]``; k_extra, v_extra ``[B, P, heads, head_dim]``.
 
 Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, through :func:`densekit.ops._backend.choose_backend`):
-``'reference'`` (pure PyTorch, any device).
+``'flex'`` (``torch.nn.attention.flex_attention`` over the concatenated key set; CUDA, CPU forward
+only by name), ``'reference'`` (pure PyTorch, any device).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from densekit.layers.window import to_ntuple
-from densekit.ops._backend import check_bias, check_qkv, choose_backend
+from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason
 from densekit.ops.local_global.reference import local_global_reference
 
 IntOrTuple = Union[int, Sequence[int]]
@@ -104,7 +105,7 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
         local_weights: ``[B, H, W, heads, kh*kw]`` added to the window probabilities after the
             softmax (TransNeXt's learnable-token term).
         scale: logit scale applied to ``q``, default ``head_dim ** -0.5`` (TransNeXt: ``1.0``).
-        backend: ``'reference'`` or ``None`` (automatic).
+        backend: ``'flex' | 'reference'`` or ``None`` (automatic).
 
     Returns:
         ``[B, H, W, heads, head_dim]``.
@@ -112,6 +113,13 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
     kernel = _validate(q, k, v, k_extra, v_extra, kernel_size, border, rpb, extra_bias, local_weights)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    choose_backend(_OP, {'reference': lambda explicit: None}, backend)
+    def _flex(explicit):
+        return scale_reason(scale) or flex_probe(explicit, q, k, v, k_extra, v_extra, rpb, extra_bias, local_weights)
+
+    name = choose_backend(_OP, {'flex': _flex, 'reference': lambda explicit: None}, backend)
+    if name == 'flex':
+        from densekit.ops.local_global.flex import local_global_flex
+        return local_global_flex(q, k, v, k_extra, v_extra, kernel, border, rpb, extra_bias, local_weights,
+                                 float(scale))
     return local_global_reference(q, k, v, k_extra, v_extra, kernel, border, rpb, extra_bias,
                                   local_weights, float(scale))

@@ -18,12 +18,13 @@ def _needs_recompute(block: nn.Module, x: torch.Tensor) -> bool:
     return x.requires_grad or any(p.requires_grad for p in block.parameters())
 
 
-def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, with_cp: bool = False) -> torch.Tensor:
-    """Apply ``blocks`` in order; with ``with_cp``, each block's activations are recomputed in the
-    backward instead of stored (the ``with_cp`` option of mmdet / mmseg backbones)."""
+def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, with_cp: bool = False, *args) -> torch.Tensor:
+    """Apply ``blocks`` in order (``x = blk(x, *args)``: ``args`` is per-stage context shared by
+    the blocks, e.g. TransNeXt's position tables); with ``with_cp``, each block's activations are
+    recomputed in the backward instead of stored (the ``with_cp`` option of mmdet / mmseg backbones)."""
     for blk in blocks:
         if with_cp and _needs_recompute(blk, x):
-            x = checkpoint(blk, x, use_reentrant=False)
+            x = checkpoint(blk, x, *args, use_reentrant=False)
         else:
-            x = blk(x)
+            x = blk(x, *args)
     return x

@@ -1,0 +1,149 @@
+"""local_global_attention: brute force against dense masked attention, float64 gradcheck, flex
+forward on CPU against the reference (tolerances of the parity harness), errors."""
+import pytest
+import torch
+from attn_parity import TOL, tol_scale
+
+from densekit.ops.local_global import local_global_attention
+
+
+def _dense(q, k, v, ke, ve, kernel, border, rpb, eb, lw, scale):
+    """Every query against every map position, with a mask built by explicit loops."""
+    B, H, W, h, d = q.shape
+    kh, kw = kernel
+    P = ke.shape[1]
+    N = H * W
+    allowed = torch.zeros(N, N, dtype=torch.bool)
+    bias = torch.zeros(h, N, N, dtype=q.dtype)
+    slot_w = torch.zeros(N, N, dtype=torch.long)
+    for y in range(H):
+        for x in range(W):
+            for sy in range(kh):
+                for sx in range(kw):
+                    if border == 'mask':
+                        ky, kx = y - kh // 2 + sy, x - kw // 2 + sx
+                        if not (0 <= ky < H and 0 <= kx < W):
+                            continue
+                    else:
+                        ky = min(max(y - kh // 2, 0), H - kh) + sy
+                        kx = min(max(x - kw // 2, 0), W - kw) + sx
+                    qi, ki = y * W + x, ky * W + kx
+                    allowed[qi, ki] = True
+                    slot_w[qi, ki] = sy * kw + sx
+                    if rpb is not None:
+                        if rpb.shape[1] == kh:
+                            bias[:, qi, ki] = rpb[:, sy, sx]
+                        else:
+                            bias[:, qi, ki] = rpb[:, ky - y + kh - 1, kx - x + kw - 1]
+    qf = q.reshape(B, N, h, d).transpose(1, 2) * scale
+    kf = k.reshape(B, N, h, d).transpose(1, 2)
+    vf = v.reshape(B, N, h, d).transpose(1, 2)
+    s_loc = (qf @ kf.transpose(-1, -2) + bias).masked_fill(~allowed, float('-inf'))
+    s_ext = qf @ ke.permute(0, 2, 3, 1)
+    if eb is not None:
+        s_ext = s_ext + (eb[:, None] if eb.dim() == 2 else eb.reshape(h, N, P))
+    p = torch.cat([s_loc, s_ext], -1).softmax(-1)
+    p_loc, p_ext = p.split([N, P], -1)
+    if lw is not None:
+        lwf = lw.reshape(B, N, h, kh * kw).permute(0, 2, 1, 3)  # [B, h, N, kk]
+        dense_lw = torch.gather(lwf, 3, slot_w.expand(B, h, N, N)) * allowed
+        p_loc = p_loc + dense_lw
+    out = p_loc @ vf + p_ext @ ve.transpose(1, 2)
+    return out.transpose(1, 2).reshape(B, H, W, h, d)
+
+
+def _inputs(shape, P, kernel, rpb_kind, eb_kind, lw, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B, H, W, h, d = shape
+    kh, kw = kernel
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    q, k, v = r(*shape), r(*shape), r(*shape)
+    ke, ve = r(B, P, h, d), r(B, P, h, d)
+    rpb = {None: None, 'slot': r(h, kh, kw), 'offset': r(h, 2 * kh - 1, 2 * kw - 1)}[rpb_kind]
+    eb = {None: None, 'head': r(h, P), 'query': r(h, H, W, P)}[eb_kind]
+    lwt = r(B, H, W, h, kh * kw) if lw else None
+    return q, k, v, ke, ve, rpb, eb, lwt
+
+
+CASES = [
+    # shape [B, H, W, heads, d], P, kernel, border, rpb, extra bias, local weights
+    ((2, 5, 7, 2, 4), 6, (3, 3), 'mask', 'slot', 'query', True),
+    ((1, 4, 9, 3, 5), 3, (3, 5), 'mask', 'offset', 'head', False),
+    ((1, 6, 5, 1, 3), 4, (5, 3), 'clamp', 'offset', 'query', True),
+    ((2, 3, 3, 2, 2), 1, (3, 3), 'clamp', 'slot', None, True),
+    ((1, 2, 3, 1, 4), 2, (5, 5), 'mask', None, None, False),  # window larger than the map
+]
+
+
+@pytest.mark.parametrize('shape,P,kernel,border,rpb_kind,eb_kind,lw', CASES)
+def test_matches_dense_masked_attention(shape, P, kernel, border, rpb_kind, eb_kind, lw):
+    q, k, v, ke, ve, rpb, eb, lwt = _inputs(shape, P, kernel, rpb_kind, eb_kind, lw, torch.float64)
+    scale = 0.7
+    out = local_global_attention(q, k, v, ke, ve, kernel, border=border, rpb=rpb, extra_bias=eb,
+                                 local_weights=lwt, scale=scale, backend='reference')
+    exp = _dense(q, k, v, ke, ve, kernel, border, rpb, eb, lwt, scale)
+    torch.testing.assert_close(out, exp, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize('border', ['mask', 'clamp'])
+def test_gradcheck_float64(border):
+    q, k, v, ke, ve, rpb, eb, lwt = _inputs((1, 3, 4, 2, 2), 2, (3, 3), 'slot' if border == 'mask' else 'offset',
+                                            'query', True, torch.float64, seed=1)
+    leaves = [t.requires_grad_(True) for t in (q, k, v, ke, ve, rpb, eb, lwt)]
+
+    def f(*t):
+        return local_global_attention(*t[:5], (3, 3), border=border, rpb=t[5], extra_bias=t[6],
+                                      local_weights=t[7], scale=0.9)
+
+    assert torch.autograd.gradcheck(f, leaves, fast_mode=True)
+
+
+def test_no_extra_bias_per_head_equals_expanded():
+    q, k, v, ke, ve, rpb, eb, _ = _inputs((1, 3, 4, 2, 4), 5, (3, 3), 'slot', 'head', False)
+    a = local_global_attention(q, k, v, ke, ve, 3, rpb=rpb, extra_bias=eb, scale=1.0)
+    b = local_global_attention(q, k, v, ke, ve, 3, rpb=rpb, extra_bias=eb[:, None, None].expand(2, 3, 4, 5),
+                               scale=1.0)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_errors():
+    q, k, v, ke, ve, *_ = _inputs((1, 3, 4, 2, 4), 5, (3, 3), None, None, False)
+    with pytest.raises(ValueError, match='border'):
+        local_global_attention(q, k, v, ke, ve, 3, border='zeros')
+    with pytest.raises(ValueError, match='odd'):
+        local_global_attention(q, k, v, ke, ve, 2)
+    with pytest.raises(ValueError, match='clamp'):
+        local_global_attention(q, k, v, ke, ve, 5, border='clamp')
+    with pytest.raises(ValueError, match='rpb'):
+        local_global_attention(q, k, v, ke, ve, 3, rpb=torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match='extra_bias'):
+        local_global_attention(q, k, v, ke, ve, 3, extra_bias=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match='k_extra'):
+        local_global_attention(q, k, v, ke[..., :2], ve, 3)
+    with pytest.raises(ValueError, match='unknown backend'):
+        local_global_attention(q, k, v, ke, ve, 3, backend='cuda')
+
+
+@pytest.mark.parametrize('shape,P,kernel,border,rpb_kind,eb_kind,lw', [
+    ((1, 5, 7, 2, 16), 6, (3, 3), 'mask', 'slot', 'query', True),
+    ((2, 4, 9, 1, 16), 3, (3, 5), 'clamp', 'offset', 'head', True),
+    ((1, 6, 5, 2, 16), 4, (5, 3), 'mask', None, None, False),
+])
+def test_flex_forward_on_cpu_matches_reference(shape, P, kernel, border, rpb_kind, eb_kind, lw):
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    q, k, v, ke, ve, rpb, eb, lwt = _inputs(shape, P, kernel, rpb_kind, eb_kind, lw)
+    kwargs = dict(border=border, rpb=rpb, extra_bias=eb, local_weights=lwt, scale=0.5)
+    with torch.no_grad():
+        exp = local_global_attention(q, k, v, ke, ve, kernel, backend='reference', **kwargs)
+        out = local_global_attention(q, k, v, ke, ve, kernel, backend='flex', **kwargs)
+    torch.testing.assert_close(out, exp, atol=TOL[torch.float32]['out'] * tol_scale(exp), rtol=0)
+
+
+def test_flex_refused_on_cpu_with_grad_and_not_chosen_automatically():
+    pytest.importorskip('torch.nn.attention.flex_attention')
+    q, k, v, ke, ve, *_ = _inputs((1, 3, 4, 1, 16), 2, (3, 3), None, None, False)
+    with torch.no_grad():
+        torch.testing.assert_close(local_global_attention(q, k, v, ke, ve, 3),
+                                   local_global_attention(q, k, v, ke, ve, 3, backend='reference'), atol=0, rtol=0)
+    with pytest.raises(RuntimeError, match='backward'):
+        local_global_attention(q.requires_grad_(True), k, v, ke, ve, 3, backend='flex')

@@ -7,9 +7,11 @@ the ``_*.py`` modules beside them.
 * Local attention, re-exported here, layout ``[batch, *spatial, heads, head_dim]`` for q, k, v
   and output: :func:`na1d`, :func:`na2d` — neighborhood attention (NAT / DiNAT, NATTEN <= 0.17
   semantics); :func:`window_attention` — Swin (shifted) window attention;
-  :func:`halo_attention` — HaloNet blocked-halo attention.
+  :func:`halo_attention` — HaloNet blocked-halo attention; :func:`local_global_attention` —
+  a sliding window joined with extra (pooled) tokens in one softmax (TransNeXt).
 * :mod:`densekit.ops.mmcv` — replacements for mmcv's compiled detection ops (``nms``,
-  ``roi_align``, ``roi_pool``, ``focal_loss``, ``deform_conv``, ``ms_deform_attn``), one package
+  ``roi_align``, ``roi_pool``, ``focal_loss``, ``deform_conv``, ``ms_deform_attn``, ``psamask``,
+  ``masked_conv``, ``carafe``, ``deform_roi_pool``), one package
   each under ``densekit/ops/mmcv/<op>/``, imported by their own path.
 
 Every fused op takes ``backend=None | 'reference' | 'triton' | 'flex'`` (the names it has) and
@@ -18,7 +20,8 @@ variable overrides the automatic choice. Triton and FlexAttention are imported l
 use. See ``docs/ops.md``.
 """
 from densekit.ops.halo import halo_attention
+from densekit.ops.local_global import local_global_attention
 from densekit.ops.neighborhood import na1d, na2d
 from densekit.ops.window import window_attention
 
-__all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention']
+__all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention', 'local_global_attention']

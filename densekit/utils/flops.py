@@ -5,7 +5,7 @@ aten operators a forward pass runs. Inside densekit's attention ops that is wron
 Triton and flex backends are opaque to it (counted as nothing), and the pure-PyTorch reference
 computes padded tiles and gathered copies (counted as more than the op's cost). :func:`count_flops`
 therefore counts every other operator with ``FlopCounterMode`` and each call of ``na1d`` / ``na2d``
-/ ``window_attention`` / ``halo_attention`` by its analytic cost, with the counter suspended while
+/ ``window_attention`` / ``halo_attention`` / ``local_global_attention`` by its analytic cost, with the counter suspended while
 the op runs.
 
 The convention is torch's: a multiply-add is 2 FLOPs (a matmul of ``[m, k] x [k, n]`` is ``2mkn``).
@@ -54,12 +54,19 @@ def _halo_flops(q, k, v, block_size, halo_size, rel_h=None, rel_w=None, *args, *
     return flops
 
 
+def _local_global_flops(q, k, v, k_extra, v_extra, kernel_size, *args, **kwargs) -> int:
+    taps = math.prod(kernel_size) if isinstance(kernel_size, (tuple, list)) else kernel_size ** 2
+    queries = math.prod(q.shape[:-1])
+    return 2 * queries * (taps + k_extra.shape[1]) * (q.shape[-1] + v.shape[-1])
+
+
 # The public op function objects, by name, with their analytic cost.
 _COSTS: Dict[str, Callable[..., int]] = {
     'na1d': _na_flops,
     'na2d': _na_flops,
     'window_attention': _window_flops,
     'halo_attention': _halo_flops,
+    'local_global_attention': _local_global_flops,
 }
 
 

@@ -3,7 +3,7 @@
 Two modes:
 
 * ``--mode tiny`` (CPU regression figure): the tiny copies used by
-  ``tests/configs/test_configs.py`` (``*_test`` backbone, 64-wide heads, images / 8), batch 2.
+  ``tools/dev/tiny_configs.py`` (``*_test`` backbone, 64-wide heads, images / 8), batch 2.
 * ``--mode full`` (GPU): the configs as written (Swin-T, standard resolution: COCO images
   800x1333, ADE20K 512x512), batch 2, bf16 autocast; each model is timed twice in the same run,
   once on densekit's fastest attention backends (automatic choice) and once on the reference
@@ -29,7 +29,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / 'benchmarks')]
-sys.path.insert(0, str(REPO / 'tests' / 'configs'))  # the config surgery + demo data helpers
+sys.path.insert(0, str(REPO / 'tools' / 'dev'))  # tiny_configs + config_demo_data
 
 from _timing import seconds_per_call  # noqa: E402  (benchmarks/_timing.py)
 
@@ -53,15 +53,15 @@ def _data(root: Path, mode: str) -> None:
 
 def _prepare(path: str, root: Path, mode: str):
     from mmengine.config import Config
-    from test_configs import _relocate_data, _tiny
+    from tiny_configs import relocate_data, tiny
 
     cfg = Config.fromfile(str(REPO / path))
     if mode == 'tiny':
-        return _tiny(cfg, root)
+        return tiny(cfg, root)
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone.pop('init_cfg', None)  # random weights: throughput only
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name] = _relocate_data(cfg[name], root)
+        cfg[name] = relocate_data(cfg[name], root)
     return cfg
 
 
@@ -69,13 +69,13 @@ def bench(path: str, root: Path, mode: str, device: str, iters: int) -> tuple[fl
     from mmengine.dataset import pseudo_collate
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
-    from test_configs import _build_model, _dataset
+    from tiny_configs import build_model, dataset
 
     cfg = _prepare(path, root, mode)
-    model = revert_sync_batchnorm(_build_model(cfg)).to(device)
+    model = revert_sync_batchnorm(build_model(cfg)).to(device)
     optim = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
-    train_set = _dataset(cfg, 'train_dataloader')
-    val_set = _dataset(cfg, 'val_dataloader')
+    train_set = dataset(cfg, 'train_dataloader')
+    val_set = dataset(cfg, 'val_dataloader')
     train_batch = pseudo_collate([train_set[0], train_set[1]])
     val_batch = pseudo_collate([val_set[0], val_set[1]])
     amp = (torch.autocast('cuda', dtype=torch.bfloat16) if device == 'cuda'

@@ -7,7 +7,8 @@ the ``_*.py`` modules beside them.
 * Local attention, re-exported here, layout ``[batch, *spatial, heads, head_dim]`` for q, k, v
   and output: :func:`na1d`, :func:`na2d` — neighborhood attention (NAT / DiNAT, NATTEN <= 0.17
   semantics); :func:`window_attention` — Swin (shifted) window attention;
-  :func:`halo_attention` — HaloNet blocked-halo attention.
+  :func:`halo_attention` — HaloNet blocked-halo attention; :func:`routed_attention` — BiFormer
+  bi-level routing attention (queries of a region attend to the tokens of their routed regions).
 * :mod:`densekit.ops.mmcv` — replacements for mmcv's compiled detection ops (``nms``,
   ``roi_align``, ``roi_pool``, ``focal_loss``, ``deform_conv``, ``ms_deform_attn``), one package
   each under ``densekit/ops/mmcv/<op>/``, imported by their own path.
@@ -19,6 +20,7 @@ use. See ``docs/ops.md``.
 """
 from densekit.ops.halo import halo_attention
 from densekit.ops.neighborhood import na1d, na2d
+from densekit.ops.routed import routed_attention
 from densekit.ops.window import window_attention
 
-__all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention']
+__all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention', 'routed_attention']

@@ -10,3 +10,4 @@ from densekit.models.backbones import swin  # noqa: F401
 from densekit.models.backbones import nat  # noqa: F401
 from densekit.models.backbones import halonet  # noqa: F401
 from densekit.models.backbones import cswin  # noqa: F401
+from densekit.models.backbones import biformer  # noqa: F401

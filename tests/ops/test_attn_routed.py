@@ -3,7 +3,7 @@ the official gather formulation, gradcheck, errors, and backend parity."""
 import pytest
 import torch
 
-from attn_parity import check_backend, make_inputs
+from attn_parity import TOL, check_backend, make_inputs
 from densekit.ops.routed import routed_attention
 
 
@@ -136,3 +136,47 @@ def test_cuda_flex_parity(requires_cuda, dtype, shape, regions, topk):
     r = (regions, regions) if isinstance(regions, int) else regions
     check_backend(_routed_op(_random_index(shape[0], r[0] * r[1], topk), regions), 'flex', shape, None, dtype,
                   device='cuda')
+
+
+TRITON_CASES = [
+    # (shape, dv, regions, topk): regions of 1, 15 and 40 tokens (partial and several chunks),
+    # head dims that are not powers of two, values narrower than keys
+    ((2, 6, 10, 2, 16), 16, (2, 2), 3),
+    ((1, 9, 15, 1, 12), 20, 3, 2),
+    ((1, 4, 4, 2, 16), 8, 4, 5),
+]
+
+
+@pytest.mark.parametrize('shape,dv,regions,topk', TRITON_CASES)
+def test_triton_parity_fp32(triton_interpreter, shape, dv, regions, topk):
+    r = (regions, regions) if isinstance(regions, int) else regions
+    index = _random_index(shape[0], r[0] * r[1], topk, seed=1)
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(shape, generator=g) for _ in range(2))
+    v, go = (torch.randn(shape[:-1] + (dv,), generator=g) for _ in range(2))
+    res = {}
+    for backend in ('reference', 'triton'):
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = routed_attention(*leaves, index, regions, backend=backend)
+        out.backward(go)
+        res[backend] = [out.detach()] + [t.grad for t in leaves]
+    tol = TOL[torch.float32]
+    for what, a, e in zip(('out', 'dq', 'dk', 'dv'), res['triton'], res['reference']):
+        torch.testing.assert_close(a, e, atol=tol[what] * max(1.0, e.abs().max().item()), rtol=0,
+                                   msg=lambda m, w=what: f'{w}: {m}')
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_triton_parity_low_precision(triton_interpreter, dtype):
+    check_backend(_routed_op(_random_index(1, 4, 2), 2), 'triton', (1, 6, 10, 2, 16), None, dtype)
+
+
+def test_invert_routing_groups_query_regions_by_key_region():
+    pytest.importorskip('triton')
+    from densekit.ops.routed.triton import invert_routing
+    index = _random_index(2, 6, 3)
+    inv, off = invert_routing(index, 6)
+    for b in range(2):
+        for kr in range(6):
+            got = sorted(inv[b, off[b, kr]:off[b, kr + 1]].tolist())
+            assert got == [r for r in range(6) if kr in index[b, r].tolist()]

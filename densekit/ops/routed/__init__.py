@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from densekit.layers.window import to_2tuple
-from densekit.ops._backend import check_qkv, choose_backend, flex_probe, scale_reason
+from densekit.ops._backend import check_qkv, choose_backend, flex_probe, scale_reason, triton_probe
 
 __all__ = ['routed_attention']
 
@@ -34,7 +34,7 @@ def routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: t
         regions: the region grid, ``n_win`` (int, ``n_win x n_win`` regions) or ``(rh, rw)``.
         scale: logit scale, default ``head_dim ** -0.5`` (BiFormer uses ``qk_dim ** -0.5`` of the
             whole, multi-head q / k width).
-        backend: ``'flex' | 'reference'`` or ``None`` (automatic).
+        backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
 
     Returns:
         ``[B, H, W, heads, head_dim_v]``.
@@ -67,10 +67,16 @@ def routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: t
     if scale is None:
         scale = q.shape[-1] ** -0.5
 
+    def _triton(explicit):
+        return scale_reason(scale) or triton_probe(explicit, q, k, v)
+
     def _flex(explicit):
         return scale_reason(scale) or flex_probe(explicit, q, k, v)
 
-    name = choose_backend(op, {'flex': _flex, 'reference': lambda explicit: None}, backend)
+    name = choose_backend(op, {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
+    if name == 'triton':
+        from densekit.ops.routed.triton import routed_triton
+        return routed_triton(q, k, v, index, regions, scale)
     if name == 'flex':
         from densekit.ops.routed.flex import routed_flex
         return routed_flex(q, k, v, index, regions, scale)

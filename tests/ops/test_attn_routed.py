@@ -128,16 +128,6 @@ def test_flex_forward_on_cpu_matches_reference(shape, regions, topk):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize('shape,regions,topk', [((2, 12, 20, 2, 16), (3, 4), 4), ((2, 64, 96, 2, 32), 16, 1),
-                                                ((1, 32, 48, 4, 32), 16, 4)])
-def test_cuda_flex_parity(requires_cuda, dtype, shape, regions, topk):
-    r = (regions, regions) if isinstance(regions, int) else regions
-    check_backend(_routed_op(_random_index(shape[0], r[0] * r[1], topk), regions), 'flex', shape, None, dtype,
-                  device='cuda')
-
-
 TRITON_CASES = [
     # (shape, dv, regions, topk): regions of 1, 15 and 40 tokens (partial and several chunks),
     # head dims that are not powers of two, values narrower than keys
@@ -180,3 +170,24 @@ def test_invert_routing_groups_query_regions_by_key_region():
         for kr in range(6):
             got = sorted(inv[b, off[b, kr]:off[b, kr + 1]].tolist())
             assert got == [r for r in range(6) if kr in index[b, r].tolist()]
+
+
+def test_triton_double_backward_is_an_error(triton_interpreter):
+    q = torch.randn(1, 4, 4, 1, 16, requires_grad=True)
+    out = routed_attention(q, q, q, _random_index(1, 4, 2), 2, backend='triton')
+    (g,) = torch.autograd.grad(out.sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match='once_differentiable|does not require grad'):
+        g.sum().backward()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('backend', ['triton', 'flex'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('shape,regions,topk', [((2, 52, 84, 2, 32), (4, 4), 4), ((1, 208, 336, 2, 32), 16, 1),
+                                                ((2, 64, 96, 4, 32), 16, 4), ((2, 16, 32, 8, 32), 16, 16)])
+def test_cuda_parity(requires_cuda, backend, dtype, shape, regions, topk):
+    """BiFormer's stage shapes at 800x1333 / 16 regions (stage 0: 208x336, top-1; stage 2: 1x2
+    regions, top-16) and smaller ones."""
+    r = (regions, regions) if isinstance(regions, int) else regions
+    check_backend(_routed_op(_random_index(shape[0], r[0] * r[1], topk), regions), backend, shape, None, dtype,
+                  device='cuda')

@@ -68,6 +68,8 @@ def routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: t
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
+        if q.numel() == 0:
+            return 'empty input'
         return scale_reason(scale) or triton_probe(explicit, q, k, v)
 
     def _flex(explicit):

@@ -20,6 +20,7 @@ from typing import Tuple
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from densekit.ops._triton_utils import dot, online_softmax_step, precision, row_sum, upcast
 from densekit.ops.routed.reference import from_regions, to_regions
@@ -191,6 +192,7 @@ class _RoutedTriton(torch.autograd.Function):
         return from_regions(o, (H, W), regions)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         qr, kr, vr, o, lse, idx = ctx.saved_tensors
         regions, scale, size = ctx.meta

@@ -33,7 +33,7 @@ BLOCK_N = 32
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, IDX, O, LSE, scale, T, R, TOPK, HEADS, NUM_MB, D, DV,
+def _routed_fwd(Q, K, V, IDX, O, LSE, scale, T, R, TOPK, HEADS, NUM_MB, D, DV,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 BLOCK_DV: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     pid = tl.program_id(0)
@@ -71,7 +71,7 @@ def _fwd_kernel(Q, K, V, IDX, O, LSE, scale, T, R, TOPK, HEADS, NUM_MB, D, DV,
 
 
 @triton.jit
-def _dq_kernel(Q, K, V, DO, LSE, DELTA, IDX, DQ, scale, T, R, TOPK, HEADS, NUM_MB, D, DV,
+def _routed_dq(Q, K, V, DO, LSE, DELTA, IDX, DQ, scale, T, R, TOPK, HEADS, NUM_MB, D, DV,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                BLOCK_DV: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     pid = tl.program_id(0)
@@ -110,7 +110,7 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, IDX, DQ, scale, T, R, TOPK, HEADS, NUM_M
 
 
 @triton.jit
-def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, INV, INV_OFF, DK, DV_OUT, scale, T, R, TOPK, HEADS, NUM_NB, D, DV,
+def _routed_dkdv(Q, K, V, DO, LSE, DELTA, INV, INV_OFF, DK, DV_OUT, scale, T, R, TOPK, HEADS, NUM_NB, D, DV,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_DV: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     pid = tl.program_id(0)
@@ -183,7 +183,7 @@ class _RoutedTriton(torch.autograd.Function):
         lse = torch.empty(B, h, R, T, device=q.device, dtype=torch.float32)
         num_mb = triton.cdiv(T, BLOCK_M)
         bd, bdv = _dims(D, DV)
-        _fwd_kernel[(R * num_mb, B * h)](
+        _routed_fwd[(R * num_mb, B * h)](
             qr, kr, vr, idx, o, lse, float(scale), T, R, idx.shape[-1], h, num_mb, D, DV,
             BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=bd, BLOCK_DV=bdv,
             PREC=precision(q.dtype), UPCAST=upcast(q))
@@ -207,11 +207,11 @@ class _RoutedTriton(torch.autograd.Function):
                       PREC=precision(qr.dtype), UPCAST=upcast(qr))
         topk = idx.shape[-1]
         num_mb = triton.cdiv(T, BLOCK_M)
-        _dq_kernel[(R * num_mb, B * h)](qr, kr, vr, do, lse, delta, idx, dq, scale, T, R, topk, h, num_mb, D, DV,
+        _routed_dq[(R * num_mb, B * h)](qr, kr, vr, do, lse, delta, idx, dq, scale, T, R, topk, h, num_mb, D, DV,
                                         **common)
         inv, inv_off = invert_routing(idx.long(), R)
         num_nb = triton.cdiv(T, BLOCK_N)
-        _dkdv_kernel[(R * num_nb, B * h)](qr, kr, vr, do, lse, delta, inv, inv_off, dk, dv, scale, T, R, topk, h,
+        _routed_dkdv[(R * num_nb, B * h)](qr, kr, vr, do, lse, delta, inv, inv_off, dk, dv, scale, T, R, topk, h,
                                           num_nb, D, DV, **common)
         back = lambda t: from_regions(t, size, regions)  # noqa: E731
         return back(dq), back(dk), back(dv), None, None, None

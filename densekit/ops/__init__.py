@@ -8,7 +8,9 @@ the ``_*.py`` modules beside them.
   and output: :func:`na1d`, :func:`na2d` — neighborhood attention (NAT / DiNAT, NATTEN <= 0.17
   semantics); :func:`window_attention` — Swin (shifted) window attention;
   :func:`halo_attention` — HaloNet blocked-halo attention; :func:`local_global_attention` —
-  a sliding window joined with extra (pooled) tokens in one softmax (TransNeXt).
+  a sliding window joined with extra (pooled) tokens in one softmax (TransNeXt);
+  :func:`routed_attention` — BiFormer bi-level routing attention (queries of a region attend to
+  the tokens of their routed regions).
 * :mod:`densekit.ops.mmcv` — replacements for mmcv's compiled detection ops (``nms``,
   ``roi_align``, ``roi_pool``, ``focal_loss``, ``deform_conv``, ``ms_deform_attn``, ``psamask``,
   ``masked_conv``, ``carafe``, ``deform_roi_pool``), one package
@@ -22,6 +24,8 @@ use. See ``docs/ops.md``.
 from densekit.ops.halo import halo_attention
 from densekit.ops.local_global import local_global_attention
 from densekit.ops.neighborhood import na1d, na2d
+from densekit.ops.routed import routed_attention
 from densekit.ops.window import window_attention
 
-__all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention', 'local_global_attention']
+__all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention', 'local_global_attention',
+           'routed_attention']

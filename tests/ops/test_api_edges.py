@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from densekit.ops import halo_attention, na1d, na2d, window_attention
+from densekit.ops import halo_attention, na1d, na2d, routed_attention, window_attention
 from densekit.ops.neighborhood.reference import na_reference
 
 OPS = {
@@ -13,8 +13,11 @@ OPS = {
     'na2d': lambda q, k, v, **kw: na2d(q, k, v, 3, dilation=2, **kw),
     'window': lambda q, k, v, **kw: window_attention(q, k, v, 4, 2, **kw),
     'halo': lambda q, k, v, **kw: halo_attention(q, k, v, 4, 1, **kw),
+    # 2 x 2 regions, each routed to regions 0 and 1
+    'routed': lambda q, k, v, **kw: routed_attention(q, k, v, torch.arange(2).repeat(q.shape[0], 4, 1), 2, **kw),
 }
-OP_NAMES = {'na1d': 'na1d', 'na2d': 'na2d', 'window': 'window_attention', 'halo': 'halo_attention'}
+OP_NAMES = {'na1d': 'na1d', 'na2d': 'na2d', 'window': 'window_attention', 'halo': 'halo_attention',
+            'routed': 'routed_attention'}
 
 
 def _qkv(shape=(1, 8, 8, 2, 16), seed=0, requires_grad=False):
@@ -104,7 +107,7 @@ def _grad_penalty(fn, q, k, v):
     (gq.square().sum() + out.sum()).backward()
 
 
-@pytest.mark.parametrize('op', ['na2d', 'window', 'halo'])
+@pytest.mark.parametrize('op', ['na2d', 'window', 'halo', 'routed'])
 def test_triton_double_backward_is_an_error(triton_interpreter, op):
     """The Triton backwards are not differentiable: a double backward (a gradient penalty) is an
     error, not a first gradient without a graph whose penalty term is silently dropped."""
@@ -132,7 +135,7 @@ def test_compile_fullgraph(op):
 
 
 # ---------------------------------------------------------------- dispatch
-@pytest.mark.parametrize('op', ['na1d', 'window', 'halo'])
+@pytest.mark.parametrize('op', ['na1d', 'window', 'halo', 'routed'])
 def test_triton_refuses_batch_times_heads_past_the_grid_limit(triton_interpreter, op):
     """batch * heads > 65535 (grid axis 1): the probe refuses, so that automatic dispatch on CUDA
     falls back to flex / reference instead of failing in the launcher."""
@@ -143,7 +146,7 @@ def test_triton_refuses_batch_times_heads_past_the_grid_limit(triton_interpreter
 
 
 @pytest.mark.parametrize('backend', ['triton', 'flex'])
-@pytest.mark.parametrize('op', ['na2d', 'window', 'halo'])
+@pytest.mark.parametrize('op', ['na2d', 'window', 'halo', 'routed'])
 def test_fused_backends_refuse_a_scale_that_needs_a_gradient(triton_interpreter, op, backend):
     """A learnable tensor ``scale``: the reference differentiates it, the fused backends take a
     number and would silently return no gradient for it, so they refuse it."""

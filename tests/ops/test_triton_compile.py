@@ -37,6 +37,7 @@ EXPECTED = {
     'halo_s2': ['_halo_fwd_or_dq', '_row_dot_kernel', '_halo_fwd_or_dq', '_halo_dkdv'],
     'halo_dv': ['_halo_fwd_or_dq', '_row_dot_kernel', '_halo_fwd_or_dq', '_halo_dkdv'],
     'msda': ['_msda_fwd_kernel', '_msda_bwd_kernel'],
+    'routed': ['_routed_fwd', '_routed_dq', '_routed_dkdv'],
 }
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
@@ -53,12 +54,20 @@ KNOWN_SM90_STACK = {
     # fewer stages: the same). Its FMA dots hold [64, 64] fp32 operands in registers (half
     # precision: none).
     ('_halo_dkdv', 'float32'): 208,
+    # fp32 routed attention with BiFormer's 32-wide heads: the dQ kernel 8 B, the dK / dV kernel
+    # (two [32, 32] fp32 accumulators plus the recomputed probabilities, FMA dots) 40 B at the
+    # 255-register cap; half precision none.
+    ('_routed_dq', 'float32'): 8,
+    ('_routed_dkdv', 'float32'): 40,
 }
 # no dot products: no MMA expected
 ELEMENTWISE_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel', '_row_dot_kernel'}
 # strided halo queries: a block's 4x4 queries are a 16-row tile, fewer than Hopper's warpgroup MMA
 # (HGMMA) takes, so the forward / dQ kernel uses the warp-level MMA (the dK / dV key tile is 64)
 WARP_MMA_KERNELS = {('halo_s2', '_halo_fwd_or_dq')}
+# routed attention: 32-row query / key tiles (BiFormer's regions hold 1 - 300 tokens; a 64-row
+# tile would mostly be padding in the deeper stages), below the warpgroup MMA's 64 rows
+WARP_MMA_KERNELS |= {('routed', k) for k in ('_routed_fwd', '_routed_dq', '_routed_dkdv')}
 
 
 def _compile(dtype: str, arch: int, tmp_path) -> list:

@@ -117,6 +117,15 @@ def _halo(dtype, B, H, W, C, h, bs, hs, stride=1, dv=None, config=None):
     return halo_triton(q, kk, v, bs, hs, rel_h, rel_w, D ** -0.5, False, 'zeros', stride, config)
 
 
+def _routed(dtype, B, H, W, h, D, regions, topk):
+    """Routed attention on an ``regions x regions`` grid, each region routed to ``topk`` others."""
+    from densekit.ops.routed.triton import routed_triton
+    q, kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(3))
+    R = regions * regions
+    index = torch.stack([torch.randperm(R)[:topk] for _ in range(B * R)]).view(B, R, topk)
+    return routed_triton(q, kk, v, index, (regions, regions), D ** -0.5)
+
+
 def _msda(dtype, bs, nq, nh, d, levels, points):
     from densekit.ops.mmcv.ms_deform_attn.triton import ms_deform_attn_triton
     shapes = torch.tensor(levels)
@@ -143,7 +152,7 @@ def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tens
 
 def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
-    windows, halo (and strided queries), MSDA (what ``tests/ops/test_triton_compile.py`` compiles)."""
+    windows, halo (and strided queries), MSDA, routed attention (what ``tests/ops/test_triton_compile.py`` compiles)."""
     na, win, halo = ({'config': (configs or {}).get(op)} for op in OPS)
     return {
         'na2d': functools.partial(_na, dtype, 1, 16, 18, 2, 32, (7, 5), (2, 1), **na),
@@ -153,6 +162,7 @@ def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torc
         'halo_s2': functools.partial(_halo, dtype, 1, 16, 16, 64, 2, 8, 3, 2, **halo),  # strided queries
         'halo_dv': functools.partial(_halo, dtype, 1, 16, 16, 32, 2, 8, 2, 1, 64, **halo),  # eca_halonext: 16 / 64
         'msda': functools.partial(_msda, dtype, 1, 5, 2, 32, ((6, 8), (3, 4)), 4),
+        'routed': functools.partial(_routed, dtype, 1, 16, 20, 2, 32, 4, 3),  # BiFormer's 32-wide heads
     }
 
 

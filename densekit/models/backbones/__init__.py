@@ -12,3 +12,4 @@ from densekit.models.backbones import halonet  # noqa: F401
 from densekit.models.backbones import cswin  # noqa: F401
 from densekit.models.backbones import van  # noqa: F401
 from densekit.models.backbones import hornet  # noqa: F401
+from densekit.models.backbones import unireplknet  # noqa: F401

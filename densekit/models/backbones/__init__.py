@@ -13,3 +13,4 @@ from densekit.models.backbones import cswin  # noqa: F401
 from densekit.models.backbones import van  # noqa: F401
 from densekit.models.backbones import hornet  # noqa: F401
 from densekit.models.backbones import unireplknet  # noqa: F401
+from densekit.models.backbones import replknet  # noqa: F401

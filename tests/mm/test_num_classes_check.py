@@ -99,8 +99,9 @@ def test_configs_own_custom_hooks_keep_densekit_hooks():
 @pytest.mark.parametrize('own_hooks', [False, True])
 def test_train_cli_refuses_80_class_heads_on_balloon(tmp_path, own_hooks):
     """The user path: a Mask R-CNN config pointed at the one-class balloon set, num_classes not
-    changed. Before, training ran and mmdet's CocoMetric failed with an IndexError. With the
-    config's own custom_hooks (an EMA hook) the check used to be dropped as well."""
+    changed, is refused before training (without the check, training runs and mmdet's CocoMetric
+    fails with an IndexError), also when the config has its own custom_hooks (an EMA hook), which
+    replace the hook list in mmengine."""
     root = shared_data('balloon')
     from densekit.mm.runner import train
     ann = 'annotations/instances_val_512.json'

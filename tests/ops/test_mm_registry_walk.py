@@ -54,7 +54,7 @@ CLASS_ARGS = {
     ('mmdet', 'FPN'): dict(in_channels=[8, 16, 32], out_channels=8, num_outs=4),
     ('mmdet', 'RPNHead'): dict(in_channels=8, feat_channels=8, num_classes=1),
     ('mmdet', 'RetinaHead'): dict(num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1),
-    ('mmdet', 'DyHead'): dict(in_channels=8, out_channels=8, num_blocks=1),
+    ('mmdet', 'DyHead'): dict(in_channels=8, out_channels=16, num_blocks=1),
     ('mmseg', 'ResNetV1c'): dict(depth=18),
     ('mmseg', 'ResNet'): dict(depth=18),
     ('mmseg', 'FPN'): dict(in_channels=[8, 16, 32], out_channels=8, num_outs=4),

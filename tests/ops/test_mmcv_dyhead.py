@@ -44,6 +44,23 @@ def test_dyhead_forward_backward():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
 
 
+def test_dyhead_four_levels_three_blocks_keep_shapes():
+    """What mmdet's own neck test checks (four levels 64..8, three blocks): one output per level,
+    ``out_channels`` channels at the input's size; a bare tensor (not a list) is refused."""
+    require_portable_ext()
+    from mmdet.models.necks import DyHead
+    sizes = [64 >> i for i in range(4)]
+    feats = [torch.rand(1, 8, s, s) for s in sizes]
+    neck = DyHead(in_channels=8, out_channels=16, num_blocks=3)
+    outs = neck(feats)
+    assert len(outs) == len(feats)
+    for out, s in zip(outs, sizes):
+        assert tuple(out.shape) == (1, 16, s, s)
+        assert torch.isfinite(out).all()
+    with pytest.raises(AssertionError):
+        neck(torch.rand(1, 8, 4, 4))
+
+
 def test_dyhead_oversized_offset_gradient_tail_is_zero():
     """The offset of the larger level reaches ``spatial_conv_high`` of the smaller one: the
     elements past ``out_h * out_w`` per channel block are never read, so get no gradient."""

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcv_parity import assert_close, require_portable_ext
-from densekit.ops import masked_conv as dk
+from densekit.ops.mmcv import masked_conv as dk
 
 
 def _case(dtype, kernel=3, padding=1, hw=(9, 11)):

@@ -142,12 +142,14 @@ def _routed_dkdv(Q, K, V, DO, LSE, DELTA, INV, INV_OFF, DK, DV_OUT, scale, T, R,
                          mask=m_mask[:, None] & (offs_dv[None, :] < DV), other=0.0)
             lse = tl.load(LSE + rows_q, mask=m_mask, other=0.0)
             delta = tl.load(DELTA + rows_q, mask=m_mask, other=0.0)
-            s = dot(q, tl.trans(k), PREC, UPCAST) * scale
-            p = tl.where(m_mask[:, None] & n_mask[None, :], tl.exp(s - lse[:, None]), 0.0)
-            dv += dot(tl.trans(p.to(do.dtype)), do, PREC, UPCAST)
-            dp = dot(do, tl.trans(v), PREC, UPCAST)
-            ds = p * (dp - delta[:, None])
-            dk += dot(tl.trans(ds.to(q.dtype)), q, PREC, UPCAST)
+            # Transposed tiles ([keys, queries]) throughout, so that no dot result is ever
+            # transposed (tl.trans of a dot result miscompiles on sm_90 with triton >= 3.4).
+            st = dot(k, tl.trans(q), PREC, UPCAST) * scale
+            pt = tl.where(n_mask[:, None] & m_mask[None, :], tl.exp(st - lse[None, :]), 0.0)
+            dv += dot(pt.to(do.dtype), do, PREC, UPCAST)
+            dpt = dot(v, tl.trans(do), PREC, UPCAST)
+            dst = pt * (dpt - delta[None, :])
+            dk += dot(dst.to(q.dtype), q, PREC, UPCAST)
     tl.store(DK + rows_k[:, None] * D + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
              mask=n_mask[:, None] & (offs_d[None, :] < D))
     tl.store(DV_OUT + rows_k[:, None] * DV + offs_dv[None, :], dv.to(DV_OUT.dtype.element_ty),

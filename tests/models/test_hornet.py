@@ -16,24 +16,14 @@ import torch.nn.functional as F
 from densekit.models import build_backbone, convert_checkpoint
 from densekit.models.backbones.hornet import GlobalLocalFilter, HorNet
 
+from official_fixture import regenerate_state_dict  # noqa: E402  (tools/dev)
+
 FIXTURE = Path(__file__).resolve().parents[1] / 'fixtures' / 'backbones' / 'hornet_official.pt'
 
 
 @pytest.fixture(scope='module')
 def official():
     return torch.load(FIXTURE, map_location='cpu', weights_only=True)
-
-
-def _regenerate(spec, seed):
-    """An official state dict of the fixture (same draw as ``make_hornet_fixture.regenerate``)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape, dtype, mean, std in spec:
-        if dtype.startswith('float'):
-            out[key] = mean + std * torch.randn(shape, generator=gen)
-        else:
-            out[key] = torch.zeros(shape, dtype=getattr(torch, dtype))
-    return out
 
 
 def _model_for(entry) -> HorNet:
@@ -50,7 +40,7 @@ def test_official_output_and_input_gradient_parity(official, name):
         model = build_backbone('hornet_tiny_gf', drop_path_rate=0.0).eval()
     else:
         model = _model_for(entry)
-    sd = _regenerate(entry['spec'], official['seed'])
+    sd = regenerate_state_dict(entry['spec'], official['seed'])
     model.load_state_dict(convert_checkpoint('hornet', sd), strict=True)
     x = official['input'].clone().requires_grad_(True)
     outs = model(x)
@@ -62,7 +52,7 @@ def test_official_output_and_input_gradient_parity(official, name):
 
 
 def test_converter_accepts_detector_and_classifier_checkpoints(official):
-    sd = _regenerate(official['tiny']['spec'], official['seed'])
+    sd = regenerate_state_dict(official['tiny']['spec'], official['seed'])
     direct = convert_checkpoint('hornet', sd)
     assert 'stem.0.weight' in direct and 'stages.1.downsample.1.weight' in direct
     assert 'stages.3.blocks.0.mlp.fc2.weight' in direct and 'out_norms.2.bias' in direct

@@ -14,6 +14,8 @@ import torch
 from densekit.models import build_backbone, convert_checkpoint
 from densekit.models.backbones.van import VAN
 
+from official_fixture import regenerate_state_dict  # noqa: E402  (tools/dev)
+
 FIXTURE = Path(__file__).resolve().parents[1] / 'fixtures' / 'backbones' / 'van_official.pt'
 
 
@@ -22,21 +24,9 @@ def official():
     return torch.load(FIXTURE, map_location='cpu', weights_only=True)
 
 
-def _regenerate(spec, seed):
-    """The official state dict of the fixture (same draw as ``make_van_fixture.regenerate``)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape, dtype, mean, std in spec:
-        if dtype.startswith('float'):
-            out[key] = mean + std * torch.randn(shape, generator=gen)
-        else:
-            out[key] = torch.zeros(shape, dtype=getattr(torch, dtype))
-    return out
-
-
 @pytest.fixture(scope='module')
 def official_state_dict(official):
-    return _regenerate(official['spec'], official['seed'])
+    return regenerate_state_dict(official['spec'], official['seed'])
 
 
 def test_official_output_and_input_gradient_parity(official, official_state_dict):

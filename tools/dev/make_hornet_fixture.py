@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from official_fixture import regenerate_state_dict  # tools/dev, beside this script
+
 
 def _gnconvs(gf_sizes):
     """The official configs' ``gnconv`` strings (evaluated in the official module)."""
@@ -96,18 +98,6 @@ def weight_spec(state_dict) -> list:
     return spec
 
 
-def regenerate(spec: list, seed: int) -> dict:
-    """The state dict described by ``spec`` (same code as in ``tests/models/test_hornet.py``)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape, dtype, mean, std in spec:
-        if dtype.startswith('float'):
-            out[key] = mean + std * torch.randn(shape, generator=gen)
-        else:
-            out[key] = torch.zeros(shape, dtype=getattr(torch, dtype))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--official', type=Path, required=True, help='clone of raoyongming/HorNet')
@@ -125,7 +115,7 @@ def main() -> None:
                                gnconv=_gnconvs(cfg['gf_sizes']), drop_path_rate=0.0,
                                out_indices=[0, 1, 2, 3])
         spec = weight_spec(model.state_dict())
-        sd = regenerate(spec, args.seed)
+        sd = regenerate_state_dict(spec, args.seed)
         model.load_state_dict(sd, strict=True)
         model.eval()
         xi = x.clone().requires_grad_(True)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from official_fixture import regenerate_state_dict  # tools/dev, beside this script
+
 # The official RepLKNet-31B (create_RepLKNet31B; segmentation/configs/RepLKNet_upernet.py).
 CONFIG = dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 18, 2],
               channels=[128, 256, 512, 1024], small_kernel=5)
@@ -75,18 +77,6 @@ def weight_spec(state_dict) -> list:
     return spec
 
 
-def regenerate(spec: list, seed: int) -> dict:
-    """The state dict described by ``spec`` (same code as in ``tests/models/test_replknet.py``)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape, dtype, mean, std in spec:
-        if dtype.startswith('float'):
-            out[key] = mean + std * torch.randn(shape, generator=gen)
-        else:
-            out[key] = torch.zeros(shape, dtype=getattr(torch, dtype))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--official', type=Path, required=True,
@@ -100,7 +90,7 @@ def main() -> None:
     model = Official(drop_path_rate=0.0, num_classes=None, out_indices=(0, 1, 2, 3),
                      use_checkpoint=False, use_sync_bn=False, **CONFIG)
     spec = weight_spec(model.state_dict())
-    model.load_state_dict(regenerate(spec, args.seed), strict=True)
+    model.load_state_dict(regenerate_state_dict(spec, args.seed), strict=True)
     model.eval()
 
     x = torch.randn(INPUT_SHAPE, generator=torch.Generator().manual_seed(args.seed + 1))

@@ -33,6 +33,8 @@ import types
 from pathlib import Path
 
 import torch
+
+from official_fixture import regenerate_state_dict  # tools/dev, beside this script
 import torch.nn as nn
 
 # The official UniRepLKNet-T (detection/configs/coco/casc_mask_rcnn_unireplknet_t_in1k_fpn_3x_coco.py).
@@ -90,18 +92,6 @@ def weight_spec(state_dict) -> list:
     return spec
 
 
-def regenerate(spec: list, seed: int) -> dict:
-    """The state dict described by ``spec`` (same code as in ``tests/models/test_unireplknet.py``)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape, dtype, mean, std in spec:
-        if dtype.startswith('float'):
-            out[key] = mean + std * torch.randn(shape, generator=gen)
-        else:
-            out[key] = torch.zeros(shape, dtype=getattr(torch, dtype))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--official', type=Path, required=True, help='clone of AILab-CVC/UniRepLKNet')
@@ -116,7 +106,7 @@ def main() -> None:
                      init_cfg=dict(type='Pretrained', checkpoint=None), attempt_use_lk_impl=False,
                      **CONFIG)
     spec = weight_spec(model.state_dict())
-    model.load_state_dict(regenerate(spec, args.seed), strict=True)
+    model.load_state_dict(regenerate_state_dict(spec, args.seed), strict=True)
     model.eval()
 
     x = torch.randn(INPUT_SHAPE, generator=torch.Generator().manual_seed(args.seed + 1))

@@ -31,6 +31,8 @@ import types
 from pathlib import Path
 
 import torch
+
+from official_fixture import regenerate_state_dict  # tools/dev, beside this script
 import torch.nn as nn
 
 # The official VAN-B0 (VAN-Segmentation's configs/upernet/1k_pretrained/upernet_van_b0_*.py).
@@ -117,18 +119,6 @@ def weight_spec(state_dict) -> list:
     return spec
 
 
-def regenerate(spec: list, seed: int) -> dict:
-    """The state dict described by ``spec`` (same code as in ``tests/models/test_van.py``)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape, dtype, mean, std in spec:
-        if dtype.startswith('float'):
-            out[key] = mean + std * torch.randn(shape, generator=gen)
-        else:
-            out[key] = torch.zeros(shape, dtype=getattr(torch, dtype))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--official', type=Path, required=True,
@@ -142,7 +132,7 @@ def main() -> None:
     model = OfficialVAN(drop_path_rate=0.0, norm_cfg=dict(type='SyncBN', requires_grad=True),
                         **CONFIG)
     spec = weight_spec(model.state_dict())
-    model.load_state_dict(regenerate(spec, args.seed), strict=True)
+    model.load_state_dict(regenerate_state_dict(spec, args.seed), strict=True)
     model.eval()
 
     x = torch.randn(INPUT_SHAPE, generator=torch.Generator().manual_seed(args.seed + 1))

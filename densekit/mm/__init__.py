@@ -13,6 +13,7 @@ Modules, by role:
 * :mod:`.datasets`: validated COCO / Cityscapes / ADE20K and the synthetic quickstart sets;
   :mod:`.validated`: the checks shared by the segmentation and depth datasets;
 * :mod:`.depth`: the depth datasets, transforms, estimator, metric and visualisation (mmseg);
+* :mod:`.heads`: dense heads and detectors (one module each) built on mmdet's / mmseg's;
 * :mod:`.hooks`, :mod:`.optim`, :mod:`.tta`: engine hooks, layer-decay optimizer constructor,
   instance-segmentation TTA;
 * :mod:`.runner`: what ``tools/train.py`` and ``tools/test.py`` run.
@@ -39,6 +40,7 @@ _MODULES = (
     'densekit.mm.optim',
     'densekit.mm.tta',
     'densekit.mm.depth',
+    'densekit.mm.heads',
     'densekit.mm.datasets',
 )
 

@@ -33,7 +33,7 @@ def official_state_dict(official):
 def test_official_output_and_input_gradient_parity(official, official_state_dict):
     model = build_backbone('crossformer_test', drop_path_rate=0.0).eval()
     cfg = official['config']
-    assert (cfg['embed_dim'], cfg['group_size'], cfg['crs_interval']) == (32, [4] * 4, [4, 2, 2, 1])
+    assert (cfg['embed_dim'], cfg['group_size'], cfg['crs_interval']) == (40, [4] * 4, [4, 2, 2, 1])
     model.load_state_dict(convert_checkpoint('crossformer', official_state_dict), strict=True)
     x = official['input'].clone().requires_grad_(True)
     outs = model(x)
@@ -58,8 +58,8 @@ def test_converter_accepts_detector_and_classifier_checkpoints(official_state_di
     assert det.keys() == direct.keys() and all(det[k] is direct[k] for k in direct)
 
     # ImageNet release: the same keys plus the final norm and the classifier head.
-    cls = dict(sd, **{'norm.weight': torch.zeros(256), 'norm.bias': torch.zeros(256),
-                      'head.weight': torch.zeros(1000, 256), 'head.bias': torch.zeros(1000)})
+    cls = dict(sd, **{'norm.weight': torch.zeros(320), 'norm.bias': torch.zeros(320),
+                      'head.weight': torch.zeros(1000, 320), 'head.bias': torch.zeros(1000)})
     assert convert_checkpoint('crossformer', {'model': cls}).keys() == direct.keys()
 
     # densekit's own keys pass through (the conversion is idempotent).

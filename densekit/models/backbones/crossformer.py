@@ -412,6 +412,7 @@ def crossformer_l(**kwargs) -> CrossFormer:
 @register_backbone(name='crossformer_test')
 def crossformer_test(**kwargs) -> CrossFormer:
     """A tiny CrossFormer for tests (not a published model): SDA and LDA blocks, padding, maps
-    smaller than a group, with groups of 4x4 (intervals 4, 2, 2, 1) to keep the padded maps small."""
-    return _create_crossformer(kwargs, embed_dim=32, depths=(2, 2, 2, 1), num_heads=(1, 2, 2, 4),
+    smaller than a group, with groups of 4x4 (intervals 4, 2, 2, 1) to keep the padded maps small;
+    40 channels give every DPB at least two hidden features."""
+    return _create_crossformer(kwargs, embed_dim=40, depths=(2, 2, 2, 1), num_heads=(1, 2, 2, 4),
                                group_size=4, crs_interval=(4, 2, 2, 1), drop_path_rate=0.1)

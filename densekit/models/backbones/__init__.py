@@ -17,3 +17,4 @@ from densekit.models.backbones import biformer  # noqa: F401
 from densekit.models.backbones import unireplknet  # noqa: F401
 from densekit.models.backbones import replknet  # noqa: F401
 from densekit.models.backbones import crossformer  # noqa: F401
+from densekit.models.backbones import litv2  # noqa: F401

@@ -49,7 +49,7 @@ def test_converter_accepts_detector_and_classifier_checkpoints(official_state_di
     direct = convert_checkpoint('crossformer', sd)
     assert 'stem.projs.3.weight' in direct and 'stem.norm.weight' in direct
     assert 'stages.1.downsample.projs.1.weight' in direct and 'stages.3.downsample.norm.bias' in direct
-    assert 'stages.2.blocks.1.attn.pos.pos3.2.weight' in direct
+    assert 'stages.1.blocks.1.attn.pos.pos3.2.weight' in direct
 
     # mmdet / mmseg checkpoints: 'backbone.' prefix next to the heads.
     wrapped = {f'backbone.{k}': v for k, v in sd.items()}
@@ -67,7 +67,7 @@ def test_converter_accepts_detector_and_classifier_checkpoints(official_state_di
 
     # CrossFormer++'s activation cooling layers have no counterpart: an error, not dropped.
     with pytest.raises(KeyError, match='unrecognised'):
-        convert_checkpoint('crossformer', dict(sd, **{'layers.2.blocks.2.ex_conv.weight': torch.zeros(1)}))
+        convert_checkpoint('crossformer', dict(sd, **{'layers.1.blocks.1.ex_conv.weight': torch.zeros(1)}))
 
 
 # Parameter counts of the official dense CrossFormer (models/crossformer_backbone_det.py, no head)

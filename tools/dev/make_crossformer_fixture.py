@@ -40,10 +40,10 @@ import torch.nn as nn
 from official_fixture import regenerate_state_dict  # tools/dev, beside this script
 
 # crossformer_test's architecture with the official dense settings (CrossFormer_S's factory call).
-CONFIG = dict(embed_dim=40, depths=[2, 2, 2, 1], num_heads=[1, 2, 2, 4], group_size=[4, 4, 4, 4],
-              crs_interval=[4, 2, 2, 1])
+CONFIG = dict(embed_dim=40, depths=[2, 2, 1, 1], num_heads=[1, 2, 2, 4], group_size=[4, 4, 4, 4],
+              crs_interval=[4, 2, 2, 1], mlp_ratio=2)
 DENSE = dict(img_size=[224, 224], patch_size=[4, 8, 16, 32], merge_size=[[2, 4], [2, 4], [2, 4]],
-             mlp_ratio=4, qkv_bias=True, use_acl=False, drop_rate=0.0, drop_path_rate=0.0)
+             qkv_bias=True, use_acl=False, drop_rate=0.0, drop_path_rate=0.0)
 INPUT_SHAPE = (2, 3, 67, 99)
 OFFICIAL_FILE = Path('models/crossformer_backbone_det.py')
 

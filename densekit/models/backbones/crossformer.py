@@ -373,11 +373,13 @@ _ARCH = ('embed_dim', 'depths', 'num_heads', 'group_size', 'crs_interval', 'patc
 def _create_crossformer(kwargs: dict, *, embed_dim: int, depths: Sequence[int],
                         num_heads: Sequence[int], drop_path_rate: float,
                         group_size: int | Sequence[int] = 7,
-                        crs_interval: Sequence[int] = (8, 4, 2, 1)) -> CrossFormer:
+                        crs_interval: Sequence[int] = (8, 4, 2, 1),
+                        mlp_ratio: float = 4.0) -> CrossFormer:
     check_variant_kwargs(CrossFormer, _ARCH, kwargs)
     kwargs.setdefault('drop_path_rate', drop_path_rate)
     return CrossFormer(embed_dim=embed_dim, depths=depths, num_heads=num_heads,
-                       group_size=group_size, crs_interval=crs_interval, **kwargs)
+                       group_size=group_size, crs_interval=crs_interval, mlp_ratio=mlp_ratio,
+                       **kwargs)
 
 
 @register_backbone(name='crossformer_t')
@@ -413,6 +415,7 @@ def crossformer_l(**kwargs) -> CrossFormer:
 def crossformer_test(**kwargs) -> CrossFormer:
     """A tiny CrossFormer for tests (not a published model): SDA and LDA blocks, padding, maps
     smaller than a group, with groups of 4x4 (intervals 4, 2, 2, 1) to keep the padded maps small;
-    40 channels give every DPB at least two hidden features."""
-    return _create_crossformer(kwargs, embed_dim=40, depths=(2, 2, 2, 1), num_heads=(1, 2, 2, 4),
-                               group_size=4, crs_interval=(4, 2, 2, 1), drop_path_rate=0.1)
+    40 channels give every DPB at least two hidden features; MLPs of twice the width."""
+    return _create_crossformer(kwargs, embed_dim=40, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4),
+                               group_size=4, crs_interval=(4, 2, 2, 1), mlp_ratio=2.0,
+                               drop_path_rate=0.1)

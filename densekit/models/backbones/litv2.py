@@ -178,8 +178,11 @@ class DeformableTokenMerging(nn.Module):
         self.conv_offset = nn.Conv2d(in_dim, 8, 2, stride=2)
         self.norm = nn.BatchNorm2d(dim)
         self.act = nn.GELU()
+        # nn.Conv2d's default init (as the official module), zero offsets: a plain strided
+        # convolution at the start of training.
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
-        nn.init.zeros_(self.conv_offset.weight)  # start as a plain strided convolution
+        nn.init.uniform_(self.bias, -(4 * in_dim) ** -0.5, (4 * in_dim) ** -0.5)
+        nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -155,8 +155,10 @@ def require_backbone(name: str) -> None:
 def tiny(cfg: Config, root: Path) -> Config:
     cfg = copy.deepcopy(cfg)
     full = cfg.model.backbone
-    # convnext_tiny -> convnext, halonet26t -> halonet
+    # convnext_tiny -> convnext, halonet26t -> halonet; litv2_s -> litv2 (digits in the family)
     family = re.match(r'[a-z]+', full.type).group(0)
+    if f'{family}_test' not in list_backbones():
+        family = full.type.split('_')[0]
     test_name = f'{family}_test'
     require_backbone(test_name)
     bb = dict(type=test_name, out_indices=tuple(full.get('out_indices', (0, 1, 2, 3))))

@@ -16,3 +16,5 @@ from densekit.models.backbones import transnext  # noqa: F401
 from densekit.models.backbones import biformer  # noqa: F401
 from densekit.models.backbones import unireplknet  # noqa: F401
 from densekit.models.backbones import replknet  # noqa: F401
+from densekit.models.backbones import crossformer  # noqa: F401
+from densekit.models.backbones import litv2  # noqa: F401

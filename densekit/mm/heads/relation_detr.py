@@ -41,7 +41,8 @@ _REGISTERED = False
 
 
 def _build():
-    from mmcv.cnn import Linear
+    from mmcv.cnn import Linear, build_norm_layer
+    from mmcv.cnn.bricks.transformer import FFN
     from mmcv.ops import MultiScaleDeformableAttention
     from mmdet.models.dense_heads import DINOHead
     from mmdet.models.dense_heads.deformable_detr_head import DeformableDETRHead
@@ -104,8 +105,12 @@ def _build():
         """Deformable DETR decoder layer whose self-attention takes an additive bias."""
 
         def _init_layers(self) -> None:
-            super()._init_layers()
             self.self_attn = RelationSelfAttention(**self.self_attn_cfg)
+            self.cross_attn = MultiScaleDeformableAttention(**self.cross_attn_cfg)
+            self.embed_dims = self.self_attn.embed_dims
+            self.ffn = FFN(**self.ffn_cfg)
+            self.norms = nn.ModuleList([build_norm_layer(self.norm_cfg, self.embed_dims)[1]
+                                        for _ in range(3)])
 
     class RelationDetrTransformerEncoder(DeformableDetrTransformerEncoder):
         """Deformable DETR encoder whose memory fuses the input and all layer outputs."""

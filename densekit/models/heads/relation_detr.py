@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ['box_relation_encoding', 'sine_encoding', 'relu_mask_fill_',
-           'PositionRelationEmbedding', 'BiasedMultiheadAttention', 'varifocal_loss']
+           'PositionRelationEmbedding', 'BiasedMultiheadAttention', 'varifocal_loss',
+           'convert_official_relation_detr']
 
 
 def box_relation_encoding(src_boxes: Tensor, tgt_boxes: Tensor, eps: float = 1e-5) -> Tensor:
@@ -212,3 +213,71 @@ def varifocal_loss(logits: Tensor, labels: Tensor, iou: Tensor, alpha: float = 0
     prob = logits.detach().sigmoid()
     weight = (1 - alpha) * prob.pow(gamma) * (1 - onehot) + target
     return F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction='none')
+
+
+# ----------------------------------------------------------------------------- checkpoint keys
+
+_LAYER_RENAMES = {
+    # official decoder layer -> mmdet DeformableDetrTransformerDecoderLayer (+ our self-attention)
+    'decoder': [('self_attn.', 'self_attn.attn.'), ('norm2.', 'norms.0.'), ('norm1.', 'norms.1.'),
+                ('norm3.', 'norms.2.'), ('linear1.', 'ffn.layers.0.0.'), ('linear2.', 'ffn.layers.1.')],
+    # official encoder layer -> mmdet DeformableDetrTransformerEncoderLayer
+    'encoder': [('norm1.', 'norms.0.'), ('norm2.', 'norms.1.'), ('linear1.', 'ffn.layers.0.0.'),
+                ('linear2.', 'ffn.layers.1.')],
+}
+
+
+def _mlp_to_sequential(rest: str) -> str:
+    """``layers.{k}.{param}`` (official MLP) -> ``{2k}.{param}`` (Linear / ReLU Sequential)."""
+    _, k, param = rest.split('.', 2)
+    return f'{2 * int(k)}.{param}'
+
+
+def convert_official_relation_detr(state_dict: dict, num_decoder_layers: int) -> dict:
+    """Official Relation DETR transformer keys -> densekit's mmdet ``RelationDETR`` keys.
+
+    Converts ``transformer.encoder.*``, ``transformer.decoder.*`` (layers, query position
+    MLPs, norm, relation embedding, per-layer class / box heads), the two-stage and hybrid
+    encoder heads and query embeddings, and the denoising label embedding. Other keys
+    (backbone, neck, ``transformer.level_embeds``, ``transformer.enc_output*``) are returned
+    unchanged under their official names, for the caller to map or drop.
+    """
+    out = {}
+    n = num_decoder_layers
+    for key, value in state_dict.items():
+        new = key
+        if key.startswith('transformer.decoder.layers.') or \
+                key.startswith('transformer.encoder.layers.'):
+            _, part, _, idx, rest = key.split('.', 4)
+            for old, rep in _LAYER_RENAMES[part]:
+                if rest.startswith(old):
+                    rest = rep + rest[len(old):]
+                    break
+            new = f'{part}.layers.{idx}.{rest}'
+        elif key.startswith('transformer.decoder.class_head.'):
+            new = 'bbox_head.cls_branches.' + key[len('transformer.decoder.class_head.'):]
+        elif key.startswith('transformer.decoder.bbox_head.'):
+            idx, rest = key[len('transformer.decoder.bbox_head.'):].split('.', 1)
+            new = f'bbox_head.reg_branches.{idx}.{_mlp_to_sequential(rest)}'
+        elif key.startswith('transformer.decoder.position_relation_embedding.pos_proj.0.'):
+            new = 'decoder.position_relation_embedding.pos_proj.' + key.rsplit('.', 1)[-1]
+        elif key.startswith('transformer.decoder.') or key.startswith('transformer.encoder.'):
+            new = key[len('transformer.'):]
+        elif key.startswith('transformer.encoder_class_head.'):
+            new = f'bbox_head.cls_branches.{n}.' + key.rsplit('.', 1)[-1]
+        elif key.startswith('transformer.encoder_bbox_head.'):
+            rest = key[len('transformer.encoder_bbox_head.'):]
+            new = f'bbox_head.reg_branches.{n}.{_mlp_to_sequential(rest)}'
+        elif key.startswith('transformer.hybrid_class_head.'):
+            new = 'bbox_head.hybrid_cls_branch.' + key.rsplit('.', 1)[-1]
+        elif key.startswith('transformer.hybrid_bbox_head.'):
+            rest = key[len('transformer.hybrid_bbox_head.'):]
+            new = f'bbox_head.hybrid_reg_branch.{_mlp_to_sequential(rest)}'
+        elif key == 'transformer.tgt_embed.weight':
+            new = 'query_embedding.weight'
+        elif key == 'transformer.hybrid_tgt_embed.weight':
+            new = 'hybrid_query_embedding.weight'
+        elif key == 'denoising_generator.label_encoder.weight':
+            new = 'dn_query_generator.label_embedding.weight'
+        out[new] = value
+    return out

@@ -1,0 +1,135 @@
+"""Relation DETR's encoder, decoder and relation embedding against the official implementation.
+
+The fixture ``tests/fixtures/heads/relation_detr_official.pt`` was produced by
+``tools/dev/make_relation_detr_fixture.py`` from the official ``models/bricks/
+relation_transformer.py`` (xiuqhou/Relation-DETR; deformable attention through its
+pure-PyTorch fallback) on random weights: it stores the weight spec and seed, the inputs and the
+outputs. Here the same official state dict is regenerated, converted with
+``convert_official_relation_detr`` and loaded into densekit's mmdet modules (decoder, encoder,
+and the head's per-layer class / box branches), which must reproduce the official outputs in
+fp32 to 1e-4.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip('mmdet')
+
+from official_fixture import regenerate_state_dict  # noqa: E402  (tools/dev)
+
+import densekit  # noqa: E402,F401  (registers densekit's mmdet modules)
+from densekit.models.heads.relation_detr import (PositionRelationEmbedding,  # noqa: E402
+                                                  convert_official_relation_detr)
+
+FIXTURE = Path(__file__).resolve().parents[1] / 'fixtures' / 'heads' / 'relation_detr_official.pt'
+ATOL = 1e-4
+
+
+@pytest.fixture(scope='module')
+def official():
+    return torch.load(FIXTURE, weights_only=False)
+
+
+@pytest.fixture(scope='module')
+def modules(official):
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    from densekit.mm.heads.relation_detr import classes
+
+    init_default_scope('mmdet')
+    c = official['config']
+    e, h, n_dec = c['embed_dim'], c['num_heads'], c['dec_layers']
+    ffn = dict(embed_dims=e, feedforward_channels=c['d_ffn'], ffn_drop=0.0)
+    msda = dict(embed_dims=e, num_heads=h, num_levels=c['n_levels'], num_points=c['n_points'],
+                dropout=0.0)
+    cls = classes()
+    torch.manual_seed(0)
+    encoder = cls['RelationDetrTransformerEncoder'](
+        num_layers=c['enc_layers'], layer_cfg=dict(self_attn_cfg=msda, ffn_cfg=ffn))
+    decoder = cls['RelationDetrTransformerDecoder'](
+        num_layers=n_dec, return_intermediate=True, post_norm_cfg=None,
+        layer_cfg=dict(self_attn_cfg=dict(embed_dims=e, num_heads=h, dropout=0.0),
+                       cross_attn_cfg=msda, ffn_cfg=ffn))
+    head = MODELS.build(dict(
+        type='RelationDETRHead', num_classes=c['num_classes'], embed_dims=e, as_two_stage=True,
+        num_pred_layer=n_dec + 1, share_pred_layer=False,
+        loss_cls=dict(type='RelationVarifocalLoss')))
+    sd = convert_official_relation_detr(
+        regenerate_state_dict(official['spec'], official['seed']), n_dec)
+    for prefix, module in (('encoder.', encoder), ('decoder.', decoder)):
+        part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        module.load_state_dict(part, strict=True)
+    head_part = {k[len('bbox_head.'):]: v for k, v in sd.items() if k.startswith('bbox_head.')}
+    missing, unexpected = head.load_state_dict(head_part, strict=False)
+    assert not unexpected, unexpected
+    # the official decoder has no encoder / hybrid proposal heads: those are the only ones left
+    assert all(k.startswith((f'cls_branches.{n_dec}.', f'reg_branches.{n_dec}.', 'hybrid_'))
+               for k in missing), missing
+    assert set(sd) == {k for k in sd if k.startswith(('encoder.', 'decoder.', 'bbox_head.'))}
+    return encoder.eval(), decoder.eval(), head.eval()
+
+
+def _close(actual, expected, what):
+    err = (actual - expected).abs().max().item()
+    assert err <= ATOL, f'{what}: max abs error {err:.3g} > {ATOL}'
+
+
+def test_relation_embedding_matches_official(official, modules):
+    _, decoder, _ = modules
+    with torch.no_grad():
+        got = decoder.position_relation_embedding(official['rel_src'], official['rel_tgt'])
+    assert got.shape == official['rel_out'].shape
+    _close(got, official['rel_out'], 'relation embedding')
+
+
+def test_encoder_matches_official(official, modules):
+    encoder, _, _ = modules
+    with torch.no_grad():
+        got = encoder(query=official['enc_query'], query_pos=official['enc_query_pos'],
+                      key_padding_mask=official['key_padding_mask'],
+                      spatial_shapes=official['spatial_shapes'],
+                      level_start_index=official['level_start_index'],
+                      valid_ratios=official['valid_ratios'])
+    _close(got, official['enc_out'], 'encoder memory')
+
+
+@pytest.mark.parametrize('run', ['train', 'eval', 'hybrid'])
+def test_decoder_matches_official(official, modules, run):
+    """Per-layer class scores and boxes: with the denoising mask (relation bias with ``-inf``
+    on blocked pairs), without a mask (inference), and without the relation (hybrid)."""
+    _, decoder, head = modules
+    num_dn = 0 if run == 'train' else official['dec_attn_mask'].shape[0] - \
+        int((~official['dec_attn_mask'][-1]).sum())
+    query = official['dec_query'][:, num_dn:]
+    ref = official['dec_reference_points'][:, num_dn:]
+    with torch.no_grad():
+        hidden, refs = decoder(
+            query=query, value=official['enc_out'], key_padding_mask=official['key_padding_mask'],
+            self_attn_mask=official['dec_attn_mask'] if run == 'train' else None,
+            reference_points=ref, spatial_shapes=official['spatial_shapes'],
+            level_start_index=official['level_start_index'],
+            valid_ratios=official['valid_ratios'], reg_branches=head.reg_branches,
+            skip_relation=run == 'hybrid')
+        classes, coords = head(hidden, list(refs))
+    _close(classes, official[f'dec_{run}_classes'], f'{run} class scores')
+    _close(coords, official[f'dec_{run}_coords'], f'{run} boxes')
+
+
+def test_relation_changes_the_decoder(official, modules):
+    """The relation bias takes part: the hybrid (no relation) outputs differ from inference's
+    beyond the first layer, and are equal in the first (no bias there)."""
+    assert torch.allclose(official['dec_eval_coords'][0], official['dec_hybrid_coords'][0])
+    assert (official['dec_eval_coords'][1:] - official['dec_hybrid_coords'][1:]).abs().max() > 1e-3
+
+
+def test_standalone_embedding_matches_decoder_one(official, modules):
+    """The core module loaded from the decoder's weights gives the same bias."""
+    _, decoder, _ = modules
+    emb = PositionRelationEmbedding(16, official['config']['num_heads'])
+    emb.load_state_dict(decoder.position_relation_embedding.state_dict())
+    with torch.no_grad():
+        _close(emb(official['rel_src'], official['rel_tgt']), official['rel_out'], 'core module')

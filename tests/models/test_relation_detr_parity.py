@@ -133,3 +133,10 @@ def test_standalone_embedding_matches_decoder_one(official, modules):
     emb.load_state_dict(decoder.position_relation_embedding.state_dict())
     with torch.no_grad():
         _close(emb(official['rel_src'], official['rel_tgt']), official['rel_out'], 'core module')
+
+
+def test_classification_loss_matches_official(official):
+    from densekit.models.heads.relation_detr import varifocal_loss
+    logits = official['loss_logits'].flatten(0, 1)
+    loss = varifocal_loss(logits, official['loss_labels'].flatten(), official['loss_iou'].flatten())
+    _close(loss.sum() / official['loss_num_boxes'], official['loss_cls'], 'classification loss')

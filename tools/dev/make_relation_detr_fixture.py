@@ -10,7 +10,9 @@ and saves the inputs and outputs:
 * the relation embedding alone (``PositionRelationEmbedding(src, tgt)``);
 * the encoder (memory fusion included), given the reference points mmdet's encoder computes;
 * the decoder (per-layer class scores and boxes) three ways: training with a denoising mask,
-  without a mask (inference), and with ``skip_relation=True`` (the hybrid branch).
+  without a mask (inference), and with ``skip_relation=True`` (the hybrid branch);
+* the classification loss (``models/bricks/losses.py``'s ``vari_sigmoid_focal_loss``, scaled
+  by the query count as ``HybridSetCriterion`` does) on random logits, labels and IoUs.
 
 The weights are not stored: a spec ``(key, shape, dtype, mean, std)`` per official key and a
 seed are, and :func:`official_fixture.regenerate_state_dict` redraws them; the test
@@ -209,6 +211,18 @@ def main() -> None:
             classes, coords = transformer.decoder(**kw, **common)
             out[f'dec_{name}_classes'] = classes
             out[f'dec_{name}_coords'] = coords
+
+        # the classification loss of every branch (HybridSetCriterion.loss_labels: the
+        # official vari_sigmoid_focal_loss times the query count)
+        from models.bricks.losses import vari_sigmoid_focal_loss
+        logits = 2 * torch.randn(BATCH, NUM_MATCHING, c['num_classes'], generator=gen)
+        labels = torch.randint(0, c['num_classes'] + 1, (BATCH, NUM_MATCHING), generator=gen)
+        iou = torch.rand(BATCH, NUM_MATCHING, generator=gen) * (labels < c['num_classes'])
+        onehot = nn.functional.one_hot(labels, c['num_classes'] + 1)[..., :-1]
+        num_boxes = float((labels < c['num_classes']).sum())
+        out.update(loss_logits=logits, loss_labels=labels, loss_iou=iou, loss_num_boxes=num_boxes,
+                   loss_cls=vari_sigmoid_focal_loss(logits, onehot, iou, num_boxes=num_boxes,
+                                                    alpha=0.25, gamma=2.0) * NUM_MATCHING)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, args.out)

@@ -97,26 +97,46 @@ def test_encoder_matches_official(official, modules):
     _close(got, official['enc_out'], 'encoder memory')
 
 
+def _run_decoder(official, decoder, head, run, device='cpu'):
+    num_dn = 0 if run == 'train' else official['dec_attn_mask'].shape[0] - \
+        int((~official['dec_attn_mask'][-1]).sum())
+    t = {k: v.to(device) if torch.is_tensor(v) else v for k, v in official.items()}
+    with torch.no_grad():
+        hidden, refs = decoder(
+            query=t['dec_query'][:, num_dn:], value=t['enc_out'],
+            key_padding_mask=t['key_padding_mask'],
+            self_attn_mask=t['dec_attn_mask'] if run == 'train' else None,
+            reference_points=t['dec_reference_points'][:, num_dn:],
+            spatial_shapes=t['spatial_shapes'], level_start_index=t['level_start_index'],
+            valid_ratios=t['valid_ratios'], reg_branches=head.reg_branches,
+            skip_relation=run == 'hybrid')
+        return head(hidden, list(refs))
+
+
 @pytest.mark.parametrize('run', ['train', 'eval', 'hybrid'])
 def test_decoder_matches_official(official, modules, run):
     """Per-layer class scores and boxes: with the denoising mask (relation bias with ``-inf``
     on blocked pairs), without a mask (inference), and without the relation (hybrid)."""
     _, decoder, head = modules
-    num_dn = 0 if run == 'train' else official['dec_attn_mask'].shape[0] - \
-        int((~official['dec_attn_mask'][-1]).sum())
-    query = official['dec_query'][:, num_dn:]
-    ref = official['dec_reference_points'][:, num_dn:]
-    with torch.no_grad():
-        hidden, refs = decoder(
-            query=query, value=official['enc_out'], key_padding_mask=official['key_padding_mask'],
-            self_attn_mask=official['dec_attn_mask'] if run == 'train' else None,
-            reference_points=ref, spatial_shapes=official['spatial_shapes'],
-            level_start_index=official['level_start_index'],
-            valid_ratios=official['valid_ratios'], reg_branches=head.reg_branches,
-            skip_relation=run == 'hybrid')
-        classes, coords = head(hidden, list(refs))
+    classes, coords = _run_decoder(official, decoder, head, run)
     _close(classes, official[f'dec_{run}_classes'], f'{run} class scores')
     _close(coords, official[f'dec_{run}_coords'], f'{run} boxes')
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('run', ['train', 'eval', 'hybrid'])
+def test_decoder_matches_official_on_cuda(official, modules, run, requires_cuda):
+    """On CUDA the cross-attention goes through mmcv's ``MultiScaleDeformableAttnFunction``, i.e.
+    densekit's ms_deform_attn op, and the biased self-attention through the fused
+    ``scaled_dot_product_attention`` kernels; fp32 without TF32, same tolerance."""
+    import copy
+    _, decoder, head = modules
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dec, hd = copy.deepcopy(decoder).cuda(), copy.deepcopy(head).cuda()
+    classes, coords = _run_decoder(official, dec, hd, run, 'cuda')
+    _close(classes.cpu(), official[f'dec_{run}_classes'], f'{run} class scores (cuda)')
+    _close(coords.cpu(), official[f'dec_{run}_coords'], f'{run} boxes (cuda)')
 
 
 def test_relation_changes_the_decoder(official, modules):

@@ -1,12 +1,15 @@
 """Freeze the output-parity fixture of Relation DETR's transformer from the OFFICIAL model code.
 
-Runs the official encoder and decoder (``RelationTransformerEncoder`` / ``...Decoder`` and their
-layers, ``PositionRelationEmbedding``, from ``models/bricks/relation_transformer.py`` of
+Runs the official transformer (``RelationTransformer`` with its encoder, decoder and
+``PositionRelationEmbedding``, from ``models/bricks/relation_transformer.py`` of
 https://github.com/xiuqhou/Relation-DETR, used as is from a local checkout) on random weights
 and random inputs, at a small size (width 32, 4 heads, 2 feature levels, 2 sampling points,
 2 encoder and 3 decoder layers so that the relation bias of two layers is exercised, 5 classes),
 and saves the inputs and outputs:
 
+* the whole ``RelationTransformer`` at inference (sine positions of the official
+  ``PositionEmbeddingSine``, level embeddings, encoder, two-stage query selection, decoder) on
+  masked two-level features of a padded batch;
 * the relation embedding alone (``PositionRelationEmbedding(src, tgt)``);
 * the encoder (memory fusion included), given the reference points mmdet's encoder computes;
 * the decoder (per-layer class scores and boxes) three ways: training with a denoising mask,
@@ -46,7 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_fixture import regenerate_state_dict  # noqa: E402
 
 CONFIG = dict(embed_dim=32, num_heads=4, d_ffn=64, n_levels=2, n_points=2, enc_layers=2,
-              dec_layers=3, num_classes=5)
+              dec_layers=3, num_classes=5, num_queries=7, hybrid_queries=6)
+INPUT_SIZE = (48, 64)  # the padded batch; image 1 is 40 x 56 of it
+IMAGE_SIZES = ((48, 64), (40, 56))
 SPATIAL_SHAPES = ((6, 8), (3, 4))
 BATCH = 2
 NUM_DN = 4  # two denoising groups of two queries
@@ -74,7 +79,7 @@ class _InertModule(types.ModuleType):
 def _install_import_stand_ins() -> None:
     for name in ('accelerate', 'accelerate.logging', 'fvcore', 'fvcore.common',
                  'fvcore.common.file_io', 'iopath', 'iopath.common', 'iopath.common.file_io',
-                 'termcolor', 'terminaltables', 'tabulate'):
+                 'termcolor', 'terminaltables', 'tabulate', 'omegaconf'):
         top = name.split('.')[0]
         if not isinstance(sys.modules.get(top), _InertModule):
             try:
@@ -145,12 +150,18 @@ def main() -> None:
     layer_kw = dict(embed_dim=c['embed_dim'], d_ffn=c['d_ffn'], dropout=0.0,
                     n_heads=c['num_heads'], activation=nn.ReLU(inplace=True),
                     n_levels=c['n_levels'], n_points=c['n_points'])
-    transformer = nn.Module()
-    transformer.encoder = rt.RelationTransformerEncoder(
-        rt.RelationTransformerEncoderLayer(**layer_kw), num_layers=c['enc_layers'])
-    transformer.decoder = rt.RelationTransformerDecoder(
-        rt.RelationTransformerDecoderLayer(**layer_kw), num_layers=c['dec_layers'],
-        num_classes=c['num_classes'])
+    transformer = rt.RelationTransformer(
+        encoder=rt.RelationTransformerEncoder(
+            rt.RelationTransformerEncoderLayer(**layer_kw), num_layers=c['enc_layers']),
+        decoder=rt.RelationTransformerDecoder(
+            rt.RelationTransformerDecoderLayer(**layer_kw), num_layers=c['dec_layers'],
+            num_classes=c['num_classes']),
+        num_classes=c['num_classes'], num_feature_levels=c['n_levels'],
+        two_stage_num_proposals=c['num_queries'], hybrid_num_proposals=c['hybrid_queries'])
+    from models.bricks.position_encoding import PositionEmbeddingSine
+    position_embedding = PositionEmbeddingSine(e_half := c['embed_dim'] // 2, temperature=10000,
+                                               normalize=True, offset=-0.5)
+    assert e_half * 2 == c['embed_dim']
     model = nn.Module()
     model.transformer = transformer
     spec = weight_spec(model.state_dict())
@@ -223,6 +234,19 @@ def main() -> None:
         out.update(loss_logits=logits, loss_labels=labels, loss_iou=iou, loss_num_boxes=num_boxes,
                    loss_cls=vari_sigmoid_focal_loss(logits, onehot, iou, num_boxes=num_boxes,
                                                     alpha=0.25, gamma=2.0) * NUM_MATCHING)
+
+        # the whole transformer at inference (positions, level embeddings, encoder, two-stage
+        # query selection, decoder) on masked multi-level features
+        img_mask = torch.ones(BATCH, *INPUT_SIZE)
+        for i, (h, w) in enumerate(IMAGE_SIZES):
+            img_mask[i, :h, :w] = 0
+        feats = [torch.randn(BATCH, e, h, w, generator=gen) for h, w in SPATIAL_SHAPES]
+        lvl_masks = [nn.functional.interpolate(img_mask[None], size=f.shape[-2:])[0].to(torch.bool)
+                     for f in feats]
+        lvl_pos = [position_embedding(m) for m in lvl_masks]
+        outs = transformer(feats, lvl_masks, lvl_pos)
+        out.update(whole_feats=feats, whole_classes=outs[0], whole_coords=outs[1],
+                   image_sizes=IMAGE_SIZES, input_size=INPUT_SIZE)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, args.out)

@@ -236,11 +236,11 @@ def _mlp_to_sequential(rest: str) -> str:
 def convert_official_relation_detr(state_dict: dict, num_decoder_layers: int) -> dict:
     """Official Relation DETR transformer keys -> densekit's mmdet ``RelationDETR`` keys.
 
-    Converts ``transformer.encoder.*``, ``transformer.decoder.*`` (layers, query position
-    MLPs, norm, relation embedding, per-layer class / box heads), the two-stage and hybrid
-    encoder heads and query embeddings, and the denoising label embedding. Other keys
-    (backbone, neck, ``transformer.level_embeds``, ``transformer.enc_output*``) are returned
-    unchanged under their official names, for the caller to map or drop.
+    Converts every ``transformer.*`` key (encoder, decoder layers, query position MLPs, norm,
+    relation embedding, per-layer class / box heads, level embeddings, the two-stage memory
+    projection, the two-stage and hybrid encoder heads and query embeddings) and the denoising
+    label embedding. Backbone and neck keys are returned unchanged under their official names,
+    for the caller to map or drop.
     """
     out = {}
     n = num_decoder_layers
@@ -277,6 +277,12 @@ def convert_official_relation_detr(state_dict: dict, num_decoder_layers: int) ->
             new = 'query_embedding.weight'
         elif key == 'transformer.hybrid_tgt_embed.weight':
             new = 'hybrid_query_embedding.weight'
+        elif key == 'transformer.level_embeds':
+            new = 'level_embed'
+        elif key.startswith('transformer.enc_output.'):
+            new = 'memory_trans_fc.' + key.rsplit('.', 1)[-1]
+        elif key.startswith('transformer.enc_output_norm.'):
+            new = 'memory_trans_norm.' + key.rsplit('.', 1)[-1]
         elif key == 'denoising_generator.label_encoder.weight':
             new = 'dn_query_generator.label_embedding.weight'
         out[new] = value

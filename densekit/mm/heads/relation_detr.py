@@ -22,10 +22,11 @@ Deformable attention (encoder self-attention, decoder cross-attention) is mmcv's
 (:mod:`densekit.compat.mmcv_ext` -> :mod:`densekit.ops.mmcv.ms_deform_attn`, which picks the
 Triton or reference kernel), on CPU mmcv's own PyTorch path.
 
-Known differences from the official code: the two-stage proposals are mmdet's
-(``gen_encoder_output_proposals``, as in mmdet's DINO), the denoising queries mmdet's
-``CdnQueryGenerator``; losses and matching are mmdet's DINO head's (focal loss, L1, GIoU; the
-same weights and matching costs as the official config).
+The transformer matches the official one at inference (two-stage proposals included, see
+``tests/models/test_relation_detr_parity.py``). Training uses mmdet's ``CdnQueryGenerator`` for
+the denoising queries and mmdet's Hungarian matching (the official noise scales and matching
+costs), mmdet's L1 / GIoU losses and the official varifocal-form classification loss
+(:class:`RelationVarifocalLoss`, loss weights 1 / 5 / 2 for every branch).
 """
 from __future__ import annotations
 

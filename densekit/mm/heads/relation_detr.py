@@ -191,10 +191,11 @@ def _build():
                               spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                               valid_ratios=valid_ratios, reference_points=ref_input, **kwargs)
                 normed = self.norm(query)
-                ref_logit = inverse_sigmoid(reference_points, eps=1e-3)
                 if not skip_relation and lid < self.num_layers - 1:
+                    # this layer's boxes (as the head computes them) against the previous ones
                     with torch.no_grad():
-                        boxes = (reg_branches[lid](normed) + ref_logit).sigmoid()
+                        boxes = (reg_branches[lid](normed) +
+                                 inverse_sigmoid(reference_points, eps=1e-3)).sigmoid()
                     attn_bias = self.position_relation_embedding(src_boxes, boxes, self_attn_mask)
                     src_boxes = boxes
                 new_refs = (reg_branches[lid](query) + inverse_sigmoid(

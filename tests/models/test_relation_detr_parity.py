@@ -38,7 +38,7 @@ def modules(official):
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
-    from densekit.mm.heads.relation_detr import classes
+    from densekit.mm.heads import relation_detr as rd
 
     init_default_scope('mmdet')
     c = official['config']
@@ -46,11 +46,10 @@ def modules(official):
     ffn = dict(embed_dims=e, feedforward_channels=c['d_ffn'], ffn_drop=0.0)
     msda = dict(embed_dims=e, num_heads=h, num_levels=c['n_levels'], num_points=c['n_points'],
                 dropout=0.0)
-    cls = classes()
     torch.manual_seed(0)
-    encoder = cls['RelationDetrTransformerEncoder'](
+    encoder = rd.RelationDetrTransformerEncoder(
         num_layers=c['enc_layers'], layer_cfg=dict(self_attn_cfg=msda, ffn_cfg=ffn))
-    decoder = cls['RelationDetrTransformerDecoder'](
+    decoder = rd.RelationDetrTransformerDecoder(
         num_layers=n_dec, return_intermediate=True, post_norm_cfg=None,
         layer_cfg=dict(self_attn_cfg=dict(embed_dims=e, num_heads=h, dropout=0.0),
                        cross_attn_cfg=msda, ffn_cfg=ffn))

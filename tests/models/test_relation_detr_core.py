@@ -77,6 +77,7 @@ def test_relation_embedding_shape_mask_and_no_box_gradient():
     mask = _mask(6)
     bias = emb(boxes, mask=mask)
     assert bias.shape == (2, 8, 6, 6)
+    assert bias.is_contiguous()  # keys innermost: fused attention takes it without a copy
     assert torch.isneginf(bias[:, :, mask]).all()
     assert (bias[:, :, ~mask] >= 0).all()
     bias[:, :, ~mask].sum().backward()
@@ -89,3 +90,11 @@ def test_box_relation_encoding_values():
     rel = box_relation_encoding(src, tgt, eps=0.0)[0, 0, 0]  # [B, N1, N2, 4]
     expected = torch.log(torch.tensor([1 + 0.2 / 0.2, 1 + 0.4 / 0.4, 0.2 / 0.1, 1.0]))
     torch.testing.assert_close(rel, expected)
+
+
+def test_channels_first_sine_encoding_matches_sine_encoding():
+    from densekit.models.heads.relation_detr import _sine_encoding_channels_first, sine_encoding
+    x = torch.randn(2, 5, 7, 4)
+    ref = sine_encoding(x, 16, 10000.0, 100.0).permute(0, 3, 1, 2)
+    got = _sine_encoding_channels_first(x.permute(0, 3, 1, 2), 16, 10000.0, 100.0)
+    assert got.is_contiguous() and torch.equal(got, ref)

@@ -13,14 +13,15 @@ boxes the previous decoder layers predicted:
 * :class:`BiasedMultiheadAttention`: multi-head attention with that bias added to the logits.
 
 The bias is handed to :func:`torch.nn.functional.scaled_dot_product_attention` as its
-``attn_mask`` in the layout the embedding produces (``[B, heads, Q, K]``), and the denoising
-groups' blocking mask is written into the same tensor in place together with the ReLU
-(:func:`relu_mask_fill_`): per decoder layer the one ``[B, heads, Q, Q]`` tensor is the
-convolution's output, and nothing else of that size is made (the official code clones it,
-fills the mask into the clone, and ``nn.MultiheadAttention`` flattens it to
-``[B * heads, Q, Q]``). Whether the fused CUDA kernels of ``scaled_dot_product_attention`` take an
-arbitrary additive mask depends on the PyTorch version and the alignment of ``Q``; where they do
-not, PyTorch falls back to its math path, which is what the official code computes.
+``attn_mask`` in the layout the embedding produces (contiguous ``[B, heads, Q, K]``, keys
+innermost), and the denoising groups' blocking mask is written into the same tensor in place
+together with the ReLU (:func:`relu_mask_fill_`): per decoder layer the one ``[B, heads, Q, Q]``
+tensor is the convolution's output, and nothing else of that size is made (the official code
+clones it, fills the mask into the clone, and ``nn.MultiheadAttention`` flattens it to
+``[B * heads, Q, Q]``; its convolution input is channels-last, so its bias is too). PyTorch's
+fused CUDA kernels may still pad the bias when ``Q`` is not a multiple of their alignment
+(one padded copy inside the call); where no fused kernel applies, the math path computes what
+the official code computes.
 """
 from __future__ import annotations
 
@@ -73,6 +74,17 @@ def sine_encoding(x: Tensor, num_feats: int, temperature: float = 10000.0,
     dim_t = temperature ** (dim_t * 2 / num_feats)
     pos = x.unsqueeze(-1) * scale / dim_t
     return torch.stack((pos.sin(), pos.cos()), dim=-1).flatten(-3)
+
+
+def _sine_encoding_channels_first(x: Tensor, num_feats: int, temperature: float,
+                                  scale: float) -> Tensor:
+    """:func:`sine_encoding` of ``x`` ``[B, C, H, W]`` along ``C``, written as a contiguous
+    ``[B, C * num_feats, H, W]`` (the same feature order), so that a 1x1 convolution over it
+    gives a contiguous output (from a channels-last input it would be channels-last)."""
+    dim_t = torch.arange(num_feats // 2, dtype=torch.float32, device=x.device)
+    dim_t = temperature ** (dim_t * 2 / num_feats)
+    pos = x.unsqueeze(2) * scale / dim_t.view(1, 1, -1, 1, 1)  # [B, C, num_feats / 2, H, W]
+    return torch.stack((pos.sin(), pos.cos()), dim=3).flatten(1, 3)
 
 
 class _ReluMaskFill(torch.autograd.Function):
@@ -135,10 +147,12 @@ class PositionRelationEmbedding(nn.Module):
         if tgt_boxes is None:
             tgt_boxes = src_boxes
         with torch.no_grad():
-            rel = box_relation_encoding(src_boxes, tgt_boxes)
-            rel = sine_encoding(rel, self.num_feats, self.temperature, self.scale)
-            rel = rel.permute(0, 3, 1, 2)  # [B, 4 * num_feats, N1, N2], a view
-        return relu_mask_fill_(self.pos_proj(rel), mask)
+            rel = box_relation_encoding(src_boxes, tgt_boxes).permute(0, 3, 1, 2)
+            feats = _sine_encoding_channels_first(rel, self.num_feats, self.temperature,
+                                                  self.scale)
+        # contiguous [B, heads, N1, N2]: keys innermost, the layout fused attention kernels
+        # take a bias in without copying it
+        return relu_mask_fill_(self.pos_proj(feats), mask)
 
 
 class BiasedMultiheadAttention(nn.Module):

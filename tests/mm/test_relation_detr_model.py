@@ -55,7 +55,7 @@ def model():
 def test_losses_and_gradients_of_every_branch(model):
     from mmdet.testing import demo_mm_inputs
     torch.manual_seed(0)
-    data = demo_mm_inputs(2, [(3, 96, 128), (3, 80, 112)], num_items=[3, 2], num_classes=80)
+    data = demo_mm_inputs(2, [(3, 64, 80), (3, 48, 64)], num_items=[3, 2], num_classes=80)
     data = model.data_preprocessor(data, True)
     model.train()
     model.zero_grad()

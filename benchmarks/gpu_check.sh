@@ -82,7 +82,8 @@ want() { [[ $STEPS == *" $1 "* ]]; }
 #    `python tools/dev/triton_compile.py parity-cases` checks without a GPU beforehand)
 want parity && step gpu_parity 300 "$OUT/gpu_parity.log" \
   python3 -m pytest -m gpu -n 14 -p no:cacheprovider -p no:benchmark --timeout 200 --tb=short -rfE \
-  --durations=15 --junitxml="$OUT/gpu_parity.xml" tests/ops tests/models/test_backbone_contract.py
+  --durations=15 --junitxml="$OUT/gpu_parity.xml" tests/ops tests/models/test_backbone_contract.py \
+  tests/models/test_relation_detr_parity.py
 
 # 3. attention benchmark (shapes (a)-(e) with their baselines; about 200 s)
 want attention && step attention_benchmark 225 "$OUT/attention_gpu.log" \

@@ -12,23 +12,29 @@ log(n_local + P)``) and passes ``scale=1``; its learnable tokens enter as ``loca
 
 Layouts: q, k, v, out ``[B, H, W, heads, head_dim]``; k_extra, v_extra ``[B, P, heads, head_dim]``.
 
+:func:`window_extra_attention` is the non-overlapping-window form with extra tokens that differ
+per window (FasterViT's hierarchical attention, Hatamizadeh et al., "FasterViT: Fast Vision
+Transformers with Hierarchical Attention", ICLR 2024, arXiv:2306.06189): every window's ``N``
+tokens and its ``P`` carrier tokens attend to each other under one softmax. Layouts: q, k, v
+``[B, nW, N, heads, head_dim]``, q_extra, k_extra, v_extra ``[B, nW, P, heads, head_dim]``.
+
 Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, through :func:`densekit.ops._backend.choose_backend`):
 ``'flex'`` (``torch.nn.attention.flex_attention`` over the concatenated key set; CUDA, CPU forward
 only by name), ``'reference'`` (pure PyTorch, any device).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 from densekit.layers.window import to_ntuple
 from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason
-from densekit.ops.local_global.reference import local_global_reference
+from densekit.ops.local_global.reference import local_global_reference, window_extra_reference
 
 IntOrTuple = Union[int, Sequence[int]]
 
-__all__ = ['local_global_attention']
+__all__ = ['local_global_attention', 'window_extra_attention']
 
 _OP = 'local_global_attention'
 BORDERS = ('mask', 'clamp')
@@ -123,3 +129,69 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
                                  float(scale))
     return local_global_reference(q, k, v, k_extra, v_extra, kernel, border, rpb, extra_bias,
                                   local_weights, float(scale))
+
+
+_WOP = 'window_extra_attention'
+
+
+def _validate_window_extra(q, k, v, q_extra, k_extra, v_extra, bias):
+    if q.dim() != 5:
+        raise ValueError(f'{_WOP}: expected q of shape [B, nW, N, heads, head_dim], got {tuple(q.shape)}')
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f'{_WOP}: q, k, v must have the same shape, got {tuple(q.shape)}, '
+                         f'{tuple(k.shape)}, {tuple(v.shape)}')
+    check_qkv(_WOP, q, k, v)
+    B, nW, N, heads, d = q.shape
+    want = (B, nW, heads, d)
+    shapes = [tuple(t.shape) for t in (q_extra, k_extra, v_extra)]
+    if any(len(s) != 5 or (s[0], s[1], s[3], s[4]) != want for s in shapes) or len(set(shapes)) != 1:
+        raise ValueError(f'{_WOP}: q_extra, k_extra and v_extra must all be [B, nW, P, heads, head_dim] = '
+                         f'[{B}, {nW}, P, {heads}, {d}], got {shapes[0]}, {shapes[1]}, {shapes[2]}')
+    for name, t in (('q_extra', q_extra), ('k_extra', k_extra), ('v_extra', v_extra)):
+        if t.dtype != q.dtype or t.device != q.device:
+            raise ValueError(f'{_WOP}: {name} must match q ({q.dtype}, {q.device}), got {t.dtype}, {t.device}')
+    T = N + q_extra.shape[2]
+    if T == 0:
+        raise ValueError(f'{_WOP}: windows without tokens (N = P = 0)')
+    if bias is not None:
+        if tuple(bias.shape) != (heads, T, T):
+            raise ValueError(f'{_WOP}: bias must be [heads, P + N, P + N] = {(heads, T, T)}, got {tuple(bias.shape)}')
+        check_bias(_WOP, 'bias', bias, q)
+
+
+def window_extra_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_extra: torch.Tensor,
+                           k_extra: torch.Tensor, v_extra: torch.Tensor, *, bias: Optional[torch.Tensor] = None,
+                           scale: Optional[float] = None,
+                           backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Window attention where each window also holds its own extra (carrier) tokens, one softmax.
+
+    Window ``w``'s tokens in the joint order ``[P extra | N window]`` attend to each other; no
+    token sees another window (see :func:`densekit.ops.local_global.reference.window_extra_reference`).
+    ``P = 0`` is plain window attention; ``nW = 1`` with ``P = 0`` is full attention.
+
+    Args:
+        q: window queries ``[B, nW, N, heads, head_dim]`` (``nW`` windows of ``N`` tokens).
+        k: window keys, same shape as ``q``.
+        v: window values, same shape as ``q``.
+        q_extra: extra queries ``[B, nW, P, heads, head_dim]``, ``P`` per window.
+        k_extra: extra keys, same shape as ``q_extra``.
+        v_extra: extra values, same shape as ``q_extra``.
+        bias: logit bias ``[heads, P + N, P + N]`` over the joint order, shared by every window.
+        scale: logit scale, default ``head_dim ** -0.5``.
+        backend: ``'flex' | 'reference'`` or ``None`` (automatic).
+
+    Returns:
+        ``(out, out_extra)``: ``[B, nW, N, heads, head_dim]`` and ``[B, nW, P, heads, head_dim]``.
+    """
+    _validate_window_extra(q, k, v, q_extra, k_extra, v_extra, bias)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+
+    def _flex(explicit):
+        return scale_reason(scale) or flex_probe(explicit, q, k, v, q_extra, k_extra, v_extra, bias)
+
+    name = choose_backend(_WOP, {'flex': _flex, 'reference': lambda explicit: None}, backend)
+    if name == 'flex':
+        from densekit.ops.local_global.flex import window_extra_flex
+        return window_extra_flex(q, k, v, q_extra, k_extra, v_extra, bias, float(scale))
+    return window_extra_reference(q, k, v, q_extra, k_extra, v_extra, bias, float(scale))

@@ -88,3 +88,39 @@ def local_global_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_extra
             local_weights = local_weights.masked_fill(~valid, 0.0)
         out = out + torch.einsum('bhwnk,bhwknd->bhwnd', local_weights, _gather_windows(v, ih, iw, kernel, border))
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _window_block_mask(num_windows: int, T: int, device: str):
+    def mask_mod(b, h, q_idx, kv_idx):
+        return q_idx // T == kv_idx // T
+
+    return make_block_mask(mask_mod, num_windows * T, num_windows * T, device)
+
+
+def window_extra_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_extra: torch.Tensor,
+                      k_extra: torch.Tensor, v_extra: torch.Tensor, bias: Optional[torch.Tensor],
+                      scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """window_extra attention through FlexAttention on validated inputs.
+
+    The windows, each ``[P extra | N window]`` tokens, are laid end to end in one sequence of
+    ``nW * T`` tokens per batch; ``mask_mod`` admits a key of the query's own window (a
+    block-diagonal mask), ``score_mod`` adds ``bias[head, q % T, k % T]``."""
+    B, nW, N, h, d = q.shape
+    P = q_extra.shape[2]
+    T = P + N
+
+    def seq(e, t):
+        return torch.cat([e, t], dim=2).reshape(B, nW * T, h, -1).transpose(1, 2)
+
+    score_mod = None
+    if bias is not None:
+        table = bias.float()
+
+        def score_mod(score, b, hh, q_idx, kv_idx):
+            return score + table[hh, q_idx % T, kv_idx % T]
+
+    block_mask = _window_block_mask(nW, T, str(q.device))
+    out = flex_call(seq(q_extra, q), seq(k_extra, k), seq(v_extra, v), score_mod, block_mask, scale)
+    out = out.transpose(1, 2).reshape(B, nW, T, h, -1)
+    return out[:, :, P:], out[:, :, :P]

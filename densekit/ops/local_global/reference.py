@@ -37,7 +37,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ['window_index', 'local_global_reference']
+__all__ = ['window_index', 'local_global_reference', 'window_extra_reference']
 
 
 def window_index(length: int, kernel: int, border: str, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -114,3 +114,31 @@ def local_global_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
         p_local = p_local + lw
     out = torch.einsum('bhwnk,bhwknd->bhwnd', p_local, v_win)
     return out + torch.einsum('bhwnp,bpnd->bhwnd', p_extra, v_extra)
+
+
+def window_extra_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_extra: torch.Tensor,
+                           k_extra: torch.Tensor, v_extra: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                           scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping windows, each joined with its own extra tokens, under one softmax.
+
+    This is the specification of :func:`densekit.ops.local_global.window_extra_attention`
+    (FasterViT's hierarchical attention: a window's carrier tokens are both queries and keys of
+    that window). Window ``w`` holds ``T = P + N`` tokens in the joint order ``[P extra | N window]``;
+    every one of them attends to the ``T`` tokens of its own window::
+
+        logits = scale * (q_w . k_w^T) + bias          # [heads, T, T], bias shared by all windows
+        out_w  = softmax(logits) . v_w
+
+    q, k, v ``[B, nW, N, heads, d]``; q_extra, k_extra, v_extra ``[B, nW, P, heads, d]``; bias
+    ``[heads, T, T]``. Returns ``(out [B, nW, N, heads, d], out_extra [B, nW, P, heads, d])``.
+    The logits are ``(q . k) * scale`` in that order, as FasterViT computes them.
+    """
+    P = q_extra.shape[2]
+    qa, ka, va = (torch.cat([e, t], dim=2) for e, t in ((q_extra, q), (k_extra, k), (v_extra, v)))
+    logits = torch.einsum('bwqnd,bwknd->bwnqk', qa, ka)  # [B, nW, heads, T, T]
+    if scale != 1.0:
+        logits = logits * scale
+    if bias is not None:
+        logits = logits + bias
+    out = torch.einsum('bwnqk,bwknd->bwqnd', logits.softmax(dim=-1), va)
+    return out[:, :, P:], out[:, :, :P]

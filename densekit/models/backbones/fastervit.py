@@ -14,7 +14,7 @@ The numerics follow the official dense-prediction backbone (NVlabs/FasterViT,
   average-pool summary of the padded map (``ct_size x ct_size`` per window, pooling kernel and
   stride from the official integer formulas), read from the NCHW memory as ``[B, L, C]`` tokens
   without a transpose. Each block attends over all carrier tokens (a ``(ct_size * sr_ratio)**2``
-  log-CPB bias, zero-padded at the top-left, or cropped, to the actual count), then every window
+  log-CPB bias on the last ones, none on the others, cropped when there are fewer), then every window
   attends over ``[its carrier tokens | its window]`` under one softmax
   (:func:`densekit.ops.local_global.window_extra_attention`). Carrier tokens move between the
   window layout and the ``hg x wg`` grid with the official index arithmetic, which is not a
@@ -70,9 +70,8 @@ class TokenPosEmbed(nn.Module):
 
 class WindowBias(nn.Module):
     """Swin-v2 log-spaced continuous position bias of a ``window x window`` token grid
-    (``16 * sigmoid(MLP(coords))``), returned for ``T`` tokens: ``F.pad`` by ``T - window**2`` at the
-    top-left (zeros for extra tokens in front; a crop when ``T`` is smaller), as the official
-    ``PosEmbMLPSwinv2D``."""
+    (``16 * sigmoid(MLP(coords))``, the official ``PosEmbMLPSwinv2D``), ``[heads, n, n]`` for
+    ``n = window**2``."""
 
     def __init__(self, window: int, num_heads: int) -> None:
         super().__init__()
@@ -84,18 +83,17 @@ class WindowBias(nn.Module):
         self.register_buffer('relative_coords_table', table, persistent=False)  # [2w-1, 2w-1, 2]
         self.register_buffer('relative_position_index', relative_position_index(window), persistent=False)
 
-    def forward(self, num_tokens: int) -> torch.Tensor:
-        """``[heads, T, T]`` bias for ``T = num_tokens``."""
+    def forward(self) -> torch.Tensor:
         n = self.window ** 2
         table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
-        bias = 16 * torch.sigmoid(table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1))
-        extra = num_tokens - n
-        return F.pad(bias, (extra, 0, extra, 0)) if extra else bias
+        return 16 * torch.sigmoid(table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1))
 
 
 class WindowAttention(nn.Module):
-    """Multi-head attention inside windows whose first ``P`` tokens are the window's carrier
-    tokens; the bias covers the ``window x window`` grid tokens.
+    """Multi-head attention inside windows of ``T`` tokens with the position bias of a
+    ``window x window`` grid (``n`` tokens) on the last ``n``: the first ``P = T - n`` tokens (the
+    carrier tokens) get none. When ``T < n`` the bias is cropped to its last ``T`` rows and columns
+    (the official ``F.pad`` by ``T - n`` either way).
 
     Args:
         dim: channels.
@@ -114,15 +112,16 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.pos_emb_funct = WindowBias(window, num_heads)
 
-    def forward(self, x: torch.Tensor, num_windows: int, num_extra: int) -> torch.Tensor:
-        """``x [B * nW, P + N, C]`` (window-major batches; ``P = num_extra``) -> same shape."""
+    def forward(self, x: torch.Tensor, num_windows: int) -> torch.Tensor:
+        """``x [B * nW, T, C]`` (window-major batches) -> same shape."""
         BW, T, C = x.shape
-        qkv = self.qkv(x).view(BW // num_windows, num_windows, T, 3, self.num_heads, C // self.num_heads)
-        q, k, v = qkv.unbind(3)
-        P = num_extra
-        out, out_extra = window_extra_attention(q[:, :, P:], k[:, :, P:], v[:, :, P:], q[:, :, :P], k[:, :, :P],
-                                                v[:, :, :P], bias=self.pos_emb_funct(T), scale=self.scale)
-        return self.proj(torch.cat([out_extra, out], dim=2).reshape(BW, T, C))
+        q, k, v = self.qkv(x).view(BW // num_windows, num_windows, T, 3, self.num_heads, -1).unbind(3)
+        bias = self.pos_emb_funct()
+        extra = T - bias.shape[-1]
+        if extra < 0:
+            bias, extra = bias[:, -T:, -T:], 0
+        out = window_extra_attention(q, k, v, num_extra=extra, bias=bias, scale=self.scale)
+        return self.proj(out.reshape(BW, T, C))
 
 
 def _carriers_to_grid(ct: torch.Tensor, hg: int, wg: int, s: int) -> torch.Tensor:
@@ -209,11 +208,11 @@ class HATBlock(nn.Module):
             BW, _, C = x.shape
             ct = _carriers_to_grid(ct.reshape(BW // num_windows, num_windows * P, C), hg, wg, self.ct_size)
             ct = self.hat_pos_embed(ct, hg, wg)
-            ct = ct + self.hat_drop_path(self._scaled(self.gamma1, self.hat_attn(self.hat_norm1(ct), 1, 0)))
+            ct = ct + self.hat_drop_path(self._scaled(self.gamma1, self.hat_attn(self.hat_norm1(ct), 1)))
             ct = ct + self.hat_drop_path(self._scaled(self.gamma2, self.hat_mlp(self.hat_norm2(ct))))
             ct = _carriers_to_windows(ct, hg, wg, self.ct_size).reshape(BW, P, C)
             x = torch.cat([ct, x], dim=1)
-        x = x + self.drop_path(self._scaled(self.gamma3, self.attn(self.norm1(x), num_windows, P)))
+        x = x + self.drop_path(self._scaled(self.gamma3, self.attn(self.norm1(x), num_windows)))
         x = x + self.drop_path(self._scaled(self.gamma4, self.mlp(self.norm2(x))))
         if P and self.last and self.do_propagation:
             ct, win = x[:, :P], x[:, P:]

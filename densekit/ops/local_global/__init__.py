@@ -15,8 +15,9 @@ Layouts: q, k, v, out ``[B, H, W, heads, head_dim]``; k_extra, v_extra ``[B, P, 
 :func:`window_extra_attention` is the non-overlapping-window form with extra tokens that differ
 per window (FasterViT's hierarchical attention, Hatamizadeh et al., "FasterViT: Fast Vision
 Transformers with Hierarchical Attention", ICLR 2024, arXiv:2306.06189): every window's ``N``
-tokens and its ``P`` carrier tokens attend to each other under one softmax. Layouts: q, k, v
-``[B, nW, N, heads, head_dim]``, q_extra, k_extra, v_extra ``[B, nW, P, heads, head_dim]``.
+tokens and its ``P`` carrier tokens attend to each other under one softmax. Layout: q, k, v, out
+``[B, nW, P + N, heads, head_dim]``, each window's extra tokens first (as FasterViT concatenates
+them, so no copy is made to join them).
 
 Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, through :func:`densekit.ops._backend.choose_backend`):
 ``'flex'`` (``torch.nn.attention.flex_attention`` over the concatenated key set; CUDA, CPU forward
@@ -24,7 +25,7 @@ only by name), ``'reference'`` (pure PyTorch, any device).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -134,64 +135,60 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
 _WOP = 'window_extra_attention'
 
 
-def _validate_window_extra(q, k, v, q_extra, k_extra, v_extra, bias):
+def _validate_window_extra(q, k, v, num_extra, bias):
     if q.dim() != 5:
-        raise ValueError(f'{_WOP}: expected q of shape [B, nW, N, heads, head_dim], got {tuple(q.shape)}')
+        raise ValueError(f'{_WOP}: expected q of shape [B, nW, P + N, heads, head_dim], got {tuple(q.shape)}')
     if k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f'{_WOP}: q, k, v must have the same shape, got {tuple(q.shape)}, '
                          f'{tuple(k.shape)}, {tuple(v.shape)}')
     check_qkv(_WOP, q, k, v)
-    B, nW, N, heads, d = q.shape
-    want = (B, nW, heads, d)
-    shapes = [tuple(t.shape) for t in (q_extra, k_extra, v_extra)]
-    if any(len(s) != 5 or (s[0], s[1], s[3], s[4]) != want for s in shapes) or len(set(shapes)) != 1:
-        raise ValueError(f'{_WOP}: q_extra, k_extra and v_extra must all be [B, nW, P, heads, head_dim] = '
-                         f'[{B}, {nW}, P, {heads}, {d}], got {shapes[0]}, {shapes[1]}, {shapes[2]}')
-    for name, t in (('q_extra', q_extra), ('k_extra', k_extra), ('v_extra', v_extra)):
-        if t.dtype != q.dtype or t.device != q.device:
-            raise ValueError(f'{_WOP}: {name} must match q ({q.dtype}, {q.device}), got {t.dtype}, {t.device}')
-    T = N + q_extra.shape[2]
+    T, heads = q.shape[2], q.shape[3]
     if T == 0:
-        raise ValueError(f'{_WOP}: windows without tokens (N = P = 0)')
+        raise ValueError(f'{_WOP}: windows without tokens')
+    if not 0 <= num_extra <= T:
+        raise ValueError(f'{_WOP}: num_extra must be in [0, {T}] (tokens per window), got {num_extra}')
     if bias is not None:
-        if tuple(bias.shape) != (heads, T, T):
-            raise ValueError(f'{_WOP}: bias must be [heads, P + N, P + N] = {(heads, T, T)}, got {tuple(bias.shape)}')
+        N = T - num_extra
+        shapes = ((heads, T, T), (heads, N, N))
+        if tuple(bias.shape) not in shapes:
+            raise ValueError(f'{_WOP}: bias must be [heads, P + N, P + N] = {shapes[0]} or the window block '
+                             f'[heads, N, N] = {shapes[1]}, got {tuple(bias.shape)}')
         check_bias(_WOP, 'bias', bias, q)
 
 
-def window_extra_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_extra: torch.Tensor,
-                           k_extra: torch.Tensor, v_extra: torch.Tensor, *, bias: Optional[torch.Tensor] = None,
-                           scale: Optional[float] = None,
-                           backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def window_extra_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_extra: int = 0,
+                           bias: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                           backend: Optional[str] = None) -> torch.Tensor:
     """Window attention where each window also holds its own extra (carrier) tokens, one softmax.
 
-    Window ``w``'s tokens in the joint order ``[P extra | N window]`` attend to each other; no
-    token sees another window (see :func:`densekit.ops.local_global.reference.window_extra_reference`).
-    ``P = 0`` is plain window attention; ``nW = 1`` with ``P = 0`` is full attention.
+    Window ``w``'s ``T = P + N`` tokens (its ``P = num_extra`` extra tokens first, then its ``N``
+    window tokens) attend to each other; no token sees another window (see
+    :func:`densekit.ops.local_global.reference.window_extra_reference`). ``P = 0`` is plain
+    window attention; one window is full attention.
 
     Args:
-        q: window queries ``[B, nW, N, heads, head_dim]`` (``nW`` windows of ``N`` tokens).
-        k: window keys, same shape as ``q``.
-        v: window values, same shape as ``q``.
-        q_extra: extra queries ``[B, nW, P, heads, head_dim]``, ``P`` per window.
-        k_extra: extra keys, same shape as ``q_extra``.
-        v_extra: extra values, same shape as ``q_extra``.
-        bias: logit bias ``[heads, P + N, P + N]`` over the joint order, shared by every window.
+        q: queries ``[B, nW, P + N, heads, head_dim]``.
+        k: keys, same shape as ``q``.
+        v: values, same shape as ``q``.
+        num_extra: extra tokens ``P`` at the start of every window.
+        bias: logit bias shared by every window: ``[heads, P + N, P + N]`` over all pairs, or
+            ``[heads, N, N]`` over the window tokens only (pairs with an extra token get none;
+            FasterViT's zero-padded position bias, never padded here on the flex path).
         scale: logit scale, default ``head_dim ** -0.5``.
         backend: ``'flex' | 'reference'`` or ``None`` (automatic).
 
     Returns:
-        ``(out, out_extra)``: ``[B, nW, N, heads, head_dim]`` and ``[B, nW, P, heads, head_dim]``.
+        ``[B, nW, P + N, heads, head_dim]``.
     """
-    _validate_window_extra(q, k, v, q_extra, k_extra, v_extra, bias)
+    _validate_window_extra(q, k, v, num_extra, bias)
     if scale is None:
         scale = q.shape[-1] ** -0.5
 
     def _flex(explicit):
-        return scale_reason(scale) or flex_probe(explicit, q, k, v, q_extra, k_extra, v_extra, bias)
+        return scale_reason(scale) or flex_probe(explicit, q, k, v, bias)
 
     name = choose_backend(_WOP, {'flex': _flex, 'reference': lambda explicit: None}, backend)
     if name == 'flex':
         from densekit.ops.local_global.flex import window_extra_flex
-        return window_extra_flex(q, k, v, q_extra, k_extra, v_extra, bias, float(scale))
-    return window_extra_reference(q, k, v, q_extra, k_extra, v_extra, bias, float(scale))
+        return window_extra_flex(q, k, v, bias, float(scale))
+    return window_extra_reference(q, k, v, num_extra, bias, float(scale))

@@ -116,29 +116,29 @@ def local_global_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
     return out + torch.einsum('bhwnp,bpnd->bhwnd', p_extra, v_extra)
 
 
-def window_extra_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_extra: torch.Tensor,
-                           k_extra: torch.Tensor, v_extra: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                           scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows, each joined with its own extra tokens, under one softmax.
+def window_extra_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_extra: int = 0,
+                           bias: Optional[torch.Tensor] = None, scale: float = 1.0) -> torch.Tensor:
+    """Non-overlapping windows, each holding its own extra tokens, under one softmax per window.
 
     This is the specification of :func:`densekit.ops.local_global.window_extra_attention`
-    (FasterViT's hierarchical attention: a window's carrier tokens are both queries and keys of
-    that window). Window ``w`` holds ``T = P + N`` tokens in the joint order ``[P extra | N window]``;
-    every one of them attends to the ``T`` tokens of its own window::
+    (FasterViT's hierarchical attention: a window's carrier tokens are queries and keys of that
+    window only). q, k, v are ``[B, nW, T, heads, d]``: window ``w``'s ``T = P + N`` tokens, its
+    ``P = num_extra`` extra tokens first. Every token attends to the ``T`` tokens of its window::
 
-        logits = scale * (q_w . k_w^T) + bias          # [heads, T, T], bias shared by all windows
+        logits = (q_w . k_w^T) * scale + b          # [heads, T, T]; b shared by all windows
         out_w  = softmax(logits) . v_w
 
-    q, k, v ``[B, nW, N, heads, d]``; q_extra, k_extra, v_extra ``[B, nW, P, heads, d]``; bias
-    ``[heads, T, T]``. Returns ``(out [B, nW, N, heads, d], out_extra [B, nW, P, heads, d])``.
-    The logits are ``(q . k) * scale`` in that order, as FasterViT computes them.
+    ``bias`` is ``b`` itself (``[heads, T, T]``) or its window block (``[heads, N, N]``: pairs
+    that involve an extra token get no bias, FasterViT's zero-padded position bias). The logits
+    are ``(q . k) * scale`` in that order, as FasterViT computes them. Returns ``[B, nW, T, heads, d]``.
     """
-    P = q_extra.shape[2]
-    qa, ka, va = (torch.cat([e, t], dim=2) for e, t in ((q_extra, q), (k_extra, k), (v_extra, v)))
-    logits = torch.einsum('bwqnd,bwknd->bwnqk', qa, ka)  # [B, nW, heads, T, T]
+    B, nW = q.shape[:2]
+    qt, kt, vt = (t.flatten(0, 1).transpose(1, 2) for t in (q, k, v))  # [B * nW, heads, T, d]
+    logits = qt @ kt.transpose(-2, -1)
+    # In place: the matmul's backward needs its inputs, not its output (one [.., T, T] buffer).
     if scale != 1.0:
-        logits = logits * scale
+        logits.mul_(scale)
     if bias is not None:
-        logits = logits + bias
-    out = torch.einsum('bwnqk,bwknd->bwqnd', logits.softmax(dim=-1), va)
-    return out[:, :, P:], out[:, :, :P]
+        pad = q.shape[2] - bias.shape[-1]
+        logits.add_(torch.nn.functional.pad(bias, (pad, 0, pad, 0)) if pad else bias)
+    return (logits.softmax(dim=-1) @ vt).transpose(1, 2).unflatten(0, (B, nW))

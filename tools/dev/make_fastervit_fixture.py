@@ -61,6 +61,12 @@ class NestedTensor:
 
 
 def load_official_fastervit(official: Path):
+    """The official ``FasterViT`` class."""
+    return load_official_module(official).FasterViT
+
+
+def load_official_module(official: Path):
+    """The official dense ``fastervit.py`` module, imported from the clone ``official``."""
     for name, attrs in {'util': {}, 'util.misc': {'NestedTensor': NestedTensor}}.items():
         mod = types.ModuleType(name)
         mod.__dict__.update(attrs)
@@ -70,7 +76,7 @@ def load_official_fastervit(official: Path):
     spec = importlib.util.spec_from_file_location('official_fastervit', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.FasterViT
+    return module
 
 
 def weight_spec(state_dict) -> list:

@@ -18,7 +18,8 @@ official and densekit with the same random weights (outputs checked equal first)
   maps, train mode).
 
 Times are medians of ``--reps`` runs after two warm-ups, the implementations alternating within
-each repetition (CUDA: events; the peak allocated memory of one call). Output: a markdown table on stdout, after a stamp line.
+each repetition (CUDA: events; the peak allocated memory of one call). Output: a markdown table
+on stdout, after a stamp line.
 """
 from __future__ import annotations
 

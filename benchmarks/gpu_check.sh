@@ -103,6 +103,10 @@ want halo_stride && step halo_stride 90 "$OUT/halo_stride.log" \
 # 5. models: backbones, then heads
 want models && step backbones 150 "$OUT/models_gpu.log" python3 benchmarks/backbones.py gpu --iters 5 --warmup 2
 want models && step heads 120 "$OUT/models_gpu.log" python3 benchmarks/heads.py --mode full --device cuda --iters 3
+# 5b. (only when named: GPU_CHECK_STEPS=fastervit) FasterViT-0 / -2 training step at 224 and
+#     800x1344: densekit (window_extra_attention on flex) vs its reference backend
+want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
+  python3 benchmarks/backbones.py gpu --models fastervit_0 fastervit_2 --iters 5 --warmup 2
 
 echo "--- summary"; cat "$OUT/summary.txt"
 echo "--- parity"; grep -E "^(FAILED|ERROR) " "$OUT/gpu_parity.log" 2>/dev/null | cut -c1-160 | head -30; tail -n 2 "$OUT/gpu_parity.log" 2>/dev/null

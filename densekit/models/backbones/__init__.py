@@ -18,3 +18,4 @@ from densekit.models.backbones import unireplknet  # noqa: F401
 from densekit.models.backbones import replknet  # noqa: F401
 from densekit.models.backbones import crossformer  # noqa: F401
 from densekit.models.backbones import litv2  # noqa: F401
+from densekit.models.backbones import fastervit  # noqa: F401

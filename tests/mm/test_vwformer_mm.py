@@ -2,7 +2,6 @@
 image, and (``slow`` tier) the head learns the synthetic ADE20K-layout set."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

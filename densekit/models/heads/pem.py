@@ -167,7 +167,8 @@ class PEMPixelDecoder(nn.Module):
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f'PEMPixelDecoder takes 4 maps, got in_channels={in_channels}')
-        self.in_projections = nn.ModuleList(ConvBNReLU(c, conv_dim, norm_layer=norm_layer) for c in in_channels)
+        self.in_projections = nn.ModuleList(
+            ConvBNReLU(c, conv_dim, norm_layer=norm_layer) for c in in_channels)
         self.conv_avg = ConvBNReLU(in_channels[-1], conv_dim, norm_layer=norm_layer)
         self.csm = nn.ModuleList(ContextSelfModulation(conv_dim, 2, norm_layer=norm_layer) for _ in range(4))
         self.dcn = nn.ModuleList(DeformUpLayer(conv_dim, conv_dim, norm_layer=norm_layer) for _ in range(3))
@@ -234,7 +235,8 @@ class PrototypeCrossAttention(nn.Module):
             masked[torch.all(masked.sum(2) == masked.shape[2], dim=2)] = False
             sim.masked_fill_(masked, float('-inf'))
         idx = torch.argmax(sim, dim=2)  # [B, h, Q]
-        return torch.gather(x, 2, idx.unsqueeze(-1).expand(-1, -1, -1, D)).permute(0, 2, 1, 3).reshape(B, Q, C)
+        picked = torch.gather(x, 2, idx.unsqueeze(-1).expand(-1, -1, -1, D))  # [B, h, Q, D]
+        return picked.permute(0, 2, 1, 3).reshape(B, Q, C)
 
     def forward(self, tgt: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None,
                 pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:

@@ -93,4 +93,5 @@ def test_vwformer_learns_the_synthetic_ade_set(tmp_path):
     runner.train()
     trained = runner.val()
     print(f'untrained: {untrained}\ntrained: {trained}')
+    # Observed: 0.37 -> 27.75 mIoU (CPU, seed 0); demand most of that gain.
     assert trained['mIoU'] >= untrained['mIoU'] + 20.0, (untrained['mIoU'], trained['mIoU'])

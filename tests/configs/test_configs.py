@@ -64,6 +64,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIRS = ('mask_rcnn', 'cascade_mask_rcnn', 'dino', 'deformable_detr', 'mask2former',
                'upernet')
 CONFIG_DIRS += ('relation_detr',)
+CONFIG_DIRS += ('vwformer', 'pem')
 CONFIGS = sorted(p for d in CONFIG_DIRS for p in (REPO / 'configs' / d).glob('*.py'))
 
 

@@ -155,9 +155,10 @@ def require_backbone(name: str) -> None:
 def tiny(cfg: Config, root: Path) -> Config:
     cfg = copy.deepcopy(cfg)
     full = cfg.model.backbone
-    # convnext_tiny -> convnext, halonet26t -> halonet
-    family = re.match(r'[a-z]+', full.type).group(0)
-    test_name = f'{family}_test'
+    # convnext_tiny -> convnext, halonet26t -> halonet; a family with an underscore in its name
+    # (dat_pp_tiny -> dat_pp) when the first form names no registered test variant
+    names = [f"{re.match(r'[a-z]+', full.type).group(0)}_test", f"{full.type.rsplit('_', 1)[0]}_test"]
+    test_name = next((n for n in names if n in list_backbones()), names[0])
     require_backbone(test_name)
     bb = dict(type=test_name, out_indices=tuple(full.get('out_indices', (0, 1, 2, 3))))
     cfg.model.backbone = ConfigDict(bb)

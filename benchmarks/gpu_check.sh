@@ -19,6 +19,8 @@
 #      breakdown (torch.profiler) of the forward and the backward        -> kernel_sweep.json
 #   5. backbones (Swin-T / ConvNeXt-T / NAT / DiNAT / HaloNet training step) and heads
 #      (Mask R-CNN / UPerNet ... on Swin-T), densekit kernels vs reference  -> models_gpu.log
+#   6. (only when GPU_CHECK_STEPS names it) benchmarks/deform_sampled.py: DAT++ attention vs the
+#      official formulation                                                -> deform_sampled.json
 # GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second run with
 # GPU_CHECK_STEPS=models when the first ran out of time.
 # summary.txt says what ran, its exit code and seconds. $OUT holds at most 8 files on return.
@@ -108,6 +110,12 @@ want models && step heads 120 "$OUT/models_gpu.log" python3 benchmarks/heads.py 
 want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
   python3 benchmarks/backbones.py gpu --models fastervit_0 fastervit_2 --iters 5 --warmup 2
 
+# 6. (only when named: GPU_CHECK_STEPS=deform_sampled) DAT++ deformable sampled-key attention at
+#    the DAT-T++ stage shapes of an 800x1333 image: official formulation vs reference vs Triton,
+#    bf16, fwd and fwd+bwd, peak memory; its CUDA parity tests run in step 2 (tests/ops)
+want deform_sampled && step deform_sampled 150 "$OUT/deform_sampled.log" \
+  python3 benchmarks/deform_sampled.py --device cuda --json "$OUT/deform_sampled.json"
+
 echo "--- summary"; cat "$OUT/summary.txt"
 echo "--- parity"; grep -E "^(FAILED|ERROR) " "$OUT/gpu_parity.log" 2>/dev/null | cut -c1-160 | head -30; tail -n 2 "$OUT/gpu_parity.log" 2>/dev/null
 echo "--- attention (case | impl | fwd ms | fwd+bwd ms | peak MiB)"
@@ -119,4 +127,5 @@ for r in json.load(open(sys.argv[1]))['rows']:
 EOF
 tail -n 25 "$OUT/models_gpu.log" 2>/dev/null
 tail -n 4 "$OUT/halo_stride.log" 2>/dev/null
+grep "^|" "$OUT/deform_sampled.log" 2>/dev/null | cut -c1-200
 grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200

@@ -10,7 +10,9 @@ the ``_*.py`` modules beside them.
   :func:`halo_attention` — HaloNet blocked-halo attention; :func:`local_global_attention` —
   a sliding window joined with extra (pooled) tokens in one softmax (TransNeXt);
   :func:`routed_attention` — BiFormer bi-level routing attention (queries of a region attend to
-  the tokens of their routed regions).
+  the tokens of their routed regions); :func:`deform_sampled_attention` — DAT / DAT++
+  deformable attention (queries attend to sampled keys with a relative position bias
+  interpolated at the query-to-sample displacement).
 * :mod:`densekit.ops.mmcv` — replacements for mmcv's compiled detection ops (``nms``,
   ``roi_align``, ``roi_pool``, ``focal_loss``, ``deform_conv``, ``ms_deform_attn``, ``psamask``,
   ``masked_conv``, ``carafe``, ``deform_roi_pool``), one package
@@ -21,6 +23,7 @@ goes through one chooser (``_backend.choose_backend``); the ``DENSEKIT_ATTN_BACK
 variable overrides the automatic choice. Triton and FlexAttention are imported lazily on first
 use. See ``docs/ops.md``.
 """
+from densekit.ops.deform_sampled import deform_sampled_attention
 from densekit.ops.halo import halo_attention
 from densekit.ops.local_global import local_global_attention
 from densekit.ops.neighborhood import na1d, na2d
@@ -28,4 +31,4 @@ from densekit.ops.routed import routed_attention
 from densekit.ops.window import window_attention
 
 __all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention', 'local_global_attention',
-           'routed_attention']
+           'routed_attention', 'deform_sampled_attention']

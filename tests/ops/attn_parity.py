@@ -80,3 +80,32 @@ def check_backend(op: Op, backend: str, shape, bias_shape, dtype: torch.dtype, s
     expected = reference(op, q, k, v, bias, go, dtype)
     actual = run(op, q, k, v, bias, go, backend, dtype, device=device)
     assert_parity(expected, actual, dtype)
+
+
+# Ops whose inputs are not one q / k / v shape plus a bias (deform_sampled_attention: sampled
+# keys, sampling positions and a bias table): named leaves, gradients ``'d' + name``, each
+# compared with the tolerance of the quantity it plays the role of (``aliases``: gradient name ->
+# a ``TOL`` key, e.g. the position and table gradients -> ``'dbias'``: sums over every query).
+def run_named(op: Op, inputs: Dict[str, torch.Tensor], grad_out, backend: Optional[str], dtype: torch.dtype,
+              device='cpu'):
+    """Output and every input's gradient of ``op(**inputs, backend=...)`` on inputs cast to
+    ``dtype``; results in float32 on the CPU."""
+    leaves = {n: t.detach().to(device=device, dtype=dtype).requires_grad_(True) for n, t in inputs.items()}
+    out = op(**leaves, backend=backend)
+    out.backward(grad_out.to(device=device, dtype=dtype))
+    res = {'out': out.detach(), **{'d' + n: t.grad for n, t in leaves.items()}}
+    return {name: t.float().cpu() for name, t in res.items()}
+
+
+def check_backend_named(op: Op, backend: str, inputs: Dict[str, torch.Tensor], grad_out, dtype: torch.dtype,
+                        aliases: Dict[str, str], device='cpu'):
+    """:func:`check_backend` for named inputs: the fp32 reference on inputs rounded to ``dtype``,
+    then ``backend`` in ``dtype``; every quantity within ``TOL[dtype][aliases.get(what, what)]``."""
+    rounded = {n: t.to(dtype).float() for n, t in inputs.items()}
+    expected = run_named(op, rounded, grad_out.to(dtype).float(), 'reference', torch.float32)
+    actual = run_named(op, inputs, grad_out, backend, dtype, device=device)
+    assert expected.keys() == actual.keys(), (expected.keys(), actual.keys())
+    for what, exp in expected.items():
+        atol = TOL[dtype][aliases.get(what, what)] * tol_scale(exp)
+        torch.testing.assert_close(actual[what], exp, atol=atol, rtol=0,
+                                   msg=lambda m, w=what, a=atol: f'{w} ({dtype}, atol {a:.3g}): {m}')

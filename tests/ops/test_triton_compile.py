@@ -38,6 +38,7 @@ EXPECTED = {
     'halo_dv': ['_halo_fwd_or_dq', '_row_dot_kernel', '_halo_fwd_or_dq', '_halo_dkdv'],
     'msda': ['_msda_fwd_kernel', '_msda_bwd_kernel'],
     'routed': ['_routed_fwd', '_routed_dq', '_routed_dkdv'],
+    'deform_sampled': ['_ds_fwd', '_ds_dq', '_ds_dkdv'],
 }
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
@@ -59,6 +60,11 @@ KNOWN_SM90_STACK = {
     # 255-register cap; half precision none.
     ('_routed_dq', 'float32'): 8,
     ('_routed_dkdv', 'float32'): 40,
+    # DAT++ deformable attention dK / dV / bias kernel: the two accumulators plus the four
+    # interpolated table corners, their derivatives and the per-key position-gradient sums at the
+    # 255-register cap: 16 B (fp32) / 32 B (half precision).
+    ('_ds_dkdv', 'float32'): 16,
+    ('_ds_dkdv', 'half'): 32,
 }
 # no dot products: no MMA expected
 ELEMENTWISE_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel', '_row_dot_kernel'}
@@ -68,6 +74,8 @@ WARP_MMA_KERNELS = {('halo_s2', '_halo_fwd_or_dq')}
 # routed attention: 32-row query / key tiles (BiFormer's regions hold 1 - 300 tokens; a 64-row
 # tile would mostly be padding in the deeper stages), below the warpgroup MMA's 64 rows
 WARP_MMA_KERNELS |= {('routed', k) for k in ('_routed_fwd', '_routed_dq', '_routed_dkdv')}
+# deformable sampled-key attention: the same 32-row tiles (DAT++ samples 50 - 1100 keys)
+WARP_MMA_KERNELS |= {('deform_sampled', k) for k in ('_ds_fwd', '_ds_dq', '_ds_dkdv')}
 
 
 def _compile(dtype: str, arch: int, tmp_path) -> list:

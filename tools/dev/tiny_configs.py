@@ -155,11 +155,12 @@ def require_backbone(name: str) -> None:
 def tiny(cfg: Config, root: Path) -> Config:
     cfg = copy.deepcopy(cfg)
     full = cfg.model.backbone
-    # convnext_tiny -> convnext, halonet26t -> halonet; litv2_s -> litv2 (digits in the family)
-    family = re.match(r'[a-z]+', full.type).group(0)
-    if f'{family}_test' not in list_backbones():
-        family = full.type.split('_')[0]
-    test_name = f'{family}_test'
+    # convnext_tiny -> convnext, halonet26t -> halonet; litv2_s -> litv2 (digits in the family);
+    # dat_pp_tiny -> dat_pp (an underscore in the family): the first form naming a registered
+    # test variant
+    names = [f"{re.match(r'[a-z]+', full.type).group(0)}_test", f"{full.type.split('_')[0]}_test",
+             f"{full.type.rsplit('_', 1)[0]}_test"]
+    test_name = next((n for n in names if n in list_backbones()), names[0])
     require_backbone(test_name)
     bb = dict(type=test_name, out_indices=tuple(full.get('out_indices', (0, 1, 2, 3))))
     cfg.model.backbone = ConfigDict(bb)

@@ -126,6 +126,16 @@ def _routed(dtype, B, H, W, h, D, regions, topk):
     return routed_triton(q, kk, v, index, (regions, regions), D ** -0.5)
 
 
+def _deform_sampled(dtype, B, H, W, h, D, n, groups, side):
+    """DAT++ deformable sampled-key attention: ``n`` sampled keys, a ``side x side`` bias table."""
+    from densekit.ops.deform_sampled.triton import deform_sampled_triton
+    q = _leaf(B, H, W, h, D, dtype=dtype)
+    kk, v = (_leaf(B, n, h, D, dtype=dtype) for _ in range(2))
+    pos = (torch.rand(B, groups, n, 2) * 2 - 1).to(dtype).requires_grad_()
+    table = _leaf(h, side, side, dtype=dtype)
+    return deform_sampled_triton(q, kk, v, pos, table, D ** -0.5)
+
+
 def _msda(dtype, bs, nq, nh, d, levels, points):
     from densekit.ops.mmcv.ms_deform_attn.triton import ms_deform_attn_triton
     shapes = torch.tensor(levels)
@@ -152,7 +162,7 @@ def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tens
 
 def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
-    windows, halo (and strided queries), MSDA, routed attention (what ``tests/ops/test_triton_compile.py`` compiles)."""
+    windows, halo (and strided queries), MSDA, routed and deformable sampled-key attention (what ``tests/ops/test_triton_compile.py`` compiles)."""
     na, win, halo = ({'config': (configs or {}).get(op)} for op in OPS)
     return {
         'na2d': functools.partial(_na, dtype, 1, 16, 18, 2, 32, (7, 5), (2, 1), **na),
@@ -163,6 +173,7 @@ def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torc
         'halo_dv': functools.partial(_halo, dtype, 1, 16, 16, 32, 2, 8, 2, 1, 64, **halo),  # eca_halonext: 16 / 64
         'msda': functools.partial(_msda, dtype, 1, 5, 2, 32, ((6, 8), (3, 4)), 4),
         'routed': functools.partial(_routed, dtype, 1, 16, 20, 2, 32, 4, 3),  # BiFormer's 32-wide heads
+        'deform_sampled': functools.partial(_deform_sampled, dtype, 1, 12, 20, 4, 32, 40, 2, 27),  # DAT++ heads
     }
 
 

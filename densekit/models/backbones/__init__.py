@@ -14,6 +14,7 @@ from densekit.models.backbones import van  # noqa: F401
 from densekit.models.backbones import hornet  # noqa: F401
 from densekit.models.backbones import transnext  # noqa: F401
 from densekit.models.backbones import biformer  # noqa: F401
+from densekit.models.backbones import dat_pp  # noqa: F401
 from densekit.models.backbones import unireplknet  # noqa: F401
 from densekit.models.backbones import replknet  # noqa: F401
 from densekit.models.backbones import crossformer  # noqa: F401

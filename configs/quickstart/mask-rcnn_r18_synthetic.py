@@ -1,7 +1,7 @@
 # Quickstart: Mask R-CNN (He et al., ICCV 2017) with a randomly initialised ResNet-18 on
 # densekit's synthetic COCO-format shapes (`tools/make_demo_data.py data/quickstart`).
-# Small images (160x160), a slim FPN / RoI head and an iteration schedule sized so that training
-# plus COCO bbox/segm evaluation fits in about 10 minutes on 2 CPU cores.
+# Small images (160x160), a slim FPN / RoI head and 400 iterations: training plus two COCO
+# bbox/segm evaluations take about 7 CPU minutes (tools/quickstart.sh runs torch single-threaded).
 _base_ = [
     '../_base_/models/mask-rcnn_fpn.py',
     '../_base_/default_runtime_det.py',

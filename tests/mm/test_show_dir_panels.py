@@ -41,7 +41,8 @@ def test_instances_gt_left_prediction_right_below_the_threshold_not_drawn():
     pred_mask = torch.zeros(2, 40, 60, dtype=torch.bool)
     pred_mask[0, 12:28, 30:50] = True
     pred_mask[1, 30:40, 40:60] = True
-    s.pred_instances = InstanceData(bboxes=torch.tensor([[30., 12., 50., 28.], [40., 30., 60., 40.]]),
+    boxes = torch.tensor([[30., 12., 50., 28.], [40., 30., 60., 40.]])
+    s.pred_instances = InstanceData(bboxes=boxes,
                                     labels=torch.tensor([0, 2]), scores=torch.tensor([0.9, 0.1]),
                                     masks=pred_mask)
     out = render_panels(img, s, dict(classes=('a', 'b', 'c')), score_thr=0.3)
@@ -121,8 +122,9 @@ def test_show_dir_detection(tmp_path):
     ckpt = _checkpoint(config, tmp_path / 'model.pth')
     ann = root / 'annotations' / 'instances_val.json'
     # an untrained model: keep every detection so that the metric has input
-    _test_tool(config, ckpt, tmp_path / 'show', tmp_path, f'test_dataloader.dataset.data_root={root}/',
-               f'test_evaluator.ann_file={ann}', 'model.test_cfg.rcnn.score_thr=0.0')
+    _test_tool(config, ckpt, tmp_path / 'show', tmp_path,
+               f'test_dataloader.dataset.data_root={root}/', f'test_evaluator.ann_file={ann}',
+               'model.test_cfg.rcnn.score_thr=0.0')
     drawn = sorted(p.name for p in (tmp_path / 'show').iterdir())
     assert drawn == ['000001.png', '000002.png']  # flat: <show-dir>/<image name>.png
     out = cv2.imread(str(tmp_path / 'show' / drawn[0]))[..., ::-1]

@@ -1,6 +1,6 @@
 # Runtime for depth configs (mmseg scope): the segmentation runtime with epoch-based logging and
 # checkpoints (keeping the best abs_rel), and densekit's depth visualisation hook
-# (`tools/test.py --show-dir D` turns it on and writes `input | prediction | gt` pngs into D).
+# (`tools/test.py --show-dir D` writes labelled `ground truth | prediction` pngs into D).
 _base_ = './default_runtime_seg.py'
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=True),

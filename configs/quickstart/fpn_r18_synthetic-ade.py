@@ -56,7 +56,7 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 max_iters = 300
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters // 2)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
@@ -71,4 +71,13 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False, window_size=25)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
-randomness = dict(seed=0)
+# Same numbers on every run on the same machine: seeded data order and augmentation, and
+# torch's deterministic algorithms (tools/quickstart.sh also runs torch single-threaded).
+randomness = dict(seed=0, deterministic=True)
+
+# The first validation images of the last validation, drawn as labelled `ground truth |
+# prediction` panels into <work_dir>/predictions/ (the densekit hooks of the base are kept).
+custom_hooks = [
+    dict(type='RNGStateHook'), dict(type='NumClassesCheckHook'), dict(type='BackboneCheckpointHook'),
+    dict(type='PanelVisualizationHook', out_dir='predictions', max_images=6, draw_val=True,
+         draw_test=False)]

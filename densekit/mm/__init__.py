@@ -37,6 +37,7 @@ _MODULES = (
     'densekit.mm.backbones',
     'densekit.mm.hooks',
     'densekit.mm.curves',
+    'densekit.mm.visualization',
     'densekit.mm.optim',
     'densekit.mm.tta',
     'densekit.mm.depth',

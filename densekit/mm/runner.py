@@ -558,7 +558,8 @@ def test_parser() -> argparse.ArgumentParser:
     p.add_argument('--work-dir', help='where evaluation logs go')
     p.add_argument('--out', help='detection: a .pkl of raw predictions; segmentation / depth: '
                                  'a directory for predicted maps')
-    p.add_argument('--show-dir', help='write visualisations (prediction beside the input) here')
+    p.add_argument('--show-dir', help='write one labelled "ground truth | prediction" png per '
+                                       'test image here')
     p.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model / '
                                                       'tta_pipeline of the config)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config fields')
@@ -569,21 +570,16 @@ def test_parser() -> argparse.ArgumentParser:
 
 
 def _enable_visualization(cfg, show_dir: str) -> None:
-    hooks = cfg.get('default_hooks', {})
-    if 'visualization' not in hooks:
-        raise KeyError(f"--show-dir needs default_hooks.visualization in {cfg.filename}")
-    hook = hooks['visualization']
-    hook['draw'] = True
-    scope = cfg.get('default_scope', 'mmdet')
-    if scope == 'mmdet':
-        # DetVisualizationHook writes under work_dir/timestamp/<test_out_dir>; an absolute
-        # path keeps the user's folder exactly.
-        hook['test_out_dir'] = osp.abspath(show_dir)
-    else:
-        hook['interval'] = 1
-        cfg.visualizer['save_dir'] = osp.abspath(show_dir)
-        if 'show_dir' in hook or hook.get('type', '').startswith('Depth'):
-            hook['show_dir'] = osp.abspath(show_dir)
+    """``--show-dir``: one labelled ``ground truth | prediction`` png per test image in
+    ``show_dir`` for every task (:class:`densekit.mm.visualization.PanelVisualizationHook` in
+    place of the config's visualization hook; the depth hook's ``max_depth`` is kept)."""
+    hooks = cfg.setdefault('default_hooks', {})
+    old = hooks.get('visualization') or {}
+    panel = dict(type='PanelVisualizationHook', out_dir=osp.abspath(show_dir))
+    for key in ('score_thr', 'max_depth'):
+        if old.get(key) is not None:
+            panel[key] = old[key]
+    hooks['visualization'] = panel
 
 
 def _enable_tta(cfg) -> None:

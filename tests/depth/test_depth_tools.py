@@ -1,5 +1,5 @@
 """tools/train.py and tools/test.py on a depth config: one training iteration, then evaluation with
---show-dir (input | prediction | ground truth pngs) and --out (uint16 depth pngs)."""
+--show-dir (labelled ground truth | prediction pngs with a colour bar) and --out (uint16 depth pngs)."""
 import glob
 import os.path as osp
 
@@ -48,6 +48,8 @@ def test_train_then_test_with_show_dir_and_out(tmp_path, monkeypatch):
     assert np.isfinite(metrics['abs_rel']) and 0 <= metrics['a1'] <= 1
     drawn = sorted(glob.glob(str(show / '*.png')))
     assert [osp.basename(p) for p in drawn] == ['scene_00000.png', 'scene_00001.png']
-    assert cv2.imread(drawn[0]).shape == (32, 3 * 48, 3)  # input | prediction | ground truth
+    from densekit.mm.visualization import COLORBAR_HEIGHT, LABEL_HEIGHT, panel_scale
+    k = panel_scale(48)  # labels / ground truth | prediction / colour bar
+    assert cv2.imread(drawn[0]).shape == (LABEL_HEIGHT + 32 * k + COLORBAR_HEIGHT, 2 * 48 * k, 3)
     pred = cv2.imread(str(out / 'scene_00000.png'), cv2.IMREAD_UNCHANGED)
     assert pred.dtype == np.uint16 and pred.shape == (32, 48) and 0 < int(pred.max()) <= 10000

@@ -240,7 +240,22 @@ def test_test_tool_evaluates_and_dumps(tiny, tmp_path):
              tmp_path)
     assert 'mIoU' in r.stdout + r.stderr
     assert len(list(out.glob('*.png'))) == 8
-    assert len(list((tmp_path / 'vis').rglob('*.png'))) == 8
+    # one labelled `ground truth | prediction` png per image, flat in the --show-dir folder
+    import cv2
+    import numpy as np
+    from densekit.mm.visualization import (GT_LABEL, LABEL_HEIGHT, PRED_LABEL, label_strip,
+                                           panel_scale)
+    drawn = sorted((tmp_path / 'vis').rglob('*.png'))
+    assert [p.name for p in drawn] == [f'{i:03d}.png' for i in range(8)]
+    assert all(p.parent == tmp_path / 'vis' for p in drawn)
+    k = panel_scale(32)
+    picture = cv2.imread(str(drawn[0]))[..., ::-1]
+    assert picture.shape == (LABEL_HEIGHT + 32 * k, 2 * 32 * k, 3)
+    labels = np.concatenate([label_strip(32 * k, GT_LABEL), label_strip(32 * k, PRED_LABEL)], 1)
+    assert np.array_equal(picture[:LABEL_HEIGHT], labels)
+    gt = picture[LABEL_HEIGHT:, :32 * k].astype(int)
+    # the ground truth's two halves (classes 0 and 1) in their palette colours
+    assert abs(gt[4 * k, 4 * k] - gt[4 * k, 28 * k]).max() > 50
 
 
 def test_cfg_options_typo_is_an_error(tiny, tmp_path):

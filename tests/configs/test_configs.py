@@ -42,23 +42,25 @@ from mmengine.registry import init_default_scope  # noqa: E402
 
 
 from config_demo_data import make_ade, make_cityscapes, make_coco  # noqa: E402
-from tiny_configs import BackboneNotRegistered, backbone_channels as _backbone_channels  # noqa: E402
+from tiny_configs import backbone_channels as _backbone_channels  # noqa: E402
 from tiny_configs import build_model as _build_model, dataset as _dataset  # noqa: E402
 from tiny_configs import head_channels as _head_channels, require_backbone, tiny  # noqa: E402
 
 
 def _require_backbone(name: str) -> None:
-    try:
-        require_backbone(name)
-    except BackboneNotRegistered as e:
-        pytest.skip(f'{e} (family not landed)')
+    """A densekit backbone must be registered; OpenMMLab's own (mmdet's / mmseg's ``ResNet``)
+    has no densekit ``*_test`` variant to shrink to, so its configs are skipped here, by name,
+    and built at full size by their heads' tests."""
+    from densekit.models import list_backbones
+    if name not in list_backbones() and not name[:1].islower():
+        pytest.skip(f"'{name}' is OpenMMLab's own backbone, not a densekit family: no tiny "
+                    'variant (the full-size config is built by its head tests)')
+    require_backbone(name)
 
 
 def _tiny(cfg: Config, root: Path) -> Config:
-    try:
-        return tiny(cfg, root)
-    except BackboneNotRegistered as e:
-        pytest.skip(f'{e} (family not landed)')
+    _require_backbone(cfg.model.backbone.type)
+    return tiny(cfg, root)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIRS = ('mask_rcnn', 'cascade_mask_rcnn', 'dino', 'deformable_detr', 'mask2former',

@@ -1,5 +1,7 @@
 # PolyMaX-style depth head on Swin-T, NYUv2 Eigen split (same data and schedule as
-# configs/depth/dpt_swin-t_nyuv2.py: 416x544 crops, 24 epochs AdamW one-cycle, flip-averaged testing).
+# configs/depth/dpt_swin-t_nyuv2.py: 416x544 crops, 24 epochs AdamW one-cycle, flip-averaged
+# testing). Initialise the backbone from ImageNet weights with
+#   --cfg-options model.backbone.init_cfg.type=Pretrained model.backbone.init_cfg.checkpoint=PATH
 _base_ = [
     '../_base_/models/polymax_depth.py', '../_base_/datasets/nyuv2.py',
     '../_base_/default_runtime_depth.py', '../_base_/schedules/depth_24e.py'

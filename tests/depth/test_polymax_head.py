@@ -38,7 +38,8 @@ def test_polymax_shapes_bounds_and_gradients(kmeans):
     assert bool((bins.detach().std(1) > 0).all())  # distinct bins, a true mixture
     depth.mean().backward()
     assert all(f.grad is not None and torch.isfinite(f.grad).all() for f in feats)
-    missing = [n for n, p in head.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [n for n, p in head.named_parameters()
+               if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, missing
     assert head.query_embed.weight.grad.abs().sum() > 0
 

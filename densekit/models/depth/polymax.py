@@ -54,7 +54,8 @@ class KMeansCrossAttention(nn.Module):
 
     Args:
         channels: width of queries and pixel features.
-        kmeans: k-means assignment (kMaX) if True, softmax over pixels (scaled dot product) if False.
+        kmeans: k-means assignment (kMaX) if True, softmax over pixels (scaled dot product) if
+            False.
 
     Shapes: ``query [N, K, C]``, ``pixels [N, C, H, W]`` -> update ``[N, K, C]``.
     """
@@ -89,7 +90,8 @@ class PolyMaXDecoderBlock(nn.Module):
         super().__init__()
         self.cross = KMeansCrossAttention(channels, kmeans)
         self.norm1 = nn.LayerNorm(channels)
-        self.self_attn = nn.MultiheadAttention(channels, num_heads, dropout=dropout, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(channels, num_heads, dropout=dropout,
+                                               batch_first=True)
         self.norm2 = nn.LayerNorm(channels)
         self.ffn = nn.Sequential(nn.Linear(channels, ffn_channels), nn.GELU(),
                                  nn.Dropout(dropout), nn.Linear(ffn_channels, channels))
@@ -148,7 +150,8 @@ class PolyMaXDepthHead(nn.Module):
             raise ValueError('PolyMaXDepthHead: in_channels must list at least one level')
         if not decoder_blocks or len(decoder_blocks) > len(in_channels) or min(decoder_blocks) < 0:
             raise ValueError(f"PolyMaXDepthHead: decoder_blocks={decoder_blocks} needs 1 to "
-                             f"{len(in_channels)} non-negative entries (one per level, coarse first)")
+                             f"{len(in_channels)} non-negative entries (one per level, coarse "
+                             "first)")
         if num_queries < 1:
             raise ValueError(f'PolyMaXDepthHead: num_queries={num_queries} must be positive')
         self.in_channels = in_channels
@@ -158,7 +161,8 @@ class PolyMaXDepthHead(nn.Module):
         self.align_corners = align_corners
         # Pixel decoder: FPN top-down path, a 3x3 conv per level, a stride-4 pixel embedding.
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.smooth = nn.ModuleList(_conv_norm_act(channels, channels, 3, norm) for _ in in_channels)
+        self.smooth = nn.ModuleList(
+            _conv_norm_act(channels, channels, 3, norm) for _ in in_channels)
         self.pixel_embed = nn.Sequential(_conv_norm_act(channels, channels, 3, norm),
                                          nn.Conv2d(channels, channels, 1))
         # Transformer decoder.
@@ -169,7 +173,8 @@ class PolyMaXDepthHead(nn.Module):
         # Prediction heads: a mask embedding and a bin depth per query.
         self.mask_embed = nn.Sequential(nn.Linear(channels, channels), nn.GELU(),
                                         nn.Linear(channels, channels))
-        self.bin_embed = nn.Sequential(nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, 1))
+        self.bin_embed = nn.Sequential(nn.Linear(channels, channels), nn.GELU(),
+                                       nn.Linear(channels, 1))
         self.activation = DepthActivation(activation, min_depth, max_depth)
 
     def _resize(self, x: torch.Tensor, size) -> torch.Tensor:

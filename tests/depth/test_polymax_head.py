@@ -20,10 +20,10 @@ def _head(**kw):
     return PolyMaXDepthHead(CHANNELS, **kw)
 
 
-@pytest.mark.parametrize('kmeans', [True, False])
-def test_polymax_shapes_bounds_and_gradients(kmeans):
+@pytest.mark.parametrize('kmeans,blocks', [(True, (1, 1, 1)), (False, (1, 0, 2))])
+def test_polymax_shapes_bounds_and_gradients(kmeans, blocks):
     torch.manual_seed(0)
-    head = _head(kmeans=kmeans)
+    head = _head(kmeans=kmeans, decoder_blocks=blocks)
     feats = _pyramid()
     depth, bins, probs = head.predict_mixture(feats)
     h0, w0 = feats[0].shape[2:]

@@ -161,8 +161,12 @@ class PolyMaXDepthHead(nn.Module):
         self.align_corners = align_corners
         # Pixel decoder: FPN top-down path, a 3x3 conv per level, a stride-4 pixel embedding.
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        # Only the levels that are read (the finest one and those with decoder blocks) get a 3x3
+        # conv, so that every parameter receives a gradient (DDP without find_unused_parameters).
+        used = {0} | {len(in_channels) - 1 - j for j, b in enumerate(decoder_blocks) if b > 0}
         self.smooth = nn.ModuleList(
-            _conv_norm_act(channels, channels, 3, norm) for _ in in_channels)
+            _conv_norm_act(channels, channels, 3, norm) if i in used else nn.Identity()
+            for i in range(len(in_channels)))
         self.pixel_embed = nn.Sequential(_conv_norm_act(channels, channels, 3, norm),
                                          nn.Conv2d(channels, channels, 1))
         # Transformer decoder.

@@ -32,6 +32,7 @@ def _mmseg_scope():
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'depth', '*.py')))
+CONFIGS += sorted(glob.glob(osp.join(REPO, 'configs', 'polymax', '*.py')))
 
 
 def _frame(seed, h, w):
@@ -111,6 +112,8 @@ def _shrink(cfg, data_root, work_dir):
     head.channels = 16
     if head.type == 'DPTDepthHead':
         head.head_channels = 8
+    elif head.type == 'PolyMaXDepthHead':
+        head.update(num_queries=4, decoder_blocks=(1, 1), num_heads=2, ffn_channels=16)
     else:
         head.merge_channels = 8
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

@@ -1,5 +1,6 @@
-"""Slow: a short CPU training run of the quickstart depth config on the synthetic set improves every
-metric over the untrained model (the numbers are printed; nothing about speed is asserted)."""
+"""Slow: a short CPU training run of the quickstart depth configs (DPT, PolyMaX-style) on the
+synthetic set improves every metric over the untrained model (the numbers are printed; nothing
+about speed is asserted)."""
 import os.path as osp
 
 import pytest
@@ -18,17 +19,19 @@ def _mmseg_scope():
 
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'configs', 'depth', 'dpt_resnet18_synthetic.py')
+CONFIGS = {'dpt': osp.join(REPO, 'configs', 'depth', 'dpt_resnet18_synthetic.py'),
+           'polymax': osp.join(REPO, 'configs', 'polymax', 'polymax_resnet18_synthetic.py')}
 
 
 @pytest.mark.slow
-def test_short_training_improves_metrics(tmp_path):
+@pytest.mark.parametrize('head', sorted(CONFIGS))
+def test_short_training_improves_metrics(head, tmp_path):
     from mmengine.config import Config
     from mmengine.runner import Runner
 
     root = make_synthetic_depth(tmp_path / 'data', num_train=64, num_val=16, height=64, width=96,
                                 seed=0)
-    cfg = Config.fromfile(CONFIG)
+    cfg = Config.fromfile(CONFIGS[head])
     cfg.work_dir = str(tmp_path / 'work')
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(root)

@@ -27,7 +27,7 @@ from densekit.mm.depth.transforms import (DepthColorJitter, DepthFixedCrop, Dept
                                           DepthRandomFlip, DepthRandomRotate, LoadDepthMap)
 from densekit.mm.depth.visualization import DepthVisualizationHook, colorize_depth
 from densekit.mm.registry import deprecated_alias, register as _register
-from densekit.models.depth import DPTDepthHead, FPNDepthHead, L1DepthLoss, SILogLoss
+from densekit.models.depth import DPTDepthHead, FPNDepthHead, L1DepthLoss, PolyMaXDepthHead, SILogLoss
 
 __all__ = [
     'DepthFolderDataset', 'NYUv2Dataset', 'KITTIEigenDataset', 'LoadDepthMap', 'DepthFixedCrop',
@@ -49,8 +49,8 @@ def register() -> None:
     for cls in (LoadDepthMap, DepthFixedCrop, DepthKBCrop, DepthRandomCrop, DepthRandomFlip,
                 DepthRandomRotate, DepthColorJitter):
         _register(TRANSFORMS, cls)
-    for cls in (DenseKitDepthEstimator, DKDepthEstimator, DPTDepthHead, FPNDepthHead, L1DepthLoss,
-                DKSILogLoss, DKDepthL1Loss):
+    for cls in (DenseKitDepthEstimator, DKDepthEstimator, DPTDepthHead, FPNDepthHead,
+                PolyMaXDepthHead, L1DepthLoss, DKSILogLoss, DKDepthL1Loss):
         _register(MODELS, cls)
     # mmseg registers SiLogLoss: the core's SILogLoss takes the prefix of the naming rule
     _register(MODELS, SILogLoss, 'DenseKitSILogLoss')

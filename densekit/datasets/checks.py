@@ -201,41 +201,56 @@ def validate_coco(coco: Any, path: str | Path) -> tuple[dict, Counter]:
             seen.add(cat[key])
     kept, skipped, ann_ids = [], Counter(), set()
     need = frozenset(COCO_ANN_KEYS)
+    numbers, isfinite = _NUMBERS, math.isfinite  # locals: this loop runs once per instance
     for i, ann in enumerate(coco['annotations']):
         if type(ann) is not dict or not need <= ann.keys():
             _require_keys(ann, COCO_ANN_KEYS, f'annotations[{i}]', path)
-        if not _is_id(ann['id']):
-            raise DataError(f"{path}: annotations[{i}] has id {_short(ann['id'])}, expected an integer")
-        if ann['id'] in ann_ids:
-            raise DataError(f"{path}: annotation id {ann['id']} appears twice in 'annotations'")
-        ann_ids.add(ann['id'])
-        if not _is_id(ann['category_id']) or ann['category_id'] not in cat_ids:
-            raise DataError(f"{path}: annotation id {ann['id']} has category_id "
-                            f"{_short(ann['category_id'])}, which is not in 'categories' "
+        ann_id, cat_id, img_id = ann['id'], ann['category_id'], ann['image_id']
+        if type(ann_id) is not int:
+            raise DataError(f"{path}: annotations[{i}] has id {_short(ann_id)}, expected an integer")
+        if ann_id in ann_ids:
+            raise DataError(f"{path}: annotation id {ann_id} appears twice in 'annotations'")
+        ann_ids.add(ann_id)
+        if type(cat_id) is not int or cat_id not in cat_ids:
+            raise DataError(f"{path}: annotation id {ann_id} has category_id "
+                            f"{_short(cat_id)}, which is not in 'categories' "
                             f'(ids {sorted(cat_ids)})')
-        img = images.get(ann['image_id']) if _is_id(ann['image_id']) else None
+        img = images.get(img_id) if type(img_id) is int else None
         if img is None:
-            raise DataError(f"{path}: annotation id {ann['id']} has image_id "
-                            f"{_short(ann['image_id'])}, which is not in 'images'")
-        x, y, w, h = _box(ann, path)
+            raise DataError(f"{path}: annotation id {ann_id} has image_id "
+                            f"{_short(img_id)}, which is not in 'images'")
+        b = ann['bbox']
+        # one sum checks all four: a NaN / inf among them (or an absurd 1e308) is not finite
+        if type(b) is list and len(b) == 4 and numbers.issuperset(map(type, b)) and isfinite(sum(b)):
+            x, y, w, h = b
+            if w < 0 or h < 0:
+                _box(ann, path)  # raises the negative-size error
+        else:
+            x, y, w, h = _box(ann, path)
         area = ann['area']
-        if not _is_number(area):
-            raise DataError(f"{path}: annotation id {ann['id']} has area {_short(area)}, expected a "
+        if type(area) not in numbers or not isfinite(area):
+            raise DataError(f"{path}: annotation id {ann_id} has area {_short(area)}, expected a "
                             'finite number')
         crowd = ann.get('iscrowd', 0)
-        if type(crowd) not in (int, bool) or crowd not in (0, 1):
-            raise DataError(f"{path}: annotation id {ann['id']} has iscrowd {_short(crowd)}, "
+        if not (crowd == 0 or crowd == 1) or type(crowd) not in (int, bool):
+            raise DataError(f"{path}: annotation id {ann_id} has iscrowd {_short(crowd)}, "
                             'expected 0 or 1')
         seg = ann.get('segmentation')
         if seg:  # absent, null or empty: a box-only annotation
             if type(seg) is list:
-                if not _polygons_usable(seg, ann, path):
+                usable = False
+                for part in seg:
+                    if (type(part) is not list or len(part) % 2
+                            or not numbers.issuperset(map(type, part)) or not isfinite(sum(part))):
+                        _polygons_usable(seg, ann, path)  # raises naming the polygon
+                    usable = usable or len(part) >= 6
+                if not usable:
                     skipped['polygon of fewer than 3 points'] += 1
                     continue
             elif type(seg) is dict:
                 _check_rle(seg, ann, img, path)
             else:
-                raise DataError(f"{path}: annotation id {ann['id']} has segmentation {_short(seg)}, "
+                raise DataError(f"{path}: annotation id {ann_id} has segmentation {_short(seg)}, "
                                 "expected a polygon list or an RLE dict with 'size' and 'counts'")
         if w < 1 or h < 1 or not area > 0:
             skipped['zero-area box'] += 1

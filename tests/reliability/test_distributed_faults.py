@@ -56,9 +56,11 @@ def test_a_killed_rank_is_named_by_the_other(setup, tmp_path):
     r, log = _srun_train(setup, 2, tmp_path / 'dies', env={'TEST_KILL_RANK_AT': '1:3'}, expect=None)
     elapsed = time.monotonic() - start
     assert r.returncode != 0
-    m = re.search(r'RankLostError: rank 0 of 2 lost contact: rank 1 \(pid \d+ on \S+\) has exited; '
-                  r'stopping at iteration (\d+)', log)
-    assert m and int(m.group(1)) == 3, log[-4000:]  # its all-reduce after iteration 3 fails
+    assert re.search(r'rank 0 of 2 lost contact: rank 1 \(pid \d+ on \S+\) has exited', log), log[-4000:]
+    m = re.search(r'RankLostError: .* stopping at iteration (\d+)', log)
+    # the failed all-reduce raises RankLostError, unless the watchdog's own check (the pid is
+    # gone) ended the process first, which a heavily loaded machine allows
+    assert (m and int(m.group(1)) == 3) or 'exiting with status 1' in log, log[-4000:]
     assert 'Iter(train) [8/8]' not in log
     assert elapsed < 600, elapsed
 

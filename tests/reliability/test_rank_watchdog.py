@@ -87,7 +87,9 @@ def test_a_killed_rank_is_named_by_the_survivor(tmp_path, victim):
     """SIGKILL of rank 1 (or of rank 0, which also runs the store): the survivor's collective
     fails and the error names the dead rank."""
     rc, out, elapsed = _run_pair(tmp_path, victim, 'kill')
-    assert rc == 3, out
+    # 3: the failed collective asked the watchdog and raised; 1: the watchdog found the dead pid
+    # first and, the main thread not asking within the grace period (a loaded machine), ended it
+    assert rc in (1, 3), out
     assert f'rank {1 - victim} of 2 lost contact: rank {victim} (pid ' in out and 'has exited' in out, out
     assert elapsed < 10, elapsed  # gloo fails at once; the pid check takes at most one interval
 

@@ -588,7 +588,8 @@ def resume_report(old: int, new: int, old_bs: Optional[int], new_bs: Optional[in
         batch = (f'the effective batch size changes from {old_bs * old} ({old} x {old_bs}) to '
                  f'{new_bs * new} ({new} x {new_bs}); the learning rate is not rescaled for it')
     else:
-        batch = 'the effective batch size (per-rank batch size x ranks) changes; the learning rate is not rescaled for it'
+        batch = ('the effective batch size (per-rank batch size x ranks) changes; the learning '
+                 'rate is not rescaled for it')
     return (f'ResumeReportHook: resuming a checkpoint written by {old} rank(s) on {new} '
             f'rank(s){at}. Restored: model weights, optimizer state (with its learning rates), '
             f'parameter schedulers, iteration and epoch counters, message hub. Not restored: '

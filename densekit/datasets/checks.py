@@ -7,7 +7,9 @@ COCO: Common Objects in Context", ECCV 2014) on what is an error and what is ski
 
 * errors (:class:`DataError`): a missing data root / annotation file / image folder, a file that
   is not JSON, missing top-level or per-record keys, a bbox that is not four numbers or has a
-  negative size, an annotation whose ``category_id`` is not in ``categories`` or whose
+  negative size, an id / size / area / coordinate of the wrong type (an array where an id
+  belongs, ``true`` as a width), a malformed ``segmentation`` or ``iscrowd``, a category id or
+  name listed twice, an annotation whose ``category_id`` is not in ``categories`` or whose
   ``image_id`` is not in ``images``, an image that does not decode, configured class names that
   are not the file's category names in the file's order (:func:`check_class_names`);
 * for folder-layout datasets (semantic labels, depth maps paired with images by file name): an
@@ -16,8 +18,9 @@ COCO: Common Objects in Context", ECCV 2014) on what is an error and what is ski
   label suffix otherwise builds fine and fails later inside a data-loader worker, and a partial
   label folder would silently train on fewer images;
 * skipped with one counted warning per kind and file (mmdet's loader drops these silently):
-  zero-area boxes (width or height below one pixel, or ``area <= 0``) and boxes that lie
-  entirely outside their image. Boxes that only stick out are kept (training clips them).
+  zero-area boxes (width or height below one pixel, or ``area <= 0``), boxes that lie
+  entirely outside their image, and polygon masks none of whose polygons has three points.
+  Boxes that only stick out are kept (training clips them).
 
 Core module: numpy / OpenCV / json only, no OpenMMLab import.
 """
@@ -93,18 +96,53 @@ def _short(value: Any, limit: int = 80) -> str:
     return s if len(s) <= limit else s[:limit - 3] + '...'
 
 
+_NUMBERS = frozenset((int, float))  # JSON numbers; ``bool`` (JSON true / false) is not one
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) in _NUMBERS and math.isfinite(v)
+
+
+def _is_id(v: Any) -> bool:
+    return type(v) is int
+
+
 def _box(ann: dict, path: Path) -> tuple[float, float, float, float]:
     b = ann['bbox']
-    if (not isinstance(b, (list, tuple)) or len(b) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in b)):
+    if type(b) is not list or len(b) != 4 or not all(_is_number(v) for v in b):
         raise DataError(f"{path}: annotation id {ann['id']} has bbox {_short(b)}, expected four "
                         'finite numbers [x, y, width, height]')
-    x, y, w, h = (float(v) for v in b)
+    x, y, w, h = b
     if w < 0 or h < 0:
         raise DataError(f"{path}: annotation id {ann['id']} has a negative bbox size {list(b)} "
                         '(COCO boxes are [x, y, width, height], not corner pairs)')
     return x, y, w, h
+
+
+def _polygons_usable(seg: list, ann: dict, path: Path) -> bool:
+    """Checks a polygon ``segmentation``; whether any of its polygons has three points or more
+    (mmdet drops the smaller ones when it builds the mask, and the instance with them)."""
+    usable = False
+    for part in seg:
+        if (type(part) is not list or len(part) % 2 or not set(map(type, part)) <= _NUMBERS
+                or not math.isfinite(sum(part))):
+            raise DataError(
+                f"{path}: annotation id {ann['id']} has segmentation polygon {_short(part)}, "
+                'expected a list of finite numbers [x1, y1, x2, y2, ...] (an even count)')
+        usable = usable or len(part) >= 6
+    return usable
+
+
+def _check_rle(seg: dict, ann: dict, img: dict, path: Path) -> None:
+    size, counts = seg.get('size'), seg.get('counts')
+    if (type(size) is not list or len(size) != 2 or not all(_is_id(v) for v in size)
+            or not (type(counts) is str or (type(counts) is list and all(_is_id(v) and v >= 0
+                                                                        for v in counts)))):
+        raise DataError(f"{path}: annotation id {ann['id']} has segmentation {_short(seg)}, expected "
+                        "a polygon list or an RLE dict with 'size' [height, width] and 'counts'")
+    if size != [img['height'], img['width']]:
+        raise DataError(f"{path}: annotation id {ann['id']} has an RLE mask of size {size}, but its "
+                        f"image {img['id']} is [height, width] = [{img['height']}, {img['width']}]")
 
 
 def validate_coco(coco: Any, path: str | Path) -> tuple[dict, Counter]:
@@ -117,10 +155,14 @@ def validate_coco(coco: Any, path: str | Path) -> tuple[dict, Counter]:
     Returns:
         ``(clean, skipped)``: a shallow copy of ``coco`` whose ``annotations`` omit the skipped
         ones, and a :class:`collections.Counter` of skip reasons (``'zero-area box'``,
-        ``'box outside its image'``).
+        ``'box outside its image'``, ``'polygon of fewer than 3 points'``).
 
     Raises:
-        DataError: on the errors listed in the module docstring.
+        DataError: on the errors listed in the module docstring. Ids are JSON integers, sizes,
+            boxes, areas and coordinates finite numbers (``true`` / ``false`` are not numbers),
+            ``iscrowd`` 0 or 1, a ``segmentation`` a polygon list or an RLE dict of its image's
+            size; category ids and names are unique (mmdet would silently give two categories
+            one label, or drop one name).
     """
     path = Path(path)
     _require_keys(coco, COCO_TOP_KEYS, 'the top level', path)
@@ -128,35 +170,89 @@ def validate_coco(coco: Any, path: str | Path) -> tuple[dict, Counter]:
         if not isinstance(coco[key], list):
             raise DataError(f"{path}: '{key}' must be a list, got {type(coco[key]).__name__}")
     images = {}
+    need = frozenset(COCO_IMAGE_KEYS)
     for i, img in enumerate(coco['images']):
-        _require_keys(img, COCO_IMAGE_KEYS, f'images[{i}]', path)
+        if type(img) is not dict or not need <= img.keys():
+            _require_keys(img, COCO_IMAGE_KEYS, f'images[{i}]', path)
+        if not _is_id(img['id']):
+            raise DataError(f"{path}: images[{i}] has id {_short(img['id'])}, expected an integer")
+        if type(img['file_name']) is not str or not img['file_name']:
+            raise DataError(f"{path}: image id {img['id']} has file_name {_short(img['file_name'])}, "
+                            'expected a file name')
         for key in ('width', 'height'):
-            if not isinstance(img[key], (int, float)) or img[key] <= 0:
+            if not _is_number(img[key]) or img[key] <= 0:
                 raise DataError(f"{path}: image id {img['id']} ({img['file_name']}) has {key} "
                                 f'{_short(img[key])}, expected a positive number')
         if img['id'] in images:
             raise DataError(f"{path}: image id {img['id']} appears twice in 'images'")
         images[img['id']] = img
-    cat_ids = set()
+    cat_ids, cat_names = set(), set()
     for i, cat in enumerate(coco['categories']):
         _require_keys(cat, COCO_CAT_KEYS, f'categories[{i}]', path)
-        cat_ids.add(cat['id'])
+        if not _is_id(cat['id']):
+            raise DataError(f"{path}: categories[{i}] has id {_short(cat['id'])}, expected an integer")
+        if type(cat['name']) is not str:
+            raise DataError(f"{path}: category id {cat['id']} has name {_short(cat['name'])}, "
+                            'expected a string')
+        for seen, key in ((cat_ids, 'id'), (cat_names, 'name')):
+            if cat[key] in seen:
+                raise DataError(f"{path}: category {key} {cat[key]!r} appears twice in 'categories' "
+                                '(mmdet would merge the two categories or drop one)')
+            seen.add(cat[key])
     kept, skipped, ann_ids = [], Counter(), set()
+    need = frozenset(COCO_ANN_KEYS)
+    numbers, isfinite = _NUMBERS, math.isfinite  # locals: this loop runs once per instance
     for i, ann in enumerate(coco['annotations']):
-        _require_keys(ann, COCO_ANN_KEYS, f'annotations[{i}]', path)
-        if ann['id'] in ann_ids:
-            raise DataError(f"{path}: annotation id {ann['id']} appears twice in 'annotations'")
-        ann_ids.add(ann['id'])
-        if ann['category_id'] not in cat_ids:
-            raise DataError(f"{path}: annotation id {ann['id']} has category_id "
-                            f"{_short(ann['category_id'])}, which is not in 'categories' "
+        if type(ann) is not dict or not need <= ann.keys():
+            _require_keys(ann, COCO_ANN_KEYS, f'annotations[{i}]', path)
+        ann_id, cat_id, img_id = ann['id'], ann['category_id'], ann['image_id']
+        if type(ann_id) is not int:
+            raise DataError(f"{path}: annotations[{i}] has id {_short(ann_id)}, expected an integer")
+        if ann_id in ann_ids:
+            raise DataError(f"{path}: annotation id {ann_id} appears twice in 'annotations'")
+        ann_ids.add(ann_id)
+        if type(cat_id) is not int or cat_id not in cat_ids:
+            raise DataError(f"{path}: annotation id {ann_id} has category_id "
+                            f"{_short(cat_id)}, which is not in 'categories' "
                             f'(ids {sorted(cat_ids)})')
-        img = images.get(ann['image_id'])
+        img = images.get(img_id) if type(img_id) is int else None
         if img is None:
-            raise DataError(f"{path}: annotation id {ann['id']} has image_id "
-                            f"{_short(ann['image_id'])}, which is not in 'images'")
-        x, y, w, h = _box(ann, path)
-        if w < 1 or h < 1 or not ann['area'] > 0:
+            raise DataError(f"{path}: annotation id {ann_id} has image_id "
+                            f"{_short(img_id)}, which is not in 'images'")
+        b = ann['bbox']
+        # one sum checks all four: a NaN / inf among them (or an absurd 1e308) is not finite
+        if type(b) is list and len(b) == 4 and numbers.issuperset(map(type, b)) and isfinite(sum(b)):
+            x, y, w, h = b
+            if w < 0 or h < 0:
+                _box(ann, path)  # raises the negative-size error
+        else:
+            x, y, w, h = _box(ann, path)
+        area = ann['area']
+        if type(area) not in numbers or not isfinite(area):
+            raise DataError(f"{path}: annotation id {ann_id} has area {_short(area)}, expected a "
+                            'finite number')
+        crowd = ann.get('iscrowd', 0)
+        if not (crowd == 0 or crowd == 1) or type(crowd) not in (int, bool):
+            raise DataError(f"{path}: annotation id {ann_id} has iscrowd {_short(crowd)}, "
+                            'expected 0 or 1')
+        seg = ann.get('segmentation')
+        if seg:  # absent, null or empty: a box-only annotation
+            if type(seg) is list:
+                usable = False
+                for part in seg:
+                    if (type(part) is not list or len(part) % 2
+                            or not numbers.issuperset(map(type, part)) or not isfinite(sum(part))):
+                        _polygons_usable(seg, ann, path)  # raises naming the polygon
+                    usable = usable or len(part) >= 6
+                if not usable:
+                    skipped['polygon of fewer than 3 points'] += 1
+                    continue
+            elif type(seg) is dict:
+                _check_rle(seg, ann, img, path)
+            else:
+                raise DataError(f"{path}: annotation id {ann_id} has segmentation {_short(seg)}, "
+                                "expected a polygon list or an RLE dict with 'size' and 'counts'")
+        if w < 1 or h < 1 or not area > 0:
             skipped['zero-area box'] += 1
             continue
         if x >= img['width'] or y >= img['height'] or x + w <= 0 or y + h <= 0:

@@ -14,6 +14,10 @@ each fault, what these do about it and the test that proves it.
   and capped.
 * :class:`DataFaultHook`: a sample that fails to load mid-run stops training naming its files
   and the cause, or (``action='skip'``) is skipped, counted and capped.
+* :class:`RankWatchdogHook`: a lost rank ends the other ranks within a bounded time with an
+  error naming it (:class:`RankLostError`).
+* :class:`ResumeReportHook`: a resume on another number of ranks logs what is and is not
+  restored.
 * :func:`check_resume`: a resume from a truncated or corrupted checkpoint says so and names the
   newest intact one, or takes it (``--resume-fallback``).
 """
@@ -26,7 +30,7 @@ import signal
 from typing import Optional
 
 import torch
-from mmengine.dist import all_reduce, barrier, get_world_size, is_main_process
+from mmengine.dist import all_reduce, barrier, get_rank, get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 
@@ -449,6 +453,152 @@ def guard_prepare_data(dataset, action: str = 'stop', max_skips: int = 100) -> N
     dataset.prepare_data = prepare_data
 
 
+# ----------------------------------------------------------------------- distributed
+class RankLostError(RuntimeError):
+    """A rank of a distributed run was lost (its process exited, froze or its node went away)."""
+
+
+_COMM_FAILURE = ('gloo', 'nccl', 'connection', 'socket', 'broken pipe', 'timed out', 'timeout',
+                 'peer', 'store', 'distributed')
+
+
+class RankWatchdogHook(Hook):
+    """Ends a distributed run within a bounded time when a rank is lost, naming that rank.
+
+    Without it, a rank killed (OOM killer, a failing node) leaves the others with gloo's
+    ``Connection closed by peer [addr]:port`` (no rank named), NCCL's own timeout, or, for a
+    frozen rank, a wait as long as the process group's timeout (30 minutes). This hook runs a
+    :class:`~densekit.engine.watchdog.RankWatchdog` in every rank (heartbeats through the
+    rendezvous store, one small store write and ``world_size - 1`` reads every ``interval``
+    seconds):
+
+    * a train iteration whose collective fails raises :class:`RankLostError` naming the lost
+      rank (``rank 1 (pid N on HOST) has exited``), with the communication error as its cause;
+    * a rank blocked elsewhere (a collective that never returns, validation) is ended by the
+      watchdog with status 1 after logging the same message, at most ``timeout`` seconds after
+      the peer stopped.
+
+    Nothing runs in a single process.
+
+    Args:
+        timeout: seconds without a heartbeat after which a rank on another host (or a frozen
+            one) is declared lost; a dead rank on the same host is found within ``interval``.
+        interval: seconds between heartbeats.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, timeout: float = 120.0, interval: float = 2.0) -> None:
+        self.timeout, self.interval = float(timeout), float(interval)
+        self.watchdog = None
+
+    def before_train(self, runner) -> None:
+        if get_world_size() < 2:
+            return
+        import torch.distributed as dist
+        from densekit.engine.watchdog import RankWatchdog
+        store = dist.distributed_c10d._get_default_store()
+        host = ('the launcher' if os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True'
+                else 'rank 0')
+        self.watchdog = RankWatchdog(
+            store, get_rank(), get_world_size(), timeout=self.timeout, interval=self.interval,
+            prefix=f'densekit/watchdog/{runner.timestamp}/', store_host=host,
+            on_lost=self._on_lost).start()
+        loop = runner.train_loop
+        run_iter = loop.run_iter
+
+        def guarded_run_iter(*args, **kwargs):
+            try:
+                return run_iter(*args, **kwargs)
+            except Exception as e:
+                why = self._explain(e)
+                if why is None:
+                    raise
+                raise RankLostError(f'{why}; stopping at iteration {runner.iter + 1}') from e
+
+        loop.run_iter = guarded_run_iter
+
+    def _explain(self, error: Exception) -> Optional[str]:
+        if self.watchdog is None:
+            return None
+        text = f'{type(error).__name__} {error}'.lower()
+        comm = any(word in text for word in _COMM_FAILURE)
+        # a communication failure waits for the heartbeat verdict; any other error only for the
+        # pid check (a peer that died first may be why this rank's data is odd)
+        return self.watchdog.explain(self.timeout + 2 * self.interval if comm else self.interval)
+
+    @staticmethod
+    def _on_lost(message: str) -> None:
+        print_log(f'RankWatchdogHook: {message}; exiting with status 1', logger='current',
+                  level=logging.ERROR)
+        from densekit.engine.watchdog import _exit_on_lost
+        _exit_on_lost(message)
+
+    def after_train(self, runner) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+
+
+class ResumeReportHook(Hook):
+    """Says what a resume restores when the number of ranks changed.
+
+    Each checkpoint records the run's world size and per-rank batch size
+    (``meta['densekit_world']``). A resume on another number of ranks (mmengine allows it)
+    restores the model, the optimizer state (with the checkpoint's learning rates), the parameter
+    schedulers, the iteration / epoch counters and the message hub, but not what belongs to the
+    ranks: each rank's RNG state, the data sampler's position (the resumed sampler splits the
+    data among a different number of ranks, so the batches differ from a continuation on the old
+    ranks) and the effective batch size (per-rank batch size x ranks). This hook logs that list
+    at resume, with the old and new figures; with an unchanged world size it logs nothing.
+    """
+
+    priority = 'NORMAL'
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault('meta', {})['densekit_world'] = dict(
+            world_size=get_world_size(), batch_size_per_rank=_batch_size(runner))
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not runner._resume:
+            return
+        meta = checkpoint.get('meta', {})
+        saved = meta.get('densekit_world') or {}
+        old = saved.get('world_size', (meta.get('rng_state') or {}).get('world_size'))
+        new = get_world_size()
+        if old is None or old == new:
+            return
+        print_log(resume_report(old, new, saved.get('batch_size_per_rank'), _batch_size(runner),
+                                meta.get('iter'), meta.get('epoch')),
+                  logger='current', level=logging.WARNING)
+
+
+def _batch_size(runner) -> Optional[int]:
+    loop = getattr(runner, '_train_loop', None)  # built before a resume loads the checkpoint
+    loader = getattr(loop, 'dataloader', None)
+    return getattr(loader, 'batch_size', None)
+
+
+def resume_report(old: int, new: int, old_bs: Optional[int], new_bs: Optional[int],
+                  iteration=None, epoch=None) -> str:
+    """The resume message of :class:`ResumeReportHook` (checkpoint of ``old`` ranks resumed on
+    ``new``)."""
+    at = f' (iteration {iteration}, epoch {epoch})' if iteration is not None else ''
+    if old_bs and new_bs:
+        batch = (f'the effective batch size changes from {old_bs * old} ({old} x {old_bs}) to '
+                 f'{new_bs * new} ({new} x {new_bs}); the learning rate is not rescaled for it')
+    else:
+        batch = ('the effective batch size (per-rank batch size x ranks) changes; the learning '
+                 'rate is not rescaled for it')
+    return (f'ResumeReportHook: resuming a checkpoint written by {old} rank(s) on {new} '
+            f'rank(s){at}. Restored: model weights, optimizer state (with its learning rates), '
+            f'parameter schedulers, iteration and epoch counters, message hub. Not restored: '
+            f'per-rank RNG states (dropout masks and random augmentations differ from a '
+            f'continuation on {old} rank(s)); the data sampler position (the data is split among '
+            f'{new} rank(s) instead of {old}, so the coming batches differ); {batch}. The run '
+            f'continues, but does not reproduce a {old}-rank run')
+
+
 # ------------------------------------------------------------------------------ resume
 def check_resume(work_dir: str, load_from: Optional[str], fallback: bool = False) -> Optional[str]:
     """Verifies the checkpoint a resume would load; returns the path to resume from.
@@ -483,7 +633,8 @@ def check_resume(work_dir: str, load_from: Optional[str], fallback: bool = False
 
 
 # added to every training run by tools/train.py (not by tools/test.py: they act on training)
-RELIABILITY_HOOKS = ('PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook', 'DataFaultHook')
+RELIABILITY_HOOKS = ('PreemptionHook', 'CheckpointSafetyHook', 'NonFiniteCheckHook', 'DataFaultHook',
+                     'RankWatchdogHook', 'ResumeReportHook')
 
 
 def add_reliability_hooks(cfg) -> list[str]:
@@ -506,10 +657,12 @@ def add_reliability_hooks(cfg) -> list[str]:
 
 def register() -> None:
     from mmengine.registry import HOOKS
-    for cls in (PreemptionHook, CheckpointSafetyHook, NonFiniteCheckHook, DataFaultHook):
+    for cls in (PreemptionHook, CheckpointSafetyHook, NonFiniteCheckHook, DataFaultHook,
+                RankWatchdogHook, ResumeReportHook):
         _register(HOOKS, cls)
 
 
 __all__ = ['EXIT_PREEMPTED', 'RELIABILITY_HOOKS', 'add_reliability_hooks', 'PreemptionHook',
            'CheckpointSafetyHook', 'NonFiniteCheckHook', 'NonFiniteLossError', 'DataFaultHook',
-           'DataFaultError', 'check_resume', 'install_checkpoint_writer']
+           'DataFaultError', 'RankWatchdogHook', 'RankLostError', 'ResumeReportHook',
+           'resume_report', 'check_resume', 'install_checkpoint_writer']

@@ -22,8 +22,53 @@ class ConfigKeyError(KeyError):
         return str(self.args[0])
 
 
+class ConfigOptionError(ValueError):
+    """A ``--cfg-options`` item that cannot be applied; the message names the item."""
+
+
+def cfg_options_action():
+    """mmengine's ``DictAction`` that first checks each ``KEY=VALUE`` item: an item without
+    ``=``, a key with an empty part (``a..b``, ``.a``) or a value with unbalanced brackets is
+    an argparse error naming the item, not an ``AssertionError`` / ``ValueError`` from inside
+    mmengine (or, for the empty parts, a silently created field ``''``)."""
+    import argparse
+
+    from mmengine.config import DictAction
+
+    class CfgOptionsAction(DictAction):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for item in values:
+                try:
+                    check_cfg_option_item(item)
+                except ConfigOptionError as e:
+                    raise argparse.ArgumentError(self, str(e)) from None
+            super().__call__(parser, namespace, values, option_string)
+
+    return CfgOptionsAction
+
+
+def check_cfg_option_item(item: str) -> None:
+    """Raises :class:`ConfigOptionError` for a malformed ``--cfg-options`` item (see
+    :func:`cfg_options_action`)."""
+    key, sep, value = item.partition('=')
+    if not sep:
+        raise ConfigOptionError(f"--cfg-options item {item!r} has no '=': write KEY=VALUE")
+    if not key or '' in key.split('.'):
+        raise ConfigOptionError(f"--cfg-options item {item!r}: the key {key!r} has an empty part; "
+                                'write dotted field names such as model.backbone.depth')
+    from mmengine.config import DictAction
+    try:
+        DictAction._parse_iterable(value)
+    except Exception:  # noqa: BLE001 (mmengine asserts balanced brackets)
+        raise ConfigOptionError(f'--cfg-options item {item!r}: the brackets of the value {value!r} '
+                                'do not match') from None
+
+
 def check_cfg_options(cfg, options: dict | None) -> None:
-    """Refuses ``--cfg-options`` keys that look like typos of existing keys.
+    """Refuses ``--cfg-options`` keys that look like typos of existing keys, and keys that lead
+    through a field that is not a dict or list (``model.backbone.depth.x`` with ``depth=50``) or
+    index a list out of range or by name; mmengine would fail on those with a ``TypeError`` /
+    ``KeyError`` that names neither the option nor the field.
 
     A key whose parent exists but which is itself absent is accepted (adding a new field is
     legitimate) unless it is a near-miss of a sibling (``max_iter`` vs ``max_iters``).
@@ -31,22 +76,57 @@ def check_cfg_options(cfg, options: dict | None) -> None:
     for dotted in options or {}:
         node: Any = cfg
         parts = dotted.split('.')
+        if '' in parts:
+            raise ConfigKeyError(f"--cfg-options key {dotted!r} has an empty part")
         for depth, part in enumerate(parts):
-            if isinstance(node, (list, tuple)) and part.isdigit():
-                node = node[int(part)] if int(part) < len(node) else None
+            where = '.'.join(parts[:depth]) or '<top level>'
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigKeyError(
+                        f"--cfg-options key '{dotted}': {where} is a list of {len(node)} items; "
+                        f"'{part}' is not an index of it (0 to {len(node) - 1})")
+                node = node[int(part)]
                 continue
             if not hasattr(node, 'keys'):
+                if depth:
+                    raise ConfigKeyError(
+                        f"--cfg-options key '{dotted}': {where} is {node!r} (a "
+                        f"{type(node).__name__}), which has no field '{part}'; set {where} itself, "
+                        f'or write {where}=dict(...)')
                 break
             if part in node:
                 node = node[part]
                 continue
             close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1, cutoff=0.8)
             if close:
-                where = '.'.join(parts[:depth]) or '<top level>'
                 raise ConfigKeyError(
                     f"--cfg-options key '{dotted}': '{part}' is not a field of {where} in "
                     f"{cfg.filename}; did you mean '{close[0]}'?")
             break
+
+
+def _merge_options(cfg, options: dict) -> None:
+    """``cfg.merge_from_dict(options)``, except that an item of a list that is not a dict is
+    replaced directly (mmengine's merge calls ``.copy()`` on it: ``AttributeError``)."""
+    rest = {}
+    for dotted, value in options.items():
+        parts = dotted.split('.')
+        parent: Any = cfg
+        for part in parts[:-1]:
+            if isinstance(parent, (list, tuple)):
+                parent = parent[int(part)]  # an index check_cfg_options accepted
+            else:
+                parent = parent.get(part) if hasattr(parent, 'keys') else None
+        last = parts[-1]
+        if isinstance(parent, list) and last.isdigit() and not hasattr(parent[int(last)], 'keys'):
+            parent[int(last)] = value
+        elif isinstance(parent, tuple) and last.isdigit() and not hasattr(parent[int(last)], 'keys'):
+            raise ConfigKeyError(f"--cfg-options key '{dotted}': {'.'.join(parts[:-1])} is a tuple, "
+                                 'whose items cannot be replaced one by one; set the whole tuple')
+        else:
+            rest[dotted] = value
+    if rest:
+        cfg.merge_from_dict(rest)
 
 
 def load_config(path: str, options: dict | None = None):
@@ -58,7 +138,7 @@ def load_config(path: str, options: dict | None = None):
     check_cfg_options(cfg, options)
     refuse_parse_time_options(cfg, options)
     if options:
-        cfg.merge_from_dict(options)
+        _merge_options(cfg, options)
     return cfg
 
 
@@ -485,7 +565,6 @@ def _work_dir(cfg, work_dir: str | None, config_path: str) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from mmengine.config import DictAction
     p = argparse.ArgumentParser(description='Train a densekit / mmdet / mmseg model')
     p.add_argument('config', help='config file')
     p.add_argument('--work-dir', help='where logs and checkpoints go')
@@ -496,7 +575,7 @@ def train_parser() -> argparse.ArgumentParser:
                         'newest intact checkpoint of its folder')
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--auto-scale-lr', action='store_true', help='scale lr by the batch size')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+    p.add_argument('--cfg-options', nargs='+', action=cfg_options_action(),
                    help='override config fields, key=value (e.g. train_cfg.max_iters=10)')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -551,7 +630,6 @@ def train(argv: Iterable[str] | None = None):
 
 
 def test_parser() -> argparse.ArgumentParser:
-    from mmengine.config import DictAction
     p = argparse.ArgumentParser(description='Evaluate a densekit / mmdet / mmseg model')
     p.add_argument('config', help='config file')
     p.add_argument('checkpoint', help='checkpoint file')
@@ -562,7 +640,8 @@ def test_parser() -> argparse.ArgumentParser:
                                        'test image here')
     p.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model / '
                                                       'tta_pipeline of the config)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config fields')
+    p.add_argument('--cfg-options', nargs='+', action=cfg_options_action(),
+                   help='override config fields')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     add_user_arguments(p, training=False)

@@ -8,6 +8,7 @@ The folder / split-file / missing-depth checks are those of
 """
 from __future__ import annotations
 
+import math
 import os.path as osp
 
 from mmengine.dataset import BaseDataset
@@ -157,16 +158,26 @@ class DepthFolderDataset(ValidatedDatasetMixin, BaseDataset):
     def _read_split_file(self, img_dir: str, depth_dir: str | None) -> list[dict]:
         """The frames of a BTS split file; a ``None`` depth gives a frame without depth."""
         out = []
-        for line in list_from_file(self.ann_file, backend_args=self.backend_args):
+        for number, line in enumerate(list_from_file(self.ann_file, backend_args=self.backend_args), 1):
             parts = line.split()
             if not parts:
                 continue
+            where = f"{self.owner}: ann_file '{self.ann_file}' line {number} ({line.strip()[:80]!r})"
+            if len(parts) > 3:
+                raise checks.DataError(f'{where} has {len(parts)} fields; expected '
+                                       '<image> <depth> [focal] (no spaces inside a path)')
             depth = None
             if len(parts) > 1 and parts[1] != 'None' and depth_dir is not None:
                 depth = osp.join(depth_dir, parts[1].lstrip('/'))
             info = self._info(osp.join(img_dir, parts[0].lstrip('/')), depth)
             if len(parts) > 2:
-                info['focal'] = float(parts[2])
+                try:
+                    focal = float(parts[2])
+                except ValueError:
+                    focal = float('nan')
+                if not (math.isfinite(focal) and focal > 0):
+                    raise checks.DataError(f'{where}: focal {parts[2]!r} is not a positive number')
+                info['focal'] = focal
             out.append(info)
         if not out:
             raise checks.DataError(f"{self.owner}: ann_file '{self.ann_file}' lists no frame (it "

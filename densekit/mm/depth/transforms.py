@@ -17,16 +17,38 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmengine import fileio
 
+from densekit.datasets.checks import DataError, DataNotFoundError
+
 
 def decode_depth_map(content: bytes, path: str) -> np.ndarray:
     """The stored values of a depth map file: an image decoded unchanged (a 16-bit png gives
-    ``uint16``, as ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` does), or the array of a ``.npy``."""
+    ``uint16``, as ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` does), or the array of a ``.npy``.
+
+    Raises :class:`~densekit.datasets.checks.DataError` naming the file when it does not decode
+    or does not hold one channel of integer or floating-point values (a boolean, complex or
+    object array would turn into depths without an error). Non-finite values of a float array
+    are kept: outside ``(min_depth, max_depth)``, they count as pixels without depth.
+    """
     if path.endswith('.npy'):
-        return np.load(io.BytesIO(content), allow_pickle=False)
-    raw = mmcv.imfrombytes(content, flag='unchanged', backend='cv2')
-    if raw is None:
-        raise ValueError(f"LoadDepthMap: {path!r} ({len(content)} bytes) does not decode as an "
-                         'image (corrupt, truncated or not an image)')
+        try:
+            raw = np.load(io.BytesIO(content), allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 (numpy raises ValueError, EOFError, OSError, ...)
+            raise DataError(f'LoadDepthMap: {path!r} ({len(content)} bytes) is not a readable .npy '
+                            f'array: {type(e).__name__}: {e}') from None
+    else:
+        try:
+            raw = mmcv.imfrombytes(content, flag='unchanged', backend='cv2')
+        except cv2.error:
+            raw = None
+        if raw is None:
+            raise DataError(f"LoadDepthMap: {path!r} ({len(content)} bytes) does not decode as an "
+                            'image (corrupt, truncated or not an image)')
+    if not isinstance(raw, np.ndarray) or raw.dtype.kind not in 'iuf':
+        raise DataError(f'LoadDepthMap: {path!r} holds {getattr(raw, "dtype", type(raw))} values; '
+                        'expected integer or floating-point depths')
+    if raw.ndim != 2 or 0 in raw.shape:
+        raise DataError(f'LoadDepthMap: {path!r} has shape {raw.shape}; expected one channel '
+                        '(height x width)')
     return raw
 
 
@@ -52,10 +74,8 @@ class LoadDepthMap(BaseTransform):
         try:
             content = fileio.get(path, backend_args=self.backend_args)
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"LoadDepthMap: cannot read depth map {path!r}") from e
+            raise DataNotFoundError(f"LoadDepthMap: cannot read depth map {path!r}") from e
         raw = decode_depth_map(content, path)
-        if raw.ndim != 2:
-            raise ValueError(f"LoadDepthMap: {path!r} has shape {raw.shape}; expected one channel")
         scale = self.depth_scale if self.depth_scale is not None else results.get('depth_scale')
         if scale is None:
             raise KeyError("LoadDepthMap: no depth_scale given and none in the data info")

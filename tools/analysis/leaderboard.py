@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import fnmatch
+import inspect
 import json
 import os
 import os.path as osp
@@ -91,11 +92,15 @@ def _reset_peak_rss() -> int:
 def measure_one(name: str, device: str, size, batch_sizes, iters: int) -> dict:
     import torch
 
-    from densekit.models import build_backbone
+    from densekit.models import build_backbone, get_backbone_builder
     from densekit.utils.flops import count_model_flops
 
     H, W = size
-    model = build_backbone(name).to(device)
+    kwargs = {}
+    if 'img_size' in inspect.signature(get_backbone_builder(name)).parameters:
+        # fixed-size models (BoTNet) are built for the measured size, rounded up to a multiple of 32
+        kwargs['img_size'] = (-(-H // 32) * 32, -(-W // 32) * 32)
+    model = build_backbone(name, **kwargs).to(device)
     row = {'model': name, 'params_m': sum(p.numel() for p in model.parameters()) / 1e6}
     model.eval()
     flops = count_model_flops(model, torch.zeros(1, 3, H, W, device=device))

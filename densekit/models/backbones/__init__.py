@@ -16,3 +16,4 @@ from densekit.models.backbones import transnext  # noqa: F401
 from densekit.models.backbones import biformer  # noqa: F401
 from densekit.models.backbones import unireplknet  # noqa: F401
 from densekit.models.backbones import replknet  # noqa: F401
+from densekit.models.backbones import timm_seed  # noqa: F401

@@ -92,7 +92,8 @@ def _reset_peak_rss() -> int:
 def measure_one(name: str, device: str, size, batch_sizes, iters: int) -> dict:
     import torch
 
-    from densekit.models import build_backbone, get_backbone_builder
+    from densekit.models import build_backbone
+    from densekit.models.registry import get_backbone_builder
     from densekit.utils.flops import count_model_flops
 
     H, W = size

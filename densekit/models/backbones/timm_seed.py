@@ -615,8 +615,8 @@ def davit_test(**kwargs) -> TimmSeedBackbone:
                   out_norm=True)
 
 
-@register_backbone(name='twins_svt_test')
-def twins_svt_test(**kwargs) -> TimmSeedBackbone:
+@register_backbone(name='twins_test')
+def twins_test(**kwargs) -> TimmSeedBackbone:
     """Tiny Twins-SVT (locally-grouped and global sub-sampled blocks); not a published model."""
     return _build(_TwinsBackbone, _twins_test_model('svt'), kwargs, channels=(16, 32, 64, 128),
                   strip=('head', 'norm'))
@@ -629,8 +629,8 @@ def twins_pcpvt_test(**kwargs) -> TimmSeedBackbone:
                   strip=('head', 'norm'))
 
 
-@register_backbone(name='coat_lite_test')
-def coat_lite_test(**kwargs) -> TimmSeedBackbone:
+@register_backbone(name='coat_test')
+def coat_test(**kwargs) -> TimmSeedBackbone:
     """Tiny CoaT-Lite; not a published model."""
     return _build(_CoaTLiteBackbone, _coat_test_model, kwargs, channels=(32, 32, 64, 64), strip=('head', 'norm4'))
 
@@ -641,8 +641,8 @@ def nextvit_test(**kwargs) -> TimmSeedBackbone:
     return _build(_StagedTimm, _nextvit_test_model, kwargs, channels=(16, 40, 40, 40), strip=('head', 'norm'))
 
 
-@register_backbone(name='metaformer_test')
-def metaformer_test(**kwargs) -> TimmSeedBackbone:
+@register_backbone(name='caformer_test')
+def caformer_test(**kwargs) -> TimmSeedBackbone:
     """Tiny MetaFormer with a pooling, a separable-convolution and two attention stages (the token
     mixers of PoolFormerV2, ConvFormer and CAFormer); not a published model."""
     return _build(_StagedTimm, _metaformer_test_model, kwargs, channels=(16, 32, 64, 128), strip=('head',))

@@ -74,7 +74,7 @@ def test_leaderboard_merge_replaces_rows_by_backbone(tmp_path):
     runs that no row refers to any more leave the table; another setup is refused."""
     leaderboard = _leaderboard()
     out = str(tmp_path / 'lb.md')
-    first = leaderboard.parse_args(['--size', '64', '96', '--batch-sizes', '1', '--out', out])
+    first = leaderboard.parse_args(['--size', '64', '96', '--batch-sizes', '1', '--out', out, '--note', 'loaded'])
     runs, rows = leaderboard.merge(first, out, [_row('a_net', 1.0), _row('b_net', 2.0),
                                                {'model': 'c_net', 'error': 'boom'}])
     leaderboard.write_table(rows, runs, first, out)
@@ -82,12 +82,13 @@ def test_leaderboard_merge_replaces_rows_by_backbone(tmp_path):
                                     '--filter', 'b_net', 'c_net'])
     runs, rows = leaderboard.merge(again, out, [_row('b_net', 3.0), _row('c_net', 4.0)])
     leaderboard.write_table(rows, runs, again, out)
-    _, runs, table = leaderboard.read_table(out, [1])
+    _, _, runs, table = leaderboard.read_table(out, [1])
     assert sorted(table) == ['a_net', 'b_net', 'c_net']
     assert table['a_net']['params_m'] == 1.0 and table['a_net']['run'] == 1
     assert table['b_net']['params_m'] == 3.0 and table['b_net']['run'] == 2
     assert table['c_net']['fwd_peak_mib_b1'] == 400 and 'error' not in table['c_net']
     assert sorted(runs) == [1, 2] and '--filter b_net c_net' in runs[2]
+    assert 'Note: loaded' in open(out).read()  # kept by a merge that gives no --note
     # remeasuring a_net too leaves run 1 without rows: it is dropped
     runs, rows = leaderboard.merge(again, out, [_row('a_net', 5.0)])
     assert sorted(runs) == [2, 3]

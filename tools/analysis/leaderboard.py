@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument('--plot-x', default='gflops', choices=('gflops', 'img_s'),
                    help='x axis of the plot: GFLOPs or forward images/s at batch 1')
     p.add_argument('--out', default=osp.join(REPO, 'docs', 'leaderboard.md'))
+    p.add_argument('--note', default=None,
+                   help='a paragraph written above the table (kept by later merges that give none)')
     p.add_argument('--fresh', action='store_true',
                    help='start a new table instead of merging into an existing --out')
     p.add_argument('--no-plot', action='store_true')
@@ -246,14 +248,16 @@ def _cells(r, bss) -> list:
 
 
 def read_table(path: str, bss) -> tuple:
-    """``(setup line, {run id: stamp line}, {backbone: row dict})`` of a table this tool wrote."""
-    setup, runs, rows = None, {}, {}
+    """``(setup line, note, {run id: stamp line}, {backbone: row dict})`` of a table this tool wrote."""
+    setup, note, runs, rows = None, None, {}, {}
     head = _header(bss)
     with open(path) as f:
         lines = f.read().splitlines()
     for line in lines:
         if line.startswith('Setup: '):
             setup = line
+        if line.startswith('Note: '):
+            note = line[len('Note: '):]
         m = re.match(r'^- run (\d+): (.*)$', line)
         if m:
             runs[int(m.group(1))] = m.group(2)
@@ -274,14 +278,16 @@ def read_table(path: str, bss) -> tuple:
                     r[f'{key}_img_s_b{bs}'], r[f'{key}_peak_mib_b{bs}'] = float(cells[i]), float(cells[i + 1])
                     i += 2
         rows[r['model']] = r
-    return setup, runs, rows
+    return setup, note, runs, rows
 
 
 def merge(args, path: str, measured: list) -> tuple:
     """Rows of the existing table at ``path`` with ``measured`` replacing those of the same backbone."""
     runs, rows = {}, {}
     if not args.fresh and osp.isfile(path):
-        setup, runs, rows = read_table(path, args.batch_sizes)
+        setup, note, runs, rows = read_table(path, args.batch_sizes)
+        if args.note is None:
+            args.note = note
         if setup is not None and setup != _setup(args):
             raise SystemExit(f'{path} was measured with another setup:\n  {setup}\nthis command:\n  '
                              f'{_setup(args)}\nuse --fresh to start a new table or another --out')
@@ -302,6 +308,7 @@ def write_table(rows, runs, args, path):
         '',
         _setup(args),
         '',
+        *([f'Note: {args.note}', ''] if args.note else []),
         'Runs (stamp: commit · device · versions · date · command):',
         '',
         *[f'- run {k}: {v}' for k, v in sorted(runs.items())],

@@ -98,3 +98,20 @@ def test_leaderboard_merge_replaces_rows_by_backbone(tmp_path):
     fresh = leaderboard.parse_args(['--size', '128', '96', '--batch-sizes', '1', '--out', out, '--fresh'])
     runs, rows = leaderboard.merge(fresh, out, [_row('a_net', 1.0)])
     assert list(runs) == [1] and [r['model'] for r in rows] == ['a_net']
+
+
+def test_leaderboard_merges_tables_of_parallel_runs(tmp_path):
+    """--merge-from: the rows and runs of tables written with the same setup, runs renumbered."""
+    leaderboard = _leaderboard()
+    parts = []
+    for i, names in enumerate((['a_net', 'b_net'], ['c_net'])):
+        part = str(tmp_path / f'part{i}.md')
+        args = leaderboard.parse_args(['--size', '64', '96', '--batch-sizes', '1', '--out', part, '--note', 'n'])
+        leaderboard.write_table(*leaderboard.merge(args, part, [_row(n, 1.0 + i) for n in names])[::-1], args, part)
+        parts.append(part)
+    out = str(tmp_path / 'all.md')
+    leaderboard.main(['--size', '64', '96', '--batch-sizes', '1', '--out', out, '--no-plot', '--merge-from', *parts])
+    _, note, runs, table = leaderboard.read_table(out, [1])
+    assert note == 'n' and sorted(runs) == [1, 2]
+    assert {k: (r['params_m'], r['run']) for k, r in table.items()} == {
+        'a_net': (1.0, 1), 'b_net': (1.0, 1), 'c_net': (2.0, 2)}

@@ -60,6 +60,9 @@ def parse_args(argv=None):
     p.add_argument('--out', default=osp.join(REPO, 'docs', 'leaderboard.md'))
     p.add_argument('--note', default=None,
                    help='a paragraph written above the table (kept by later merges that give none)')
+    p.add_argument('--merge-from', nargs='+', default=None, metavar='TABLE',
+                   help='measure nothing: merge the rows (and runs) of these tables, written by this tool '
+                        'with the same setup (e.g. by parallel runs), into --out')
     p.add_argument('--fresh', action='store_true',
                    help='start a new table instead of merging into an existing --out')
     p.add_argument('--no-plot', action='store_true')
@@ -281,20 +284,32 @@ def read_table(path: str, bss) -> tuple:
     return setup, note, runs, rows
 
 
-def merge(args, path: str, measured: list) -> tuple:
-    """Rows of the existing table at ``path`` with ``measured`` replacing those of the same backbone."""
+def _load(args, path: str) -> tuple:
+    setup, note, runs, rows = read_table(path, args.batch_sizes)
+    if args.note is None:
+        args.note = note
+    if setup is not None and setup != _setup(args):
+        raise SystemExit(f'{path} was measured with another setup:\n  {setup}\nthis command:\n  '
+                         f'{_setup(args)}\nuse --fresh to start a new table or another --out')
+    return runs, rows
+
+
+def merge(args, path: str, measured: list, others: list = ()) -> tuple:
+    """Rows of the existing table at ``path`` with ``measured`` (or the rows of the tables ``others``,
+    in order) replacing those of the same backbone."""
     runs, rows = {}, {}
     if not args.fresh and osp.isfile(path):
-        setup, note, runs, rows = read_table(path, args.batch_sizes)
-        if args.note is None:
-            args.note = note
-        if setup is not None and setup != _setup(args):
-            raise SystemExit(f'{path} was measured with another setup:\n  {setup}\nthis command:\n  '
-                             f'{_setup(args)}\nuse --fresh to start a new table or another --out')
-    run = max(runs, default=0) + 1
-    runs[run] = f'{stamp(args.device)} · `{command(args)}`'
-    for r in measured:
-        rows[r['model']] = dict(r, run=run)
+        runs, rows = _load(args, path)
+    for other in others:
+        other_runs, other_rows = _load(args, other)
+        base = max(runs, default=0)
+        runs.update({base + k: v for k, v in other_runs.items()})
+        rows.update({name: dict(r, run=base + r['run']) for name, r in other_rows.items()})
+    if measured or not others:
+        run = max(runs, default=0) + 1
+        runs[run] = f'{stamp(args.device)} · `{command(args)}`'
+        for r in measured:
+            rows[r['model']] = dict(r, run=run)
     used = {r['run'] for r in rows.values()}
     runs = {k: v for k, v in runs.items() if k in used}
     return runs, [rows[k] for k in sorted(rows)]
@@ -367,6 +382,14 @@ def main(argv=None):
     if args.one:
         import densekit  # noqa: F401
         print(json.dumps(measure_one(args.one, args.device, args.size, args.batch_sizes, args.iters)))
+        return
+    if args.merge_from:
+        runs, table = merge(args, args.out, [], args.merge_from)
+        write_table(table, runs, args, args.out)
+        print(f'table: {args.out} ({len(table)} rows from {", ".join(args.merge_from)})')
+        if not args.no_plot:
+            png = osp.splitext(args.out)[0] + '.png'
+            print(f'plot:  {png}', write_plot(table, args, png))
         return
     import densekit  # noqa: F401
     from densekit.models import list_backbones

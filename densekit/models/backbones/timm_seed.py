@@ -44,7 +44,6 @@ Dense-prediction adaptations, per family:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from typing import Callable, Dict, Iterable, List, Mapping, Sequence
@@ -53,6 +52,15 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import LayerNorm2d as TimmLayerNorm2d
+from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
+from timm.models.coat import CoaT
+from timm.models.davit import DaVit
+from timm.models.inception_next import MetaNeXt
+from timm.models.metaformer import Attention, LayerNorm2dNoBias, LayerNormNoBias, MetaFormer, Pooling, SepConv
+from timm.models.nextvit import NextViT
+from timm.models.twins import Twins
+from timm.models.xcit import Xcit
 
 from densekit.layers import LayerNorm2d, run_blocks
 from densekit.models.backbones.base import BackboneMixin
@@ -106,7 +114,7 @@ class TimmSeedBackbone(BackboneMixin, nn.Module):
 
     size_divisibility = 0
 
-    def __init__(self, model: nn.Module, *, channels: Sequence[int] | None, out_indices: Sequence[int] = (0, 1, 2, 3),
+    def __init__(self, *, model: nn.Module, channels: Sequence[int] | None, out_indices: Sequence[int] = (0, 1, 2, 3),
                  out_norm: bool = False, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False) -> None:
         super().__init__()
@@ -197,8 +205,8 @@ class _PaddedStaged(_StagedTimm):
 class _FixedSizeStaged(_StagedTimm):
     """BoTNet: built for ``img_size``; smaller inputs are padded to it, larger ones refused."""
 
-    def __init__(self, model: nn.Module, *, img_size: tuple, **kwargs) -> None:
-        super().__init__(model, **kwargs)
+    def __init__(self, *, model: nn.Module, img_size: tuple, **kwargs) -> None:
+        super().__init__(model=model, **kwargs)
         self.img_size = tuple(img_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -312,9 +320,9 @@ class _XCiTBackbone(TimmSeedBackbone):
     because the stages hold the same modules.
     """
 
-    def __init__(self, model: nn.Module, *, stage_ends: Sequence[int], **kwargs) -> None:
+    def __init__(self, *, model: nn.Module, stage_ends: Sequence[int], **kwargs) -> None:
         self._stage_ends = tuple(stage_ends)
-        super().__init__(model, **kwargs)
+        super().__init__(model=model, **kwargs)
 
     def _prepare(self, model: nn.Module, with_cp: bool) -> List[int]:
         model.cls_token = None  # serves the class-attention layers only
@@ -365,6 +373,17 @@ class _XCiTBackbone(TimmSeedBackbone):
                 y = self.necks[i](x)[..., :math.ceil(H / s), :math.ceil(W / s)]
                 outs.append(self.out_norms[str(i)](y) if str(i) in self.out_norms else y)
         return tuple(outs)
+
+
+class _TinyNextViT(NextViT):
+    """Next-ViT narrowed for the ``nextvit_test`` variant: timm fixes Next-ViT's widths (96..1024) in
+    ``__init__``; a transformer block's attention takes 32 of its channels, the convolutional
+    attention the rest."""
+
+    stage_out_chs = property(lambda self: [[16], [40], [32, 32, 32, 32, 40], [40]], lambda self, value: None)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
 
 
 # Official / timm checkpoints -> densekit keys
@@ -423,7 +442,7 @@ def _split(kwargs: dict) -> tuple[dict, dict]:
     return contract, kwargs
 
 
-def _build(cls: type, timm_name: str | Callable[..., nn.Module], kwargs: dict, *, channels: Sequence[int],
+def _create_seed(cls: type, timm_name: str | Callable[..., nn.Module], kwargs: dict, *, channels: Sequence[int],
            strip: Sequence[str], out_norm: bool = False, arch: dict | None = None, **extra) -> TimmSeedBackbone:
     contract, timm_kwargs = _split(dict(kwargs))
     contract.setdefault('out_norm', out_norm)
@@ -433,7 +452,7 @@ def _build(cls: type, timm_name: str | Callable[..., nn.Module], kwargs: dict, *
         model = timm_name(**(arch or {}), **timm_kwargs)
     else:
         model = timm.create_model(timm_name, **_timm_kwargs(pretrained), **(arch or {}), **timm_kwargs)
-    return cls(_strip_classifier(model, strip), channels=channels, **contract, **extra)
+    return cls(model=_strip_classifier(model, strip), channels=channels, **contract, **extra)
 
 
 def _twins_channels(model_name: str) -> List[int]:
@@ -444,7 +463,7 @@ def _twins_channels(model_name: str) -> List[int]:
 def davit_tiny(**kwargs) -> TimmSeedBackbone:
     """DaViT-T (28.3M params), with the per-output LayerNorms of its official dense code."""
     kwargs.setdefault('drop_path_rate', 0.1)
-    return _build(_StagedTimm, 'davit_tiny', kwargs, channels=(96, 192, 384, 768), strip=('head', 'norm_pre'),
+    return _create_seed(_StagedTimm, 'davit_tiny', kwargs, channels=(96, 192, 384, 768), strip=('head', 'norm_pre'),
                   out_norm=True)
 
 
@@ -452,7 +471,7 @@ def davit_tiny(**kwargs) -> TimmSeedBackbone:
 def twins_svt_small(**kwargs) -> TimmSeedBackbone:
     """Twins-SVT-S (24M params); like the official dense code, no output norms."""
     kwargs.setdefault('drop_path_rate', 0.2)
-    return _build(_TwinsBackbone, 'twins_svt_small', kwargs, channels=_twins_channels('twins_svt_small'),
+    return _create_seed(_TwinsBackbone, 'twins_svt_small', kwargs, channels=_twins_channels('twins_svt_small'),
                   strip=('head', 'norm'))
 
 
@@ -460,14 +479,14 @@ def twins_svt_small(**kwargs) -> TimmSeedBackbone:
 def twins_pcpvt_small(**kwargs) -> TimmSeedBackbone:
     """Twins-PCPVT-S (24.1M params); like the official dense code, no output norms."""
     kwargs.setdefault('drop_path_rate', 0.2)
-    return _build(_TwinsBackbone, 'twins_pcpvt_small', kwargs, channels=_twins_channels('twins_pcpvt_small'),
+    return _create_seed(_TwinsBackbone, 'twins_pcpvt_small', kwargs, channels=_twins_channels('twins_pcpvt_small'),
                   strip=('head', 'norm'))
 
 
 @register_backbone(name='coat_lite_small')
 def coat_lite_small(**kwargs) -> TimmSeedBackbone:
     """CoaT-Lite Small (20M params)."""
-    return _build(_CoaTLiteBackbone, 'coat_lite_small', kwargs, channels=(64, 128, 320, 512),
+    return _create_seed(_CoaTLiteBackbone, 'coat_lite_small', kwargs, channels=(64, 128, 320, 512),
                   strip=('head', 'norm4'))
 
 
@@ -475,42 +494,42 @@ def coat_lite_small(**kwargs) -> TimmSeedBackbone:
 def nextvit_small(**kwargs) -> TimmSeedBackbone:
     """Next-ViT-S (31.7M params); the official detection configs use no extra output norms."""
     kwargs.setdefault('drop_path_rate', 0.2)
-    return _build(_StagedTimm, 'nextvit_small', kwargs, channels=(96, 256, 512, 1024), strip=('head', 'norm'))
+    return _create_seed(_StagedTimm, 'nextvit_small', kwargs, channels=(96, 256, 512, 1024), strip=('head', 'norm'))
 
 
 @register_backbone(name='caformer_s18')
 def caformer_s18(**kwargs) -> TimmSeedBackbone:
     """CAFormer-S18 (26M params): separable-convolution stages 0-1, attention stages 2-3."""
     kwargs.setdefault('drop_path_rate', 0.15)
-    return _build(_StagedTimm, 'caformer_s18', kwargs, channels=(64, 128, 320, 512), strip=('head',))
+    return _create_seed(_StagedTimm, 'caformer_s18', kwargs, channels=(64, 128, 320, 512), strip=('head',))
 
 
 @register_backbone(name='convformer_s18')
 def convformer_s18(**kwargs) -> TimmSeedBackbone:
     """ConvFormer-S18 (27M params): separable-convolution token mixers."""
     kwargs.setdefault('drop_path_rate', 0.2)
-    return _build(_StagedTimm, 'convformer_s18', kwargs, channels=(64, 128, 320, 512), strip=('head',))
+    return _create_seed(_StagedTimm, 'convformer_s18', kwargs, channels=(64, 128, 320, 512), strip=('head',))
 
 
 @register_backbone(name='poolformerv2_s12')
 def poolformerv2_s12(**kwargs) -> TimmSeedBackbone:
     """PoolFormerV2-S12 (12M params): pooling token mixers."""
     kwargs.setdefault('drop_path_rate', 0.1)
-    return _build(_StagedTimm, 'poolformerv2_s12', kwargs, channels=(64, 128, 320, 512), strip=('head',))
+    return _create_seed(_StagedTimm, 'poolformerv2_s12', kwargs, channels=(64, 128, 320, 512), strip=('head',))
 
 
 @register_backbone(name='inception_next_tiny')
 def inception_next_tiny(**kwargs) -> TimmSeedBackbone:
     """InceptionNeXt-T (28M params)."""
     kwargs.setdefault('drop_path_rate', 0.1)
-    return _build(_FloorStaged, 'inception_next_tiny', kwargs, channels=(96, 192, 384, 768), strip=('head',))
+    return _create_seed(_FloorStaged, 'inception_next_tiny', kwargs, channels=(96, 192, 384, 768), strip=('head',))
 
 
 @register_backbone(name='xcit_small_12_p16')
 def xcit_small_12_p16(**kwargs) -> TimmSeedBackbone:
     """XCiT-S12/16 (26M params) with the official simple pyramid from blocks 4, 6, 8, 12."""
     kwargs.setdefault('drop_path_rate', 0.05)
-    return _build(_XCiTBackbone, 'xcit_small_12_p16_224', kwargs, channels=None,
+    return _create_seed(_XCiTBackbone, 'xcit_small_12_p16_224', kwargs, channels=None,
                   strip=('head', 'norm', 'cls_attn_blocks'), stage_ends=(4, 6, 8, 12))
 
 
@@ -519,14 +538,14 @@ def botnet26t(*, img_size: Sequence[int] | int = (1024, 1024), **kwargs) -> Timm
     """BoTNet-26t (12.5M params at 256) for inputs up to ``img_size`` (a multiple of 32; the
     module docstring says why). The default 1024 is the BoTNet paper's Mask R-CNN input size."""
     img_size = _fixed_size(img_size)
-    return _build(_FixedSizeStaged, 'botnet26t_256', kwargs, channels=(256, 512, 1024, 2048), strip=('head',),
+    return _create_seed(_FixedSizeStaged, 'botnet26t_256', kwargs, channels=(256, 512, 1024, 2048), strip=('head',),
                   arch=dict(img_size=img_size), img_size=img_size)
 
 
 @register_backbone(name='lambda_resnet26t')
 def lambda_resnet26t(**kwargs) -> TimmSeedBackbone:
     """Lambda-ResNet-26t (10.9M params; local-context lambda layers, any input size)."""
-    return _build(_PaddedStaged, 'lambda_resnet26t', kwargs, channels=(256, 512, 1024, 2048), strip=('head',))
+    return _create_seed(_PaddedStaged, 'lambda_resnet26t', kwargs, channels=(256, 512, 1024, 2048), strip=('head',))
 
 
 def _fixed_size(img_size) -> tuple:
@@ -539,13 +558,11 @@ def _fixed_size(img_size) -> tuple:
 # Tiny variants (not published models): the contract test runs each family in seconds.
 
 def _davit_test_model(**kw):
-    from timm.models.davit import DaVit
     return DaVit(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8), **kw)
 
 
 def _twins_test_model(block: str):
     def make(**kw):
-        from timm.models.twins import Twins
         args = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8), mlp_ratios=(2, 2, 2, 2),
                     sr_ratios=(8, 4, 2, 1))
         if block == 'svt':  # alternating locally-grouped (window 7) and global sub-sampled blocks
@@ -557,43 +574,30 @@ def _twins_test_model(block: str):
 
 
 def _coat_test_model(**kw):
-    from timm.models.coat import CoaT
     return CoaT(patch_size=4, embed_dims=(32, 32, 64, 64), serial_depths=(1, 1, 1, 1), parallel_depth=0,
                 num_heads=8, mlp_ratios=(2, 2, 2, 2), **kw)
 
 
 def _nextvit_test_model(**kw):
-    from timm.models.nextvit import NextViT
-
-    class TinyNextViT(NextViT):
-        # timm fixes Next-ViT's widths (96..1024) in __init__; these narrow them for the test (a
-        # transformer block's attention takes 32 of its channels, the convolutional attention the rest)
-        stage_out_chs = property(lambda self: [[16], [40], [32, 32, 32, 32, 40], [40]], lambda self, value: None)
-
-    return TinyNextViT(in_chans=3, stem_chs=(16, 16, 16), depths=(1, 1, 5, 1), head_dim=8, **kw)
+    return _TinyNextViT(in_chans=3, stem_chs=(16, 16, 16), depths=(1, 1, 5, 1), head_dim=8, **kw)
 
 
 def _metaformer_test_model(**kw):
-    from timm.layers import LayerNorm2d
-    from timm.models.metaformer import Attention, LayerNorm2dNoBias, LayerNormNoBias, MetaFormer, Pooling, SepConv
     return MetaFormer(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128),
                       token_mixers=(Pooling, SepConv, Attention, Attention),
-                      norm_layers=(LayerNorm2d, LayerNorm2dNoBias, LayerNormNoBias, LayerNormNoBias), **kw)
+                      norm_layers=(TimmLayerNorm2d, LayerNorm2dNoBias, LayerNormNoBias, LayerNormNoBias), **kw)
 
 
 def _inception_next_test_model(**kw):
-    from timm.models.inception_next import MetaNeXt
     return MetaNeXt(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), **kw)
 
 
 def _xcit_test_model(**kw):
-    from timm.models.xcit import Xcit
     return Xcit(patch_size=16, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2, eta=1.0, tokens_norm=True, **kw)
 
 
 def _byob_test_model(attn: str):
     def make(img_size=None, **kw):
-        from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
         blocks = (ByoBlockCfg(type='bottle', d=1, c=32, s=1, gs=0, br=0.25),
                   ByoBlockCfg(type='bottle', d=1, c=32, s=2, gs=0, br=0.25),
                   ByoBlockCfg(type='self_attn', d=1, c=64, s=2, gs=0, br=0.25),
@@ -611,53 +615,53 @@ def _byob_test_model(attn: str):
 @register_backbone(name='davit_test')
 def davit_test(**kwargs) -> TimmSeedBackbone:
     """Tiny DaViT (spatial + channel blocks, output norms); not a published model."""
-    return _build(_StagedTimm, _davit_test_model, kwargs, channels=(16, 32, 64, 128), strip=('head', 'norm_pre'),
+    return _create_seed(_StagedTimm, _davit_test_model, kwargs, channels=(16, 32, 64, 128), strip=('head', 'norm_pre'),
                   out_norm=True)
 
 
 @register_backbone(name='twins_test')
 def twins_test(**kwargs) -> TimmSeedBackbone:
     """Tiny Twins-SVT (locally-grouped and global sub-sampled blocks); not a published model."""
-    return _build(_TwinsBackbone, _twins_test_model('svt'), kwargs, channels=(16, 32, 64, 128),
+    return _create_seed(_TwinsBackbone, _twins_test_model('svt'), kwargs, channels=(16, 32, 64, 128),
                   strip=('head', 'norm'))
 
 
 @register_backbone(name='twins_pcpvt_test')
 def twins_pcpvt_test(**kwargs) -> TimmSeedBackbone:
     """Tiny Twins-PCPVT; not a published model."""
-    return _build(_TwinsBackbone, _twins_test_model('pcpvt'), kwargs, channels=(16, 32, 64, 128),
+    return _create_seed(_TwinsBackbone, _twins_test_model('pcpvt'), kwargs, channels=(16, 32, 64, 128),
                   strip=('head', 'norm'))
 
 
 @register_backbone(name='coat_test')
 def coat_test(**kwargs) -> TimmSeedBackbone:
     """Tiny CoaT-Lite; not a published model."""
-    return _build(_CoaTLiteBackbone, _coat_test_model, kwargs, channels=(32, 32, 64, 64), strip=('head', 'norm4'))
+    return _create_seed(_CoaTLiteBackbone, _coat_test_model, kwargs, channels=(32, 32, 64, 64), strip=('head', 'norm4'))
 
 
 @register_backbone(name='nextvit_test')
 def nextvit_test(**kwargs) -> TimmSeedBackbone:
     """Next-ViT with one block per stage (timm fixes Next-ViT's widths); not a published model."""
-    return _build(_StagedTimm, _nextvit_test_model, kwargs, channels=(16, 40, 40, 40), strip=('head', 'norm'))
+    return _create_seed(_StagedTimm, _nextvit_test_model, kwargs, channels=(16, 40, 40, 40), strip=('head', 'norm'))
 
 
 @register_backbone(name='caformer_test')
 def caformer_test(**kwargs) -> TimmSeedBackbone:
     """Tiny MetaFormer with a pooling, a separable-convolution and two attention stages (the token
     mixers of PoolFormerV2, ConvFormer and CAFormer); not a published model."""
-    return _build(_StagedTimm, _metaformer_test_model, kwargs, channels=(16, 32, 64, 128), strip=('head',))
+    return _create_seed(_StagedTimm, _metaformer_test_model, kwargs, channels=(16, 32, 64, 128), strip=('head',))
 
 
 @register_backbone(name='inception_next_test')
 def inception_next_test(**kwargs) -> TimmSeedBackbone:
     """Tiny InceptionNeXt; not a published model."""
-    return _build(_FloorStaged, _inception_next_test_model, kwargs, channels=(16, 32, 64, 128), strip=('head',))
+    return _create_seed(_FloorStaged, _inception_next_test_model, kwargs, channels=(16, 32, 64, 128), strip=('head',))
 
 
 @register_backbone(name='xcit_test')
 def xcit_test(**kwargs) -> TimmSeedBackbone:
     """Tiny XCiT (one block per stage) with the simple pyramid; not a published model."""
-    return _build(_XCiTBackbone, _xcit_test_model, kwargs, channels=None,
+    return _create_seed(_XCiTBackbone, _xcit_test_model, kwargs, channels=None,
                   strip=('head', 'norm', 'cls_attn_blocks'), arch=dict(cls_attn_layers=0), stage_ends=(1, 2, 3, 4))
 
 
@@ -666,11 +670,11 @@ def botnet_test(*, img_size: Sequence[int] | int = (128, 160), **kwargs) -> Timm
     """Tiny BoTNet (bottleneck attention at strides 16 and 32) for inputs up to ``img_size``; not a
     published model."""
     img_size = _fixed_size(img_size)
-    return _build(_FixedSizeStaged, _byob_test_model('bottleneck'), kwargs, channels=(32, 32, 64, 64),
+    return _create_seed(_FixedSizeStaged, _byob_test_model('bottleneck'), kwargs, channels=(32, 32, 64, 64),
                   strip=('head',), arch=dict(img_size=img_size), img_size=img_size)
 
 
 @register_backbone(name='lambda_resnet_test')
 def lambda_resnet_test(**kwargs) -> TimmSeedBackbone:
     """Tiny Lambda-ResNet (lambda layers at strides 16 and 32); not a published model."""
-    return _build(_PaddedStaged, _byob_test_model('lambda'), kwargs, channels=(32, 32, 64, 64), strip=('head',))
+    return _create_seed(_PaddedStaged, _byob_test_model('lambda'), kwargs, channels=(32, 32, 64, 64), strip=('head',))

@@ -116,6 +116,14 @@ want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
 want deform_sampled && step deform_sampled 150 "$OUT/deform_sampled.log" \
   python3 benchmarks/deform_sampled.py --device cuda --json "$OUT/deform_sampled.json"
 
+# 5b. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
+#     detection resolution, bf16 autocast, the tiny / small variants     -> leaderboard_gpu.md/.png
+want leaderboard && step leaderboard 420 "$OUT/leaderboard_gpu.log" \
+  python3 tools/analysis/leaderboard.py --device cuda --size 800 1333 --batch-sizes 1 2 --iters 5 --fresh \
+    --out "$OUT/leaderboard_gpu.md" --filter '*_tiny' '*_mini' '*_micro' '*_t' '*_s18' '*_s12' '*_small' \
+    '*_small_12_p16' 'van_b0' 'van_b1' 'halonet26t' 'botnet26t' 'lambda_resnet26t' 'replknet_31b' \
+    'hornet_tiny_*'
+
 echo "--- summary"; cat "$OUT/summary.txt"
 echo "--- parity"; grep -E "^(FAILED|ERROR) " "$OUT/gpu_parity.log" 2>/dev/null | cut -c1-160 | head -30; tail -n 2 "$OUT/gpu_parity.log" 2>/dev/null
 echo "--- attention (case | impl | fwd ms | fwd+bwd ms | peak MiB)"

@@ -20,3 +20,4 @@ from densekit.models.backbones import replknet  # noqa: F401
 from densekit.models.backbones import crossformer  # noqa: F401
 from densekit.models.backbones import litv2  # noqa: F401
 from densekit.models.backbones import fastervit  # noqa: F401
+from densekit.models.backbones import timm_seed  # noqa: F401

@@ -5,8 +5,8 @@ aten operators a forward pass runs. Inside densekit's attention ops that is wron
 Triton and flex backends are opaque to it (counted as nothing), and the pure-PyTorch reference
 computes padded tiles and gathered copies (counted as more than the op's cost). :func:`count_flops`
 therefore counts every other operator with ``FlopCounterMode`` and each call of ``na1d`` / ``na2d``
-/ ``window_attention`` / ``halo_attention`` / ``local_global_attention`` by its analytic cost, with the counter suspended while
-the op runs.
+/ ``window_attention`` / ``halo_attention`` / ``local_global_attention`` / ``routed_attention`` /
+``deform_sampled_attention`` by its analytic cost, with the counter suspended while the op runs.
 
 The convention is torch's: a multiply-add is 2 FLOPs (a matmul of ``[m, k] x [k, n]`` is ``2mkn``).
 Papers and fvcore usually report multiply-adds and call them FLOPs; :attr:`FlopCount.macs` gives
@@ -60,6 +60,21 @@ def _local_global_flops(q, k, v, k_extra, v_extra, kernel_size, *args, **kwargs)
     return 2 * queries * (taps + k_extra.shape[1]) * (q.shape[-1] + v.shape[-1])
 
 
+def _routed_flops(q, k, v, index, regions, *args, **kwargs) -> int:
+    # Every query meets all tokens of its ``topk`` routed regions (region size H * W / R).
+    B, H, W = q.shape[:3]
+    num_regions = index.shape[1]
+    keys = index.shape[2] * (H * W // num_regions)
+    queries = math.prod(q.shape[:-1])
+    return 2 * queries * keys * (q.shape[-1] + v.shape[-1])
+
+
+def _deform_sampled_flops(q, k, v, pos, table, *args, **kwargs) -> int:
+    # Every query meets the N sampled keys; the bias interpolation is elementwise work.
+    queries = math.prod(q.shape[:-1])
+    return 2 * queries * k.shape[1] * (q.shape[-1] + v.shape[-1])
+
+
 # The public op function objects, by name, with their analytic cost.
 _COSTS: Dict[str, Callable[..., int]] = {
     'na1d': _na_flops,
@@ -67,6 +82,8 @@ _COSTS: Dict[str, Callable[..., int]] = {
     'window_attention': _window_flops,
     'halo_attention': _halo_flops,
     'local_global_attention': _local_global_flops,
+    'routed_attention': _routed_flops,
+    'deform_sampled_attention': _deform_sampled_flops,
 }
 
 

@@ -66,3 +66,32 @@ def test_originals_restored_and_backbone_counted():
     c = count_model_flops(m, torch.randn(1, 3, 64, 96))
     assert densekit.ops.na2d is before
     assert c.calls['na2d'] > 0 and c.by_op['na2d'] > 0 and c.generic > 0
+
+
+def test_routed_and_deform_sampled_hand_count():
+    """BiFormer's routed attention: topk regions of H*W/R tokens per query; DAT++'s: N samples.
+
+    Called through the module attribute inside the block (a function-local import would keep the
+    uncounted original)."""
+    B, H, W, heads, d, dv = 2, 8, 12, 2, 16, 8
+    q = torch.randn(B, H, W, heads, d)
+    v = torch.randn(B, H, W, heads, dv)
+    index = torch.stack([torch.randperm(6)[:3] for _ in range(B * 6)]).view(B, 6, 3)  # 2x3 regions
+    with count_flops() as c:
+        densekit.ops.routed_attention(q, torch.randn_like(q), v, index, regions=(2, 3), backend='reference')
+    region_tokens = (H // 2) * (W // 3)
+    assert c.by_op == {'routed_attention': B * H * W * heads * 3 * region_tokens * 2 * (d + dv)}
+    N, G = 10, 1
+    k_s, v_s = torch.randn(B, N, heads, d), torch.randn(B, N, heads, dv)
+    pos = torch.rand(B, G, N, 2) * 2 - 1
+    with count_flops() as c:
+        densekit.ops.deform_sampled_attention(q, k_s, v_s, pos, torch.randn(heads, 2 * H - 1, 2 * W - 1),
+                                 backend='reference')
+    assert c.by_op == {'deform_sampled_attention': B * H * W * heads * N * 2 * (d + dv)}
+
+
+def test_biformer_and_dat_pp_backbones_counted():
+    from densekit.models import build_backbone
+    for name, op in (('biformer_test', 'routed_attention'), ('dat_pp_test', 'deform_sampled_attention')):
+        c = count_model_flops(build_backbone(name).eval(), torch.randn(1, 3, 64, 96))
+        assert c.calls[op] > 0 and c.by_op[op] > 0, name

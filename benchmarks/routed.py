@@ -30,7 +30,7 @@ first (the max |difference| to the official output, or to the reference backend,
 Times are medians of ``--reps`` runs after two warm-ups, the implementations alternating within
 each repetition (:func:`_timing.alternating`); on CUDA the peak extra allocated memory of one
 call. Output: a markdown table on stdout after a stamp line, and ``--json`` (rewritten after
-every row). ``--smoke``: tiny sizes (``n_win=4``, ``biformer_test``), two repetitions, to check the
+every row). ``--smoke``: tiny sizes (``n_win=4``, ``biformer_test``), one repetition, to check the
 code paths on a CPU.
 """
 from __future__ import annotations
@@ -207,10 +207,10 @@ def main(argv=None) -> int:
     parser.add_argument('--skip-attention', action='store_true')
     parser.add_argument('--skip-backbone', action='store_true')
     parser.add_argument('--json', type=Path, default=None)
-    parser.add_argument('--smoke', action='store_true', help='tiny sizes, 2 repetitions (checks the code paths)')
+    parser.add_argument('--smoke', action='store_true', help='tiny sizes, 1 repetition (checks the code paths)')
     args = parser.parse_args(argv)
     if args.smoke:
-        args.size, args.backbone_size, args.n_win, args.reps = (64, 96), (48, 80), 4, 2
+        args.size, args.backbone_size, args.n_win, args.reps = (64, 96), (48, 80), 4, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.deps is not None:

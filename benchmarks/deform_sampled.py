@@ -172,12 +172,15 @@ def backbone_main(args) -> None:
         print('official rows skipped: no --official clone of LeapLabTHU/DAT-Detection given')
     for m, _ in impls.values():
         m.eval()
-    diffs = check(impls, img, dev)
+    diffs, errors = check(impls, img, dev)
     for m, _ in impls.values():
         m.train()
     both = alternating({k: (step_fn(m, img, True), b) for k, (m, b) in impls.items()}, dev, args.reps)
     print('\n| comparison | shape | impl | max abs diff | fwd+bwd ms | fwd+bwd peak MiB |\n|---|---|---|---|---|---|')
     rows = []
+    for k, e in errors.items():
+        rows.append(dict(comparison='backbone train step (dat_pp_tiny)', impl=k, error=e))
+        print(f'| backbone train step (dat_pp_tiny) | - | {k} | {e[:100]} | - | - |')
     for k in impls:
         rows.append(dict(comparison='backbone train step (dat_pp_tiny)', shape=f'{args.batch}x3x{args.size[0]}x{args.size[1]}',
                          impl=k, max_abs_diff=diffs[k], fwdbwd_ms=both[k][0], fwdbwd_peak_MiB=both[k][1]))

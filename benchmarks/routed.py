@@ -135,7 +135,9 @@ def attention_rows(args, dev, dtype, official_bra, emit) -> None:
         go = [torch.randn(args.batch, *hw, dim, generator=gen).to(dev, dtype)]
         shape = (f'stage {stage}: {args.batch}x{hw[0]}x{hw[1]} (padded {hp[0]}x{hp[1]}), C={dim}, '
                  f'{heads} heads, n_win {n_win}, top-{topk}')
-        diffs = check(impls, x, dev)
+        diffs, errors = check(impls, x, dev)
+        for k, e in errors.items():
+            emit(dict(comparison='attention', stage=stage, shape=shape, impl=k, error=e))
         fwd = alternating({k: (step_fn(f, x, False), b) for k, (f, b) in impls.items()}, dev, args.reps)
         both = alternating({k: (step_fn(f, x, True, go), b) for k, (f, b) in impls.items()}, dev, args.reps)
         for k in impls:
@@ -146,16 +148,24 @@ def attention_rows(args, dev, dtype, official_bra, emit) -> None:
             torch.cuda.empty_cache()
 
 
-def check(impls, x, dev) -> dict:
-    """Max |difference| of each implementation's outputs to the first one's (official if given)."""
+def check(impls, x, dev):
+    """``(diffs, errors)``: the max |difference| of each implementation's outputs to the first
+    one's (the official, if given). An implementation that fails (a backend that cannot run, out
+    of memory) is taken out of ``impls`` and reported in ``errors`` instead of ending the run."""
     from _timing import attn_backend
-    outs = {}
+    outs, errors = {}, {}
     with torch.no_grad():
-        for k, (f, b) in impls.items():
-            with attn_backend(b):
-                outs[k] = [o.detach() for o in f(x)]
-    first = next(iter(outs.values()))
-    return {k: max_diff(o, first) for k, o in outs.items()}
+        for k, (f, b) in list(impls.items()):
+            try:
+                with attn_backend(b):
+                    outs[k] = [o.detach() for o in f(x)]
+            except (RuntimeError, ValueError) as e:  # torch.OutOfMemoryError is a RuntimeError
+                errors[k] = f'{type(e).__name__}: {str(e)[:160]}'
+                del impls[k]
+                if dev == 'cuda':
+                    torch.cuda.empty_cache()
+    first = next(iter(outs.values()), None)
+    return {k: max_diff(o, first) for k, o in outs.items()}, errors
 
 
 def backbone_rows(args, dev, dtype, official_mm, emit) -> None:
@@ -178,11 +188,14 @@ def backbone_rows(args, dev, dtype, official_mm, emit) -> None:
     img = torch.randn(args.batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(dev, dtype)
     for m, _ in impls.values():
         m.eval()
-    diffs = check({k: (m, b) for k, (m, b) in impls.items()}, img, dev)
+    diffs, errors = check(impls, img, dev)
+    name = 'biformer_test' if args.smoke else f'biformer_small, n_win {args.n_win}'
+    for k, e in errors.items():
+        emit(dict(comparison=f'backbone train step ({name})', shape=f'{args.batch}x3x{size[0]}x{size[1]}',
+                  impl=k, error=e))
     for m, _ in impls.values():
         m.train()
     both = alternating({k: (step_fn(m, img, True), b) for k, (m, b) in impls.items()}, dev, args.reps)
-    name = 'biformer_test' if args.smoke else f'biformer_small, n_win {args.n_win}'
     for k in impls:
         emit(dict(comparison=f'backbone train step ({name})', shape=f'{args.batch}x3x{size[0]}x{size[1]}',
                   impl=k, max_abs_diff=diffs[k], fwd_ms=None, fwdbwd_ms=both[k][0], fwd_peak_MiB=None,
@@ -240,7 +253,8 @@ def main(argv=None) -> int:
     def emit(row):
         rows.append(row)
         f = lambda k: '-' if row.get(k) is None else f'{row[k]:.3g}' if k == 'max_abs_diff' else f'{row[k]:.1f}'  # noqa: E731
-        print(f"| {row['comparison']} | {row['shape']} | {row['impl']} | {f('max_abs_diff')} | {f('fwd_ms')} | "
+        diff = row['error'][:100] if 'error' in row else f('max_abs_diff')
+        print(f"| {row['comparison']} | {row['shape']} | {row['impl']} | {diff} | {f('fwd_ms')} | "
               f"{f('fwdbwd_ms')} | {f('fwd_peak_MiB')} | {f('fwdbwd_peak_MiB')} |", flush=True)
         if args.json:
             args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))

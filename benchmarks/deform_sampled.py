@@ -137,12 +137,11 @@ OFFICIAL_TINY = dict(
 def backbone_main(args) -> None:
     """The ``dat_pp_tiny`` training step vs the official DAT-T++ backbone (module docstring)."""
     import datetime
-    import platform
     from pathlib import Path
 
     from _timing import alternating
     from densekit.models import build_backbone, convert_checkpoint
-    from routed import check, step_fn  # benchmarks/routed.py
+    from routed import check, device_name, step_fn  # benchmarks/routed.py
     dev, dtype = args.device, getattr(torch, args.dtype or 'float32')
     if args.deps:
         sys.path.insert(0, args.deps)
@@ -165,7 +164,7 @@ def backbone_main(args) -> None:
     for b in backends:
         impls[f'densekit [{b}]'] = (ours, b)
     img = torch.randn(args.batch, 3, *args.size, generator=torch.Generator().manual_seed(1)).to(dev, dtype)
-    name = torch.cuda.get_device_name() if dev == 'cuda' else f'{platform.machine()} CPU, {torch.get_num_threads()} thread(s)'
+    name = device_name(dev)
     print(f'Stamp: {datetime.date.today()} · {name} · load avg {os.getloadavg()[0]:.1f} · torch {torch.__version__} · '
           f'{dtype} · `python benchmarks/deform_sampled.py {" ".join(sys.argv[1:])}`')
     if not args.official:
@@ -182,8 +181,9 @@ def backbone_main(args) -> None:
         rows.append(dict(comparison='backbone train step (dat_pp_tiny)', impl=k, error=e))
         print(f'| backbone train step (dat_pp_tiny) | - | {k} | {e[:100]} | - | - |')
     for k in impls:
-        rows.append(dict(comparison='backbone train step (dat_pp_tiny)', shape=f'{args.batch}x3x{args.size[0]}x{args.size[1]}',
-                         impl=k, max_abs_diff=diffs[k], fwdbwd_ms=both[k][0], fwdbwd_peak_MiB=both[k][1]))
+        rows.append(dict(comparison='backbone train step (dat_pp_tiny)',
+                         shape=f'{args.batch}x3x{args.size[0]}x{args.size[1]}', impl=k, max_abs_diff=diffs[k],
+                         fwdbwd_ms=both[k][0], fwdbwd_peak_MiB=both[k][1]))
         peak = '-' if both[k][1] is None else f'{both[k][1]:.0f}'
         print(f"| {rows[-1]['comparison']} | {rows[-1]['shape']} | {k} | {diffs[k]:.3g} | {both[k][0]:.1f} | {peak} |")
     if args.json:
@@ -202,7 +202,8 @@ def main() -> None:
                         '--backbone: densekit backends, default reference (+ triton on CUDA)')
     parser.add_argument('--json', default=None)
     parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
-    parser.add_argument('--backbone', action='store_true', help='the dat_pp_tiny training step vs the official backbone')
+    parser.add_argument('--backbone', action='store_true',
+                        help='the dat_pp_tiny training step vs the official backbone')
     parser.add_argument('--official', default=None, help='--backbone: clone of LeapLabTHU/DAT-Detection')
     parser.add_argument('--deps', default=None, help='--backbone: directory holding einops (if not installed)')
     parser.add_argument('--size', type=int, nargs=2, default=(800, 1333), help='--backbone: input size')

@@ -89,6 +89,12 @@ def backends_for(device: str, requested) -> list:
     return ['reference', 'flex', 'triton'] if device == 'cuda' else ['reference']
 
 
+def device_name(dev: str) -> str:
+    if dev == 'cuda':
+        return torch.cuda.get_device_name()
+    return f'{platform.machine()} CPU, {torch.get_num_threads()} thread(s)'
+
+
 def max_diff(a, b) -> float:
     return max((x.float() - y.float()).abs().max().item() for x, y in zip(a, b))
 
@@ -238,7 +244,7 @@ def main(argv=None) -> int:
         if not (args.official / 'ops' / 'bra_legacy.py').is_file():
             parser.error(f'--official={args.official}: no ops/bra_legacy.py there (a clone of rayleizhu/BiFormer?)')
         official_bra, official_mm = load_official(args.official)
-    name = torch.cuda.get_device_name() if dev == 'cuda' else f'{platform.machine()} CPU, {torch.get_num_threads()} thread(s)'
+    name = device_name(dev)
     cmd = ' '.join(argv if argv is not None else sys.argv[1:])
     print(f'Stamp: {datetime.date.today()} · {name} · load avg {os.getloadavg()[0]:.1f} · torch {torch.__version__} · '
           f'{args.dtype} · `python benchmarks/routed.py {cmd}`')
@@ -252,7 +258,10 @@ def main(argv=None) -> int:
 
     def emit(row):
         rows.append(row)
-        f = lambda k: '-' if row.get(k) is None else f'{row[k]:.3g}' if k == 'max_abs_diff' else f'{row[k]:.1f}'  # noqa: E731
+        def f(k):
+            if row.get(k) is None:
+                return '-'
+            return f'{row[k]:.3g}' if k == 'max_abs_diff' else f'{row[k]:.1f}'
         diff = row['error'][:100] if 'error' in row else f('max_abs_diff')
         print(f"| {row['comparison']} | {row['shape']} | {row['impl']} | {diff} | {f('fwd_ms')} | "
               f"{f('fwdbwd_ms')} | {f('fwd_peak_MiB')} | {f('fwdbwd_peak_MiB')} |", flush=True)

@@ -7,13 +7,18 @@
   that report more than a median (e.g. the minimum);
 * :func:`seconds_per_call` — the mean time of calls run back to back (training steps, a model's
   inference), synchronised once around the loop;
-* :func:`peak_mem_mb` — the extra peak CUDA memory of one call.
+* :func:`peak_mem_mb` — the extra peak CUDA memory of one call;
+* :func:`alternating` — several implementations of one computation, timed in turn within every
+  repetition (same-run ratios on a shared machine), each under its own densekit attention
+  backend (:func:`attn_backend`).
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -95,3 +100,41 @@ def peak_mem_mb(fn: Callable[[], object], device) -> Optional[float]:
     fn()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+
+
+@contextlib.contextmanager
+def attn_backend(name: Optional[str]):
+    """Run the block with ``DENSEKIT_ATTN_BACKEND=name`` (``None``: unset, automatic choice)."""
+    from densekit.ops._backend import ENV_VAR
+    old = os.environ.get(ENV_VAR)
+    if name is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = old
+
+
+def alternating(fns: Mapping[str, Tuple[Callable[[], object], Optional[str]]], device, reps: int = 7,
+                warmup: int = 2) -> Dict[str, Tuple[float, Optional[float]]]:
+    """``name -> (median ms, peak extra CUDA MiB of one call or None on CPU)`` for each
+    ``name -> (fn, densekit attention backend)``. After ``warmup`` calls of each (compilation,
+    autotuning), every repetition calls each implementation once in turn, so load from other
+    processes spreads over all of them alike: their ratios are same-run ratios."""
+    peaks = {}
+    for name, (fn, backend) in fns.items():
+        with attn_backend(backend):
+            for _ in range(warmup):
+                fn()
+            peaks[name] = peak_mem_mb(fn, device)
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, (fn, backend) in fns.items():
+            with attn_backend(backend):
+                times[name].append(samples_ms(fn, device, warmup=0, reps=1)[0])
+    return {name: (statistics.median(t), peaks[name]) for name, t in times.items()}

@@ -12,10 +12,25 @@ Shapes: DAT-T++ stages at an 800x1333 image padded to 800x1344 (maps 200x336 ...
 stage samples a 25x42 grid, ``N = 1050`` keys; heads 2 / 4 / 8 / 16 of 32 channels; groups
 1 / 2 / 4 / 8; tables 111 / 55 / 27 / 13 per side).
 
+``--backbone``: the training step instead (forward + backward of the sum of the four maps, train
+mode, the detection config's ``drop_path_rate=0``) of ``dat_pp_tiny`` vs the official DAT-T++
+detection backbone (the ``DAT`` class of ``models/backbones/dat.py`` of a local clone of
+https://github.com/LeapLabTHU/DAT-Detection given by ``--official``, loaded through
+``tools/dev/make_dat_pp_fixture.py``'s loader with its stand-ins for the mmcv 1.x / mmdet 2.x
+imports; ``einops`` must be importable, ``--deps`` adds a directory holding it), same random
+weights through the converter, outputs checked first, the implementations alternating within each
+repetition (:func:`_timing.alternating`), at ``--size``. The official neighborhood-attention
+blocks call the compiled NATTEN 0.14 functions, which the loader replaces by the fixture's
+gather-based stand-ins: the official row's ``N`` blocks are that stand-in, not NATTEN's kernels.
+Without ``--official`` only densekit's backends are timed (reference on CPU; reference and Triton
+on CUDA, for both of the backbone's attention ops).
+
 Usage::
 
     python benchmarks/deform_sampled.py --device cuda                   # all stages, fwd and fwd+bwd
     python benchmarks/deform_sampled.py --device cpu --stages 3 --dtype float32 --reps 5
+    python benchmarks/deform_sampled.py --backbone --official /path/to/DAT-Detection --device cuda \
+        [--deps DIR] [--size 800 1333] [--reps 7] [--json FILE]
 """
 from __future__ import annotations
 
@@ -110,16 +125,96 @@ def check(stage, batch, impl, device, dtype):
     return (ref - out).abs().max().item()
 
 
+# DAT-T++ in the official detection config (configs/dat/mrcn_tiny_1x_4n_dp00_lr4.py of DAT-Detection).
+OFFICIAL_TINY = dict(
+    img_size=224, patch_size=4, expansion=4, dim_stem=64, dims=[64, 128, 256, 512], depths=[2, 4, 18, 2],
+    stage_spec=[['N', 'D'], ['N', 'D'] * 2, ['N', 'D'] * 9, ['D', 'D']], heads=[2, 4, 8, 16], groups=[1, 2, 4, 8],
+    use_pes=[True] * 4, strides=[8, 4, 2, 1], offset_range_factor=[-1] * 4, use_dwc_mlps=[True] * 4,
+    use_lpus=[True] * 4, use_conv_patches=True, ksizes=[9, 7, 5, 3], nat_ksizes=[7] * 4, drop_path_rate=0.0,
+    use_checkpoint=False)
+
+
+def backbone_main(args) -> None:
+    """The ``dat_pp_tiny`` training step vs the official DAT-T++ backbone (module docstring)."""
+    import datetime
+    from pathlib import Path
+
+    from _timing import alternating
+    from densekit.models import build_backbone, convert_checkpoint
+    from routed import check, device_name, step_fn  # benchmarks/routed.py
+    dev, dtype = args.device, getattr(torch, args.dtype or 'float32')
+    if args.deps:
+        sys.path.insert(0, args.deps)
+    torch.manual_seed(0)
+    ours = build_backbone('dat_pp_tiny', drop_path_rate=0.0)
+    impls = {}
+    if args.official:
+        official_dir = Path(args.official)
+        if not (official_dir / 'models' / 'backbones' / 'dat.py').is_file():
+            raise SystemExit(f'--official={args.official}: no models/backbones/dat.py there '
+                             '(a clone of LeapLabTHU/DAT-Detection?)')
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tools', 'dev'))
+        from make_dat_pp_fixture import load_official_dat
+        official = load_official_dat(official_dir)(**OFFICIAL_TINY)
+        ours.load_state_dict(convert_checkpoint('dat_pp', official.state_dict()), strict=True)
+        official.to(dev, dtype)
+        impls['official DAT (NA: stand-in)'] = (official, None)
+    ours.to(dev, dtype)
+    backends = (args.impls or ('reference,triton' if dev == 'cuda' else 'reference')).split(',')
+    for b in backends:
+        impls[f'densekit [{b}]'] = (ours, b)
+    img = torch.randn(args.batch, 3, *args.size, generator=torch.Generator().manual_seed(1)).to(dev, dtype)
+    name = device_name(dev)
+    print(f'Stamp: {datetime.date.today()} · {name} · load avg {os.getloadavg()[0]:.1f} · torch {torch.__version__} · '
+          f'{dtype} · `python benchmarks/deform_sampled.py {" ".join(sys.argv[1:])}`')
+    if not args.official:
+        print('official rows skipped: no --official clone of LeapLabTHU/DAT-Detection given')
+    for m, _ in impls.values():
+        m.eval()
+    diffs, errors = check(impls, img, dev)
+    for m, _ in impls.values():
+        m.train()
+    both = alternating({k: (step_fn(m, img, True), b) for k, (m, b) in impls.items()}, dev, args.reps)
+    print('\n| comparison | shape | impl | max abs diff | fwd+bwd ms | fwd+bwd peak MiB |\n|---|---|---|---|---|---|')
+    rows = []
+    for k, e in errors.items():
+        rows.append(dict(comparison='backbone train step (dat_pp_tiny)', impl=k, error=e))
+        print(f'| backbone train step (dat_pp_tiny) | - | {k} | {e[:100]} | - | - |')
+    for k in impls:
+        rows.append(dict(comparison='backbone train step (dat_pp_tiny)',
+                         shape=f'{args.batch}x3x{args.size[0]}x{args.size[1]}', impl=k, max_abs_diff=diffs[k],
+                         fwdbwd_ms=both[k][0], fwdbwd_peak_MiB=both[k][1]))
+        peak = '-' if both[k][1] is None else f'{both[k][1]:.0f}'
+        print(f"| {rows[-1]['comparison']} | {rows[-1]['shape']} | {k} | {diffs[k]:.3g} | {both[k][0]:.1f} | {peak} |")
+    if args.json:
+        with open(args.json, 'w') as fh:
+            json.dump(dict(device=name, dtype=str(dtype), official=bool(args.official), rows=rows), fh, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--dtype', default=None, help='default: bfloat16 on CUDA, float32 on CPU')
     parser.add_argument('--stages', default='0,1,2,3')
-    parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--reps', type=int, default=20)
-    parser.add_argument('--impls', default=None, help='default: official,reference (+ triton on CUDA)')
+    parser.add_argument('--batch', type=int, default=None, help='default: 2 (1 with --backbone)')
+    parser.add_argument('--reps', type=int, default=None, help='default: 20 (7 with --backbone)')
+    parser.add_argument('--impls', default=None, help='default: official,reference (+ triton on CUDA); '
+                        '--backbone: densekit backends, default reference (+ triton on CUDA)')
     parser.add_argument('--json', default=None)
+    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
+    parser.add_argument('--backbone', action='store_true',
+                        help='the dat_pp_tiny training step vs the official backbone')
+    parser.add_argument('--official', default=None, help='--backbone: clone of LeapLabTHU/DAT-Detection')
+    parser.add_argument('--deps', default=None, help='--backbone: directory holding einops (if not installed)')
+    parser.add_argument('--size', type=int, nargs=2, default=(800, 1333), help='--backbone: input size')
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.backbone:
+        args.batch, args.reps = args.batch or 1, args.reps or 7
+        backbone_main(args)
+        return
+    args.batch, args.reps = args.batch or 2, args.reps or 20
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ('bfloat16' if device.type == 'cuda' else 'float32'))
     impls = (args.impls or ('official,reference,triton' if device.type == 'cuda' else 'official,reference')).split(',')

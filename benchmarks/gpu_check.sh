@@ -21,6 +21,9 @@
 #      (Mask R-CNN / UPerNet ... on Swin-T), densekit kernels vs reference  -> models_gpu.log
 #   6. (only when GPU_CHECK_STEPS names it) benchmarks/deform_sampled.py: DAT++ attention vs the
 #      official formulation                                                -> deform_sampled.json
+#   7. (only when GPU_CHECK_STEPS names it: routed, dat_backbone) BiFormer routing attention and
+#      biformer_small / dat_pp_tiny training steps vs the official code, from clones carried in
+#      .official/ (OFFICIAL_DIR)                         -> routed.json, dat_backbone.json
 # GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second run with
 # GPU_CHECK_STEPS=models when the first ran out of time.
 # summary.txt says what ran, its exit code and seconds. $OUT holds at most 8 files on return.
@@ -116,6 +119,38 @@ want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
 want deform_sampled && step deform_sampled 150 "$OUT/deform_sampled.log" \
   python3 benchmarks/deform_sampled.py --device cuda --json "$OUT/deform_sampled.json"
 
+# 7. (only when named: GPU_CHECK_STEPS=routed / dat_backbone) the official code beside densekit's.
+#    The GPU machine has no network: the official clones must be carried with the checkout, as
+#    git-ignored directories under OFFICIAL_DIR (default .official/): .official/BiFormer (a
+#    checkout of rayleizhu/BiFormer), .official/DAT-Detection (LeapLabTHU/DAT-Detection) and, if
+#    einops is not installed there, .official/site (`pip install --target .official/site einops`).
+#    Without a clone the script still times densekit's backends against each other and says that
+#    the official rows are skipped (also noted in summary.txt).
+OFFICIAL_DIR=${OFFICIAL_DIR:-$PWD/.official}
+official_args() {  # --official / --deps of a carried clone, or nothing
+  if [[ ! -d $OFFICIAL_DIR/$1 ]]; then
+    echo "$1: no official clone in $OFFICIAL_DIR/$1: official rows skipped" >> "$OUT/summary.txt"
+    return
+  fi
+  echo --official "$OFFICIAL_DIR/$1"
+  if [[ -d $OFFICIAL_DIR/site ]]; then echo --deps "$OFFICIAL_DIR/site"; fi
+}
+# 7a. BiFormer: the bi-level routing attention module at BiFormer-S stages 1 / 2 of an 800x1333
+#     image (n_win 16, maps padded as the official auto_pad), official bra_legacy vs densekit on
+#     routed_attention reference / flex (compiled) / Triton, bf16, fwd and fwd+bwd, peak memory;
+#     then the biformer_small training step at 800x1333 vs the official BiFormer_mm, fp32
+want routed && step routed_attention 200 "$OUT/routed.log" \
+  python3 benchmarks/routed.py --device cuda $(official_args BiFormer) --dtype bfloat16 --skip-backbone \
+    --json "$OUT/routed.json"
+want routed && step routed_backbone 200 "$OUT/routed.log" \
+  python3 benchmarks/routed.py --device cuda $(official_args BiFormer) --skip-attention \
+    --json "$OUT/routed_backbone.json"
+# 7b. DAT++: the dat_pp_tiny training step at 800x1333 vs the official DAT-T++ backbone (its
+#     NATTEN calls replaced by the fixture's gather-based stand-ins), densekit reference / Triton
+want dat_backbone && step dat_backbone 200 "$OUT/dat_backbone.log" \
+  python3 benchmarks/deform_sampled.py --backbone --device cuda $(official_args DAT-Detection) \
+    --json "$OUT/dat_backbone.json"
+
 # 5b. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
 #     detection resolution, bf16 autocast, the tiny / small variants     -> leaderboard_gpu.md/.png
 want leaderboard && step leaderboard 420 "$OUT/leaderboard_gpu.log" \
@@ -136,4 +171,5 @@ EOF
 tail -n 25 "$OUT/models_gpu.log" 2>/dev/null
 tail -n 4 "$OUT/halo_stride.log" 2>/dev/null
 grep "^|" "$OUT/deform_sampled.log" 2>/dev/null | cut -c1-200
+grep -E "^(\||official rows)" "$OUT/routed.log" "$OUT/dat_backbone.log" 2>/dev/null | cut -c1-220
 grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200

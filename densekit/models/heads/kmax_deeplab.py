@@ -343,6 +343,9 @@ def kmeans_cross_attention(mask_logits: torch.Tensor, value: torch.Tensor) -> to
 
     Returns:
         ``[B, C, Q]`` cluster updates (fp32 accumulation, as the official ``autocast(False)``).
+
+    The PolyMaX-style depth head (:mod:`densekit.models.depth.polymax`) uses a straight-through
+    variant of this assignment; kMaX's official one is detached, as here.
     """
     with torch.no_grad():
         index = mask_logits.detach().argmax(1, keepdim=True)

@@ -116,6 +116,11 @@ want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
 want deform_sampled && step deform_sampled 150 "$OUT/deform_sampled.log" \
   python3 benchmarks/deform_sampled.py --device cuda --json "$OUT/deform_sampled.json"
 
+# 6b. (only when named: GPU_CHECK_STEPS=kmax_kmeans) kMaX-DeepLab k-means cross-attention, one-hot
+#     matmul vs scatter-add, at the COCO recipe's shapes
+want kmax_kmeans && step kmax_kmeans 90 "$OUT/kmax_kmeans.log" \
+  python3 benchmarks/kmax_kmeans.py --device cuda
+
 # 5b. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
 #     detection resolution, bf16 autocast, the tiny / small variants     -> leaderboard_gpu.md/.png
 want leaderboard && step leaderboard 420 "$OUT/leaderboard_gpu.log" \

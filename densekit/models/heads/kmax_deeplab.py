@@ -54,7 +54,8 @@ def batch_norm(channels: int) -> nn.Module:
 
 
 class _AnyDimBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm over dim 1 of a 2-D, 3-D or 4-D input (one class for conv1d and conv2d maps)."""
+    """BatchNorm over dim 1 of any input of two or more dims (conv1d sequences, conv2d maps, the
+    ``[B, 1, Q, H, W]`` mask logits): one class where the official uses SyncBatchNorm."""
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:

@@ -150,6 +150,10 @@ want routed && step routed_backbone 200 "$OUT/routed.log" \
 want dat_backbone && step dat_backbone 200 "$OUT/dat_backbone.log" \
   python3 benchmarks/deform_sampled.py --backbone --device cuda $(official_args DAT-Detection) \
     --json "$OUT/dat_backbone.json"
+# 8. (only when named: GPU_CHECK_STEPS=kmax_kmeans) kMaX-DeepLab k-means cross-attention, one-hot
+#     matmul vs scatter-add, at the COCO recipe's shapes
+want kmax_kmeans && step kmax_kmeans 90 "$OUT/kmax_kmeans.log" \
+  python3 benchmarks/kmax_kmeans.py --device cuda
 
 # 5b. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
 #     detection resolution, bf16 autocast, the tiny / small variants     -> leaderboard_gpu.md/.png

@@ -67,6 +67,7 @@ CONFIG_DIRS = ('mask_rcnn', 'cascade_mask_rcnn', 'dino', 'deformable_detr', 'mas
                'upernet')
 CONFIG_DIRS += ('relation_detr',)
 CONFIG_DIRS += ('vwformer', 'pem')
+CONFIG_DIRS += ('kmax_deeplab',)
 CONFIGS = sorted(p for d in CONFIG_DIRS for p in (REPO / 'configs' / d).glob('*.py'))
 
 

@@ -81,6 +81,13 @@ def narrow_heads(model_cfg):
             return 1
         if key == 'num_queries':
             return 10
+        # kMaX-DeepLab: per-stage widths and depths (list entries), attention / predictor widths
+        if key == 'pixel_decoder_channels':
+            return max(8, v // 16)
+        if key in ('pixel_decoder_layers', 'transformer_decoder_layers'):
+            return 1
+        if key in ('base_filters', 'pixel_head_channels', 'mask_channels') and v >= 64:
+            return 16
         if key == 'num_dn_queries':
             return 10
         if key == 'num_points' and v > 1000:  # point-sampled mask loss, not deformable points

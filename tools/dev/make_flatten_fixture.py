@@ -3,17 +3,17 @@
 Runs ``FLattenSwinTransformer`` (``models/flatten_swin.py``) and ``PyramidVisionTransformer``
 (``models/flatten_pvt.py``) of https://github.com/LeapLabTHU/FLatten-Transformer, imported as is
 from a local clone, with the architectures of ``flatten_swin_test`` and ``flatten_pvt_test`` and
-the settings of the released configs (focusing factor 3, kernel 5; Swin ``attn_type='LLSS'``,
-PVT ``attn_type='LLLL'`` with ``la_sr_ratios='1111'``), random weights, eval mode, on one
+the settings of the released configs (focusing factor 3, kernel 5; PVT ``attn_type='LLLL'`` with ``la_sr_ratios='1111'``), random weights, eval mode, on one
 224x224 image (the only size the official models accept), and saves, per model, the four stage
 outputs (Swin: each stage's blocks before the patch merging that ends it; PVT: each stage's
 tokens) and the gradient of ``sum_i sum(out_i ** 2)`` with respect to the input.
 ``tests/models/test_flatten.py`` rebuilds the same official state dicts, converts them with
 ``convert_checkpoint('flatten', ...)`` and compares.
 
-``flatten_swin_test`` uses window 28, so the official model runs shifted linear-attention
-windows in stage 0 (56x56 map), one window covering the map in stage 1, shifted softmax windows
-in stage 2 and a map-sized softmax window in stage 3.
+``flatten_swin_test`` uses window 28 and ``attn_type='LLSL'`` (the released models: 56 and
+``'LLSS'``), so the official model runs shifted linear-attention windows in stage 0 (56x56 map),
+one linear-attention window covering the map in stages 1 and 3 and shifted softmax windows in
+stage 2.
 
 The fixture stores no weights and no input: every official state-dict entry is drawn as
 ``mean + std * randn(shape)`` from one generator seeded with ``seed``, in the stored ``spec``
@@ -49,7 +49,7 @@ INPUT_SHAPE = (1, 3, 224, 224)
 # flatten_swin_test / flatten_pvt_test with the released settings.
 CONFIGS = {
     'swin': dict(embed_dim=16, depths=[2, 2, 2, 1], num_heads=[1, 2, 4, 8], window_size=28,
-                 attn_type='LLSS', focusing_factor=3, kernel_size=5),
+                 attn_type='LLSL', focusing_factor=3, kernel_size=5),
     'pvt': dict(embed_dims=[16, 32, 48, 64], depths=[1, 2, 1, 1], num_heads=[1, 2, 3, 4],
                 mlp_ratios=[8, 8, 4, 4], qkv_bias=True, sr_ratios=[8, 4, 2, 1], la_sr_ratios='1111',
                 attn_type='LLLL', focusing_factor=3, kernel_size=5),

@@ -12,7 +12,8 @@ mmdet 2.x Mask R-CNN configs), which takes any input size:
   (``LinearNorm``): while training ``lamda * LayerNorm(x) + (1 - lamda) * RepBN(x)`` with
   ``lamda = r0 * iter / total_step`` and ``iter`` counting down by one per training forward
   (300000 steps, ``r0 = 1``); in eval mode ``RepBN(x) = BatchNorm(x) + alpha * x`` only. The
-  official backbone keeps every BatchNorm in eval mode (``norm_eval=True`` by default here);
+  official backbone keeps every BatchNorm in eval mode: ``norm_eval=True`` (set in densekit's
+  SLAB configs; the constructor default is ``False`` like every family's);
 * attention per stage is ``'L'`` (simplified linear attention, SLA: ``ReLU`` kernel on queries and
   keys (keys plus a learned per-window position encoding), ``out = q (k^T v) / (q sum(k) + 1e-6)``
   per head in float32, plus a depthwise ``5 x 5`` convolution of the values shared by the heads)
@@ -335,7 +336,7 @@ class SLABSwin(BackboneMixin, nn.Module):
         frozen_stages: ``-1`` freezes nothing, ``0`` the patch embedding, ``k`` the patch
             embedding and stages ``0..k-1``; frozen modules stay in eval mode.
         norm_eval: keep the BatchNorms of PRepBN in eval mode while training (the official dense
-            backbone always does).
+            backbone always does; its configs here set it).
         with_cp: recompute each block in the backward pass (activation checkpointing).
     """
 
@@ -358,7 +359,7 @@ class SLABSwin(BackboneMixin, nn.Module):
                  out_norm: bool = True,
                  drop_path_rate: float = 0.1,
                  frozen_stages: int = -1,
-                 norm_eval: bool = True,
+                 norm_eval: bool = False,
                  with_cp: bool = False) -> None:
         super().__init__()
         num_stages = len(depths)

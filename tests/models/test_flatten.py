@@ -53,7 +53,8 @@ def test_converter_accepts_detector_and_classifier_checkpoints(official):
     swin = _official_state_dict(official, 'swin')
     direct = convert_checkpoint('flatten', swin)
     # patch merging moves to the start of the next stage; buffers and the classifier are dropped
-    assert 'layers.1.downsample.reduction.weight' in direct and not any('layers.0.downsample' in k for k in direct)
+    assert 'layers.1.downsample.reduction.weight' in direct
+    assert not any('layers.0.downsample' in k for k in direct)
     assert not any(k.endswith(('relative_position_index', 'attn_mask')) for k in direct)
     assert 'layers.0.blocks.1.attn.positional_encoding' in direct and 'norm.weight' not in direct
     # densekit's own keys pass through (idempotent)

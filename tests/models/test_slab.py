@@ -94,7 +94,8 @@ def test_converter_accepts_detector_and_classifier_checkpoints(official_state_di
     # ImageNet release: no output norms, a final norm and the classifier head.
     cls = {k: v for k, v in sd.items() if not k.startswith(('norm0.', 'norm1.', 'norm2.', 'norm3.'))}
     cls.update({'norm.norm1.weight': torch.zeros(128), 'head.weight': torch.zeros(1000, 128)})
-    assert convert_checkpoint('slab', {'model': cls}).keys() == {k for k in direct if not k.startswith('out_norms.')}
+    converted = convert_checkpoint('slab', {'model': cls})
+    assert converted.keys() == {k for k in direct if not k.startswith('out_norms.')}
 
     with pytest.raises(KeyError, match='unrecognised'):
         convert_checkpoint('slab', {'patch_embed.proj.weight': torch.zeros(1), 'foo.bar': torch.zeros(1)})

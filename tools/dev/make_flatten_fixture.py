@@ -3,10 +3,11 @@
 Runs ``FLattenSwinTransformer`` (``models/flatten_swin.py``) and ``PyramidVisionTransformer``
 (``models/flatten_pvt.py``) of https://github.com/LeapLabTHU/FLatten-Transformer, imported as is
 from a local clone, with the architectures of ``flatten_swin_test`` and ``flatten_pvt_test`` and
-the settings of the released configs (focusing factor 3, kernel 5; PVT ``attn_type='LLLL'`` with ``la_sr_ratios='1111'``), random weights, eval mode, on one
-224x224 image (the only size the official models accept), and saves, per model, the four stage
-outputs (Swin: each stage's blocks before the patch merging that ends it; PVT: each stage's
-tokens) and the gradient of ``sum_i sum(out_i ** 2)`` with respect to the input.
+the settings of the released configs (focusing factor 3, kernel 5; PVT ``attn_type='LLLL'``
+with ``la_sr_ratios='1111'``), random weights, eval mode, on one 224x224 image (the only size
+the official models accept), and saves, per model, the four stage outputs (Swin: each stage's
+blocks before the patch merging that ends it; PVT: each stage's tokens) and the gradient of
+``sum_i sum(out_i ** 2)`` with respect to the input.
 ``tests/models/test_flatten.py`` rebuilds the same official state dicts, converts them with
 ``convert_checkpoint('flatten', ...)`` and compares.
 

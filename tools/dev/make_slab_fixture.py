@@ -76,7 +76,8 @@ def _install_import_stand_ins(official: Path) -> None:
 def load_official_slab(official: Path):
     _install_import_stand_ins(official)
     for name in ('prepbn', 'swin_transformer_slab'):
-        spec = importlib.util.spec_from_file_location(f'slab_official.{name}', official / OFFICIAL_DIR / f'{name}.py')
+        path = official / OFFICIAL_DIR / f'{name}.py'
+        spec = importlib.util.spec_from_file_location(f'slab_official.{name}', path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)

@@ -160,7 +160,8 @@ class SimplifiedLinearAttention(nn.Module):
         q = F.relu(q)
         z = 1.0 / (q @ k.sum(dim=2, keepdim=True).transpose(-2, -1) + 1e-6)
         out = (q @ (k.transpose(-2, -1) @ v)) * z
-        out = out + self.dwc(v.reshape(B * h, H, W, -1).permute(0, 3, 1, 2)).reshape(B, h, -1, N).transpose(-2, -1)
+        rank = self.dwc(v.reshape(B * h, H, W, -1).permute(0, 3, 1, 2))  # per-head value maps
+        out = out + rank.reshape(B, h, -1, N).transpose(-2, -1)
         out = out.to(x.dtype).transpose(1, 2).reshape(B, N, C)
         return self.proj(out).reshape(B, H, W, C)
 

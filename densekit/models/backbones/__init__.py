@@ -20,4 +20,6 @@ from densekit.models.backbones import replknet  # noqa: F401
 from densekit.models.backbones import crossformer  # noqa: F401
 from densekit.models.backbones import litv2  # noqa: F401
 from densekit.models.backbones import fastervit  # noqa: F401
+from densekit.models.backbones import flatten  # noqa: F401
+from densekit.models.backbones import slab  # noqa: F401
 from densekit.models.backbones import timm_seed  # noqa: F401

@@ -7,7 +7,11 @@ A ``pretrained=`` / ``init_cfg=dict(type='Pretrained', checkpoint=...)`` value t
   (``$TORCH_HOME/hub/checkpoints``, ``~/.cache/torch/hub/checkpoints`` by default), shared with
   ``torch.hub`` and mmengine, so a file already fetched by either is reused;
 * the file name is the last component of the URL path; a file of that name in the cache is used
-  as it is (this is also how to supply a checkpoint offline);
+  as it is (this is also how to supply a checkpoint offline). Two URLs must never share a cache
+  file: each download records its URL beside the file (``<name>.url``), and a URL whose file name
+  is already taken by another recorded URL, or is generic (no extension, as OneDrive's
+  ``.../content``; hub names such as ``model.safetensors``), is cached in a subfolder named after
+  a hash of the URL (``url-<sha256[:16]>/<name>``);
 * a download is written to a temporary file in the cache folder and renamed into place only after
   its size matches the server's ``Content-Length`` and, when the file name follows torch hub's
   ``name-<sha256 prefix>.ext`` convention, its SHA-256 starts with that prefix. A truncated or
@@ -56,12 +60,35 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / 'checkpoints'
 
 
+# File names that many unrelated URLs end in: never a cache file name on their own.
+_GENERIC_NAMES = frozenset({'model.safetensors', 'pytorch_model.bin', 'model.bin', 'model.pth',
+                            'model.pt', 'checkpoint.pth', 'checkpoint.pt', 'open_clip_pytorch_model.bin'})
+
+
+def _url_record(path: Path) -> Path:
+    return path.with_name(path.name + '.url')
+
+
 def cached_path(url: str, directory: str | os.PathLike | None = None) -> Path:
-    """The cache file that ``url`` is (or would be) downloaded to."""
+    """The cache file that ``url`` is (or would be) downloaded to.
+
+    ``<cache>/<name>`` with the URL's file name, unless that name is generic or already holds the
+    download of another URL (its ``.url`` record says so): then ``<cache>/url-<hash>/<name>``, a
+    folder of this URL's own. A file put in the cache by hand has no record and is used as is.
+    """
     name = os.path.basename(urllib.parse.urlparse(url).path)
     if not name:
         raise ValueError(f'cannot name a cache file after URL {url!r}: its path has no file name')
-    return (Path(directory) if directory is not None else cache_dir()) / name
+    root = Path(directory) if directory is not None else cache_dir()
+    own = root / f'url-{hashlib.sha256(url.encode()).hexdigest()[:16]}' / name
+    if '.' not in name or name.lower() in _GENERIC_NAMES:
+        return own
+    dst = root / name
+    try:
+        recorded = _url_record(dst).read_text().strip()
+    except OSError:  # no record: never downloaded here, or put here by hand
+        return dst
+    return dst if recorded == url else own
 
 
 def expected_hash_prefix(url: str) -> str | None:
@@ -147,6 +174,7 @@ def download_checkpoint(url: str, directory: str | os.PathLike | None = None,
                                 f'with {want_hash} (from the file name); nothing was cached')
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the cache from a team
         os.replace(tmp, dst)
+        _url_record(dst).write_text(url + '\n')
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

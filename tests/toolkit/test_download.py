@@ -85,7 +85,8 @@ def test_download_once_with_hash_check(server, tmp_path):
     assert (path.stat().st_mode & 0o777) == (0o666 & ~_umask())  # not mkstemp's 0600
     assert download_checkpoint(url, tmp_path) == path
     assert _Handler.hits[name] == 1, 'the second call must come from the cache'
-    assert _cache_listing(tmp_path) == [name]
+    assert _cache_listing(tmp_path) == [name, name + '.url']  # the file and the URL it came from
+    assert (tmp_path / (name + '.url')).read_text().strip() == url
 
 
 def _umask():
@@ -217,3 +218,34 @@ def test_init_model_with_a_checkpoint_url(server, tmp_path, monkeypatch):
     assert (tmp_path / name).is_file() and model.dataset_meta['classes'] == list('abcdef')
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, sd[k], atol=0, rtol=0)
+
+
+def test_urls_sharing_a_file_name_never_share_a_cache_file(server, tmp_path):
+    """OneDrive-style '.../content' links and two releases of the same file name: each URL keeps
+    its own bytes (a shared cache name would hand the second URL the first one's weights)."""
+    a = _checkpoint_bytes({'w': torch.zeros(3)})
+    b = _checkpoint_bytes({'w': torch.ones(5)})
+    _serve('share/a/root/content', a)
+    _serve('share/b/root/content', b)
+    _serve('release1/weights.pth', a)
+    _serve('release2/weights.pth', b)
+    for first, second in (('share/a/root/content', 'share/b/root/content'),
+                          ('release1/weights.pth', 'release2/weights.pth')):
+        p1 = download_checkpoint(f'{server}/{first}', tmp_path)
+        p2 = download_checkpoint(f'{server}/{second}', tmp_path)
+        assert p1 != p2
+        assert p1.read_bytes() == a and p2.read_bytes() == b
+        # both stay cached: asking again downloads nothing and returns the same files
+        assert download_checkpoint(f'{server}/{first}', tmp_path) == p1
+        assert download_checkpoint(f'{server}/{second}', tmp_path) == p2
+        assert _Handler.hits[first] == 1 and _Handler.hits[second] == 1
+    # a specific file name keeps the plain cache name for the first URL that used it
+    assert (tmp_path / 'weights.pth').read_bytes() == a
+
+
+def test_generic_hub_file_names_get_a_folder_per_url(server, tmp_path):
+    body = _checkpoint_bytes({'w': torch.arange(4.)})
+    _serve('org/model-x/resolve/main/pytorch_model.bin', body)
+    p = download_checkpoint(f'{server}/org/model-x/resolve/main/pytorch_model.bin', tmp_path)
+    assert p.name == 'pytorch_model.bin' and p.parent != tmp_path
+    assert p.parent.name.startswith('url-') and p.read_bytes() == body

@@ -44,18 +44,20 @@ def relative_position_cpb(query_size: Tuple[int, int], key_size: Tuple[int, int]
     Key positions are the adaptive-average-pooled query positions; offsets are scaled by
     ``8 / (pretrain_size - 1)`` and mapped by ``sign(x) * log2(|x| + 1) / 3`` (as the official code).
     """
-    def axis(n_q, n_k):
+    def axis(n_q, n_k, pre):
         qa = torch.arange(n_q, dtype=torch.float32, device=device)
-        return qa, F.adaptive_avg_pool1d(qa[None], n_k)[0]
+        ka = F.adaptive_avg_pool1d(qa[None], n_k)[0]
+        rel = (qa[:, None] - ka[None, :]) / (pre - 1) * 8  # [n_q, n_k]
+        values, inverse = torch.unique(rel.reshape(-1), return_inverse=True)
+        return values, inverse.view(n_q, n_k)
 
-    qh, kh = axis(query_size[0], key_size[0])
-    qw, kw = axis(query_size[1], key_size[1])
-    kh, kw = (t.reshape(-1) for t in torch.meshgrid(kh, kw, indexing='ij'))
-    qh, qw = (t.reshape(-1) for t in torch.meshgrid(qh, qw, indexing='ij'))
-    rel_h = (qh[:, None] - kh[None, :]) / (pretrain_size[0] - 1) * 8
-    rel_w = (qw[:, None] - kw[None, :]) / (pretrain_size[1] - 1) * 8
-    rel = torch.stack([rel_h, rel_w], dim=-1).view(-1, 2)
-    table, index = torch.unique(rel, return_inverse=True, dim=0)
+    # The two axes' offsets vary independently over the grids, so the unique (h, w) pairs are the
+    # product of each axis' unique values, in the lexicographic order a 2-d unique would give:
+    # one 1-d unique per axis instead of a sort of all Lq * Lk pairs.
+    vh, ih = axis(query_size[0], key_size[0], pretrain_size[0])
+    vw, iw = axis(query_size[1], key_size[1], pretrain_size[1])
+    index = (ih[:, None, :, None] * len(vw) + iw[None, :, None, :]).reshape(-1)  # [qh, qw, kh, kw]
+    table = torch.stack(torch.meshgrid(vh, vw, indexing='ij'), dim=-1).view(-1, 2)
     table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
     return index, table
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from attn_parity import TOL, check_backend, tol_scale
 
-from densekit.ops.local_global import window_extra_attention
+from densekit.ops.window_extra import window_extra_attention
 
 
 def _inputs(B, nW, T, heads, d, bias_side, dtype=torch.float32, seed=0):
@@ -124,3 +124,11 @@ def test_errors():
         window_extra_attention(q[0], k[0], v[0])
     with pytest.raises(ValueError, match='unknown backend'):
         window_extra_attention(q, k, v, backend='cuda')
+
+
+def test_public_paths():
+    """The op's own package, ``densekit.ops`` and the re-export of ``densekit.ops.local_global``
+    (its former home) are one function."""
+    import densekit.ops
+    from densekit.ops.local_global import window_extra_attention as from_local_global
+    assert from_local_global is window_extra_attention and densekit.ops.window_extra_attention is window_extra_attention

@@ -8,21 +8,31 @@ them, so no copy is made to join them). Semantics: :mod:`densekit.ops.window_ext
 Validation happens once here, before dispatch.
 
 Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, through :func:`densekit.ops._backend.choose_backend`):
-``'flex'`` (``torch.nn.attention.flex_attention``, windows end to end with a block-diagonal mask;
-CUDA, CPU forward only by name), ``'reference'`` (pure PyTorch, any device).
+``'triton'`` (fused kernels, forward and backward: :mod:`densekit.ops.window_extra.triton`; CUDA,
+or the CPU interpreter by name under ``TRITON_INTERPRET=1``), ``'flex'``
+(``torch.nn.attention.flex_attention``, windows end to end with a block-diagonal mask; CUDA, CPU
+forward only by name), ``'reference'`` (pure PyTorch, any device); automatic order as written.
 """
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Mapping, Optional
 
 import torch
 
-from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason
+from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, int32_offset_reason,
+                                   needs_grad, scale_reason, triton_probe)
 from densekit.ops.window_extra.reference import window_extra_reference
 
 __all__ = ['window_extra_attention']
 
 _OP = 'window_extra_attention'
+# Largest window (tokens per window, extra ones included) the Triton kernels take with a bias,
+# as for Swin's window kernels (densekit.ops.window.MAX_TRITON_WINDOW): the kernels stream token
+# chunks, but the bias gradient's dS buffer grows with the square of the window and larger ones
+# are not compile-checked. Without a bias nothing grows with the square of the window.
+MAX_TRITON_TOKENS = 256
+MAX_TRITON_TOKENS_NO_BIAS = 4096
 
 
 def _validate(q, k, v, num_extra, bias):
@@ -46,9 +56,22 @@ def _validate(q, k, v, num_extra, bias):
         check_bias(_OP, 'bias', bias, q)
 
 
+def _scratch_sizes(q, bias, config) -> dict:
+    """Elements of the scratch buffers the Triton kernels index beyond q, k, v (checked by
+    ``triton_probe``; outputs, gradients and the log-sum-exp are no larger than q): with a bias
+    that needs a gradient, the backward's fp32 dS buffer (only asked once the Triton probe passed,
+    so triton is importable)."""
+    if bias is None or not needs_grad(bias):
+        return {}
+    from densekit.ops.window_extra.triton import ds_shape
+    B, nW, T, heads, d = q.shape
+    return {'the dS buffer of the bias gradient': math.prod(ds_shape(B, nW, T, heads, d, bias.shape[-1], q.dtype,
+                                                                      config)[0])}
+
+
 def window_extra_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_extra: int = 0,
                            bias: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                           backend: Optional[str] = None) -> torch.Tensor:
+                           backend: Optional[str] = None, triton_config: Optional[Mapping] = None) -> torch.Tensor:
     """Window attention where each window also holds its own extra (carrier) tokens, one softmax.
 
     Window ``w``'s ``T = P + N`` tokens (its ``P = num_extra`` extra tokens first, then its ``N``
@@ -65,7 +88,10 @@ def window_extra_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             ``[heads, N, N]`` over the window tokens only (pairs with an extra token get none;
             FasterViT's zero-padded position bias, never padded here on the flex path).
         scale: logit scale, default ``head_dim ** -0.5``.
-        backend: ``'flex' | 'reference'`` or ``None`` (automatic).
+        backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
+        triton_config: launch configuration of the Triton kernels (keys:
+            ``densekit.ops.window_extra.triton.CONFIG_KEYS``); ``None`` keeps their defaults. The
+            other backends ignore it.
 
     Returns:
         ``[B, nW, P + N, heads, head_dim]``.
@@ -74,10 +100,22 @@ def window_extra_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     if scale is None:
         scale = q.shape[-1] ** -0.5
 
+    def _triton(explicit):
+        T = q.shape[2]
+        limit = MAX_TRITON_TOKENS if bias is not None else MAX_TRITON_TOKENS_NO_BIAS
+        if T > limit:
+            return (f'windows of {T} tokens, more than the {limit} the Triton kernels are checked for'
+                    f'{" with a bias" if bias is not None else ""}')
+        return (scale_reason(scale) or triton_probe(explicit, q, k, v)
+                or int32_offset_reason(_scratch_sizes(q, bias, triton_config)))
+
     def _flex(explicit):
         return scale_reason(scale) or flex_probe(explicit, q, k, v, bias)
 
-    name = choose_backend(_OP, {'flex': _flex, 'reference': lambda explicit: None}, backend)
+    name = choose_backend(_OP, {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
+    if name == 'triton':
+        from densekit.ops.window_extra.triton import window_extra_triton
+        return window_extra_triton(q, k, v, bias, scale, triton_config)
     if name == 'flex':
         from densekit.ops.window_extra.flex import window_extra_flex
         return window_extra_flex(q, k, v, bias, float(scale))

@@ -39,10 +39,15 @@ EXPECTED = {
     'msda': ['_msda_fwd_kernel', '_msda_bwd_kernel'],
     'routed': ['_routed_fwd', '_routed_dq', '_routed_dkdv'],
     'deform_sampled': ['_ds_fwd', '_ds_dq', '_ds_dkdv'],
+    'window_extra': ['_window_extra_fwd', '_row_dot_kernel', '_window_extra_dkdv'],
+    'window_extra_ct': ['_window_extra_fwd', '_row_dot_kernel', '_window_extra_dkdv', '_window_extra_dq'],
 }
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
 WINDOW_CHUNKED = EXPECTED['window'] + ['_window_bwd_dq']
+# The same for windows with carrier tokens: FasterViT's 53 tokens are one chunk in half precision
+# only; the 384-token carrier-token attention is several chunks in every precision.
+WINDOW_EXTRA_CHUNKED = EXPECTED['window_extra_ct']
 # Spills (the per-thread stack frame, bytes) known at sm_90; everything else must compile with no
 # stack. With the precomputed bias tiles (the NA default) only the half-precision NA dQ of the 1-D
 # case keeps 16 B (it also writes dS); the per-pair path keeps the NA backward kernels at the
@@ -96,7 +101,8 @@ def _compile(dtype: str, arch: int, tmp_path) -> list:
                                         pytest.param('bfloat16', 80, marks=pytest.mark.slow)])
 def test_kernels_compile_for_gpu(dtype, arch, tmp_path):
     rows = _compile(dtype, arch, tmp_path)
-    expected = dict(EXPECTED, window=WINDOW_CHUNKED if dtype == 'float32' else EXPECTED['window'])
+    expected = dict(EXPECTED, window=WINDOW_CHUNKED if dtype == 'float32' else EXPECTED['window'],
+                    window_extra=WINDOW_EXTRA_CHUNKED if dtype == 'float32' else EXPECTED['window_extra'])
     for op, kernels in expected.items():
         assert [r['kernel'] for r in rows if r['case'] == op] == kernels, op
     _check_rows(rows, dtype, arch)

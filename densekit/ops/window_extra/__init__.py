@@ -27,11 +27,13 @@ from densekit.ops.window_extra.reference import window_extra_reference
 __all__ = ['window_extra_attention']
 
 _OP = 'window_extra_attention'
-# Largest window (tokens per window, extra ones included) the Triton kernels take with a bias,
-# as for Swin's window kernels (densekit.ops.window.MAX_TRITON_WINDOW): the kernels stream token
-# chunks, but the bias gradient's dS buffer grows with the square of the window and larger ones
-# are not compile-checked. Without a bias nothing grows with the square of the window.
-MAX_TRITON_TOKENS = 256
+# Largest window (tokens per window, extra ones included) the Triton kernels take with a bias.
+# The kernels stream token chunks (their code depends on the window only through the number of
+# chunks), but the bias gradient's fp32 dS buffer, [groups, heads, S, S] with about
+# min_programs / chunks programs' worth of groups, grows with the square of the bias side S.
+# FasterViT's carrier-token attention has 384 tokens (a 16 x 16 bias block), compile-checked in
+# tests/ops/test_triton_compile.py; without a bias nothing grows with the square of the window.
+MAX_TRITON_TOKENS = 1024
 MAX_TRITON_TOKENS_NO_BIAS = 4096
 
 

@@ -260,9 +260,10 @@ def _tiling(n_tokens: int, head_dim: int, dtype: torch.dtype, config: Optional[M
     the Swin window kernels (whose ``_tiling`` explains the sizes against sm_90's registers and
     shared memory): 64-token chunks on the tensor cores up to head_dim 64, 32 beyond; the exact
     fp32 dots run on the FMA units with their operands in registers, so fp32 takes 32 tokens (16
-    beyond head_dim 32). FasterViT's 4 + 49 = 53 tokens are one chunk in half precision. The fp32
-    dQ kernel does not prefetch the next key chunk (two stages spilled 8 B at head_dim 48 on
-    sm_90, none with one)."""
+    beyond head_dim 32). FasterViT's 4 + 49 = 53 tokens are one chunk in half precision. In fp32
+    the dK / dV kernel runs 8 warps (4 spilled 8 B for FasterViT's 384-token carrier-token
+    attention at head_dim 48 on sm_90) and the dQ kernel does not prefetch the next key chunk
+    (two stages spilled 8 B at head_dim 48, none with one)."""
     block_d = max(16, triton.next_power_of_2(head_dim))
     if dtype == torch.float32:
         cap = 32 if block_d <= 32 else 16
@@ -271,8 +272,9 @@ def _tiling(n_tokens: int, head_dim: int, dtype: torch.dtype, config: Optional[M
     o = config or {}
     block = o.get('block', max(16, min(cap, triton.next_power_of_2(n_tokens))))
     chunks = triton.cdiv(n_tokens, block)
-    t = _Tiling(block, chunks, block_d, 4, 8 if block == 64 else 4, 3 if chunks == 1 else 1,
-                2 if block_d <= 64 and dtype != torch.float32 else 1)
+    fp32 = dtype == torch.float32
+    t = _Tiling(block, chunks, block_d, 4, 8 if block == 64 or fp32 else 4, 3 if chunks == 1 else 1,
+                2 if block_d <= 64 and not fp32 else 1)
     return t._replace(**{k: v for k, v in o.items() if k in t._fields and k not in ('block', 'chunks', 'block_d')})
 
 

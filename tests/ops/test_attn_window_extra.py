@@ -113,7 +113,7 @@ def _bias_shape(shape, window_block):
 # no bias). fp32 takes 32-token chunks, so T > 32 runs the several-chunk path (separate dQ kernel,
 # dS read-add-write); half precision takes FasterViT's 53 tokens in one chunk.
 TRITON_CASES = [
-    ((1, 2, 53, 1, 16), 4, True),     # FasterViT stage 2: 4 carrier + 7x7 tokens, window-block bias
+    ((1, 1, 53, 1, 16), 4, True),     # FasterViT stage 2: 4 carrier + 7x7 tokens, window-block bias
     ((2, 3, 6, 1, 24), 1, False),     # P = 1, a bias over all pairs, head_dim 24
     ((2, 2, 9, 2, 16), 0, False),     # no extra tokens: plain window attention
     ((1, 3, 12, 1, 16), 3, None),     # P = 3, no bias
@@ -127,7 +127,7 @@ def test_triton_parity_fp32(triton_interpreter, shape, P, window_block):
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_triton_parity_low_precision(triton_interpreter, dtype):
-    shape = (1, 2, 53, 2, 32)
+    shape = (1, 1, 53, 2, 32)  # one chunk of 64 tokens in half precision
     check_backend(_op(4, True), 'triton', shape, _bias_shape(shape, True), dtype)
 
 
@@ -147,9 +147,9 @@ def test_triton_bias_gradient_summed_over_window_groups(triton_interpreter):
 def test_triton_packed_qkv_views(triton_interpreter):
     """q, k, v as strided views of one packed projection (FasterViT's ``qkv(x).view(..).unbind``)."""
     g = torch.Generator().manual_seed(3)
-    packed = torch.randn(2, 2, 7, 3, 2, 16, generator=g)
+    packed = torch.randn(1, 2, 7, 3, 2, 16, generator=g)
     bias = torch.randn(2, 5, 5, generator=g)
-    go = torch.randn(2, 2, 7, 2, 16, generator=g)
+    go = torch.randn(1, 2, 7, 2, 16, generator=g)
     grads = {}
     for backend in ('reference', 'triton'):
         x, b = packed.clone().requires_grad_(True), bias.clone().requires_grad_(True)

@@ -184,6 +184,8 @@ def test_triton_dispatch_and_refusals(monkeypatch):
                                    atol=0, rtol=0)
     with pytest.raises(ValueError, match="unknown launch configuration keys \\['blocks'\\]"):
         window_extra_attention(q, k, v, num_extra=2, bias=bias, backend='triton', triton_config={'blocks': 16})
+    with pytest.raises(RuntimeError, match='empty input'):
+        window_extra_attention(q[:0], k[:0], v[:0], num_extra=2, bias=bias, backend='triton')
     q = torch.randn(1, 1, 1025, 1, 16)
     with pytest.raises(RuntimeError, match='1025 tokens, more than the 1024 the Triton kernels are checked for '
                                            'with a bias'):

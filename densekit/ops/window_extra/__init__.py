@@ -103,6 +103,8 @@ def window_extra_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         scale = q.shape[-1] ** -0.5
 
     def _triton(explicit):
+        if q.numel() == 0:
+            return 'empty input (no windows to launch programs for)'
         T = q.shape[2]
         limit = MAX_TRITON_TOKENS if bias is not None else MAX_TRITON_TOKENS_NO_BIAS
         if T > limit:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""FasterViT: densekit vs the official dense backbone, same weights, same run.
+"""FasterViT: densekit vs the official dense backbone, same weights, same run; and the
+``window_extra_attention`` backends at the backbone's own attention shapes.
 
     python benchmarks/fastervit.py --official /path/to/FasterViT [--device cpu|cuda] \
         [--model fastervit_2] [--size 800 1344] [--batch 1] [--reps 7] [--threads 1]
+    python benchmarks/fastervit.py --ops --device cuda [--size 800 1333] [--batch 2] [--json out.json]
 
 The official code (``downstream/object_detection/dino/models/dino/fastervit.py`` of a local clone
 of https://github.com/NVlabs/FasterViT) is imported at run time, as
@@ -20,12 +22,24 @@ official and densekit with the same random weights (outputs checked equal first)
 Times are medians of ``--reps`` runs after two warm-ups, the implementations alternating within
 each repetition (CUDA: events; the peak allocated memory of one call). Output: a markdown table
 on stdout, after a stamp line.
+
+``--ops`` (no official clone needed): ``window_extra_attention`` itself at every distinct call
+the backbone makes at ``--size`` (recorded by running it once: at 800x1333 the stage-2 windows of
+4 carrier + 7x7 tokens, the stage-3 7x7 windows and the carrier-token attention, one window of
+all carrier tokens), with the backbone's window-block bias needing a gradient: the official
+formulation restated on the op's layout (``q @ k^T * scale``, the bias zero-padded to
+``[heads, T, T]`` as FasterViT's ``F.pad``, softmax, ``@ v``; not copied), and the op's
+``reference``, ``flex`` (compiled, CUDA) and ``triton`` backends; forward, forward + backward
+and the peak memory of each, through ``benchmarks/_timing.py``, in ``--dtype`` (default bf16 on
+CUDA, fp32 on CPU). Each backend's forward is checked against the official formulation first.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import datetime
+import functools
+import json
 import os
 import platform
 import statistics
@@ -38,10 +52,12 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / 'tools' / 'dev')]
 
+from _timing import median_ms, peak_mem_mb  # noqa: E402  (benchmarks/_timing.py)
 from densekit.models import build_backbone, convert_checkpoint  # noqa: E402
+from densekit.models.backbones import fastervit as fastervit_module  # noqa: E402
 from densekit.models.backbones.fastervit import WindowAttention  # noqa: E402
 from densekit.ops._backend import ENV_VAR  # noqa: E402
-from make_fastervit_fixture import NestedTensor, load_official_module  # noqa: E402  (tools/dev)
+from densekit.ops.window_extra import window_extra_attention  # noqa: E402
 
 OFFICIAL_NAMES = {'fastervit_0': 'faster_vit_0_224', 'fastervit_1': 'faster_vit_1_224',
                   'fastervit_2': 'faster_vit_2_224', 'fastervit_3': 'faster_vit_3_224',
@@ -108,9 +124,89 @@ def step_fn(forward, x, backward: bool):
     return fn
 
 
+def attention_calls(model: str, size, batch: int, device: str = 'cpu') -> list:
+    """Distinct ``window_extra_attention`` calls of the backbone at ``size``: ``(q shape,
+    num_extra, bias shape)``, recorded by one forward of a randomly initialised model in which the
+    op returns zeros."""
+    calls = []
+
+    def record(q, k, v, *, num_extra=0, bias=None, **kw):
+        key = (tuple(q.shape), num_extra, None if bias is None else tuple(bias.shape))
+        if key not in calls:
+            calls.append(key)
+        return torch.zeros_like(q)
+
+    original = fastervit_module.window_extra_attention
+    fastervit_module.window_extra_attention = record
+    try:
+        with torch.no_grad():
+            build_backbone(model).eval().to(device)(torch.zeros(batch, 3, *size, device=device))
+    finally:
+        fastervit_module.window_extra_attention = original
+    return calls
+
+
+def official_formulation(q, k, v, num_extra, bias, scale):
+    """FasterViT's attention restated on the op's ``[B, nW, T, heads, d]`` layout (the official
+    module holds ``[B * nW, heads, T, d]``: the transposes are views): logits ``(q @ k^T) *
+    scale``, the window-block bias zero-padded to ``[heads, T, T]``, softmax, ``@ v``."""
+    B, nW, T, h, d = q.shape
+    qt, kt, vt = (t.flatten(0, 1).transpose(1, 2) for t in (q, k, v))
+    attn = (qt @ kt.transpose(-2, -1)) * scale
+    pad = T - bias.shape[-1]
+    attn = attn + torch.nn.functional.pad(bias, (pad, 0, pad, 0))
+    return (attn.softmax(dim=-1) @ vt).transpose(1, 2).reshape(B, nW, T, h, d)
+
+
+def op_rows(args, dev: str) -> list:
+    """Rows of the ``--ops`` comparison (see the module docstring)."""
+    dtype = getattr(torch, args.dtype or ('bfloat16' if dev == 'cuda' else 'float32'))
+    impls = ['official formulation', 'reference'] + (['flex', 'triton'] if dev == 'cuda' else [])
+    rows = []
+    for shape, P, bias_shape in attention_calls(args.model, args.size, args.batch, dev):
+        g = torch.Generator().manual_seed(0)
+        q, k, v, go = (torch.randn(shape, generator=g).to(dev, dtype) for _ in range(4))
+        bias = torch.randn(bias_shape, generator=g).to(dev, dtype)
+        scale = shape[-1] ** -0.5
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v, bias)]
+        with torch.no_grad():
+            expected = official_formulation(q, k, v, P, bias, scale).float()
+        for impl in impls:
+            if impl == 'official formulation':
+                fn = functools.partial(official_formulation, num_extra=P, scale=scale)
+            else:
+                fn = functools.partial(window_extra_attention, num_extra=P, scale=scale, backend=impl)
+
+            def fwd():
+                with torch.no_grad():
+                    return fn(q, k, v, bias=bias)
+
+            def fwdbwd():
+                fn(*leaves[:3], bias=leaves[3]).backward(go)
+
+            row = dict(shape=list(shape), num_extra=P, bias=list(bias_shape), impl=impl,
+                       dtype=str(dtype).replace('torch.', ''))
+            try:
+                row['max_abs_diff'] = (fwd().float() - expected).abs().max().item()
+                for name, f in (('fwd', fwd), ('fwdbwd', fwdbwd)):
+                    row[f'{name}_ms'] = median_ms(f, dev, warmup=2, reps=args.reps)
+                    row[f'{name}_peak_MiB'] = peak_mem_mb(f, dev)
+            except (RuntimeError, torch.OutOfMemoryError) as e:  # an unavailable backend, or OOM
+                row['error'] = f'{type(e).__name__}: {str(e)[:160]}'
+                if dev == 'cuda':
+                    torch.cuda.empty_cache()
+            rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='clone of NVlabs/FasterViT')
+    parser.add_argument('--official', type=Path, default=None,
+                        help='clone of NVlabs/FasterViT (the module and backbone comparisons)')
+    parser.add_argument('--ops', action='store_true',
+                        help='time the window_extra_attention backends at the backbone\'s attention shapes')
+    parser.add_argument('--dtype', default=None, help='of --ops: default bfloat16 on CUDA, float32 on CPU')
+    parser.add_argument('--json', default=None, help='write the --ops rows here')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--model', default='fastervit_2', choices=sorted(OFFICIAL_NAMES))
     parser.add_argument('--size', type=int, nargs=2, default=(800, 1344))
@@ -119,12 +215,34 @@ def main(argv=None) -> int:
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--skip-backbone', action='store_true')
     args = parser.parse_args(argv)
+    if args.official is None and not args.ops:
+        parser.error('give --official (module and backbone vs the official code) and / or --ops')
     torch.set_num_threads(args.threads)
     dev = args.device
-    official_module = load_official_module(args.official)
     name = torch.cuda.get_device_name() if dev == 'cuda' else f'{platform.machine()} CPU, {args.threads} thread(s)'
-    print(f'Stamp: {datetime.date.today()} · {name} · torch {torch.__version__} · float32 · '
+    print(f'Stamp: {datetime.date.today()} · {name} · torch {torch.__version__} · '
           f'`python benchmarks/fastervit.py {" ".join(argv if argv is not None else sys.argv[1:])}`\n')
+    if args.ops:
+        print(f'window_extra_attention at {args.model}\'s calls, input {args.batch}x3x{args.size[0]}x{args.size[1]}\n')
+        print('| q [B, nW, T, heads, d] | P | bias | impl | dtype | max abs diff | fwd ms | fwd+bwd ms | '
+              'fwd peak MiB | fwd+bwd peak MiB |')
+        print('|---|---|---|---|---|---|---|---|---|---|')
+        rows = op_rows(args, dev)
+        for r in rows:
+            f = lambda k: f'{r[k]:.3g}' if isinstance(r.get(k), float) else '-'  # noqa: E731
+            print(f"| {tuple(r['shape'])} | {r['num_extra']} | {tuple(r['bias'])} | {r['impl']} | {r['dtype']} | "
+                  f"{f('max_abs_diff')} | {f('fwd_ms')} | {f('fwdbwd_ms')} | {f('fwd_peak_MiB')} | "
+                  f"{f('fwdbwd_peak_MiB')} |" + (f" {r['error'][:100]}" if 'error' in r else ''), flush=True)
+        if args.json:
+            with open(args.json, 'w') as fh:
+                json.dump(dict(device=name, torch=torch.__version__, model=args.model, size=list(args.size),
+                               batch=args.batch, rows=rows), fh, indent=1)
+        if args.official is None:
+            return 0
+        print()
+    from make_fastervit_fixture import NestedTensor, load_official_module  # tools/dev
+    official_module = load_official_module(args.official)
+    print('float32\n')
     rows = ['| comparison | shape | impl | fwd ms | fwd+bwd ms | peak MiB (fwd+bwd) |', '|---|---|---|---|---|---|']
 
     # --- attention: stage 2 of the model at --size (stride 16, padded to a multiple of 7).

@@ -108,8 +108,14 @@ want halo_stride && step halo_stride 90 "$OUT/halo_stride.log" \
 # 5. models: backbones, then heads
 want models && step backbones 150 "$OUT/models_gpu.log" python3 benchmarks/backbones.py gpu --iters 5 --warmup 2
 want models && step heads 120 "$OUT/models_gpu.log" python3 benchmarks/heads.py --mode full --device cuda --iters 3
-# 5b. (only when named: GPU_CHECK_STEPS=fastervit) FasterViT-0 / -2 training step at 224 and
-#     800x1344: densekit (window_extra_attention on flex) vs its reference backend
+# 5b. (only when named: GPU_CHECK_STEPS=fastervit) window_extra_attention at FasterViT-2's calls
+#     for an 800x1333 input, batch 2 (stage-2 windows of 4 carrier + 7x7 tokens, stage-3 windows,
+#     the carrier-token attention): the official formulation vs the reference / flex / Triton
+#     backends, bf16, fwd and fwd+bwd, peak memory (no official clone needed)  -> fastervit_ops.log;
+#     then the FasterViT-0 / -2 training step at 224 and 800x1344: densekit (window_extra_attention
+#     on the automatic backend) vs its reference backend                    -> models_gpu.log
+want fastervit && step fastervit_ops 120 "$OUT/fastervit_ops.log" \
+  python3 benchmarks/fastervit.py --ops --device cuda --size 800 1333 --batch 2
 want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
   python3 benchmarks/backbones.py gpu --models fastervit_0 fastervit_2 --iters 5 --warmup 2
 
@@ -176,4 +182,5 @@ tail -n 25 "$OUT/models_gpu.log" 2>/dev/null
 tail -n 4 "$OUT/halo_stride.log" 2>/dev/null
 grep "^|" "$OUT/deform_sampled.log" 2>/dev/null | cut -c1-200
 grep -E "^(\||official rows)" "$OUT/routed.log" "$OUT/dat_backbone.log" 2>/dev/null | cut -c1-220
+grep "^|" "$OUT/fastervit_ops.log" 2>/dev/null | cut -c1-200
 grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200

@@ -9,6 +9,8 @@ the ``_*.py`` modules beside them.
   semantics); :func:`window_attention` — Swin (shifted) window attention;
   :func:`halo_attention` — HaloNet blocked-halo attention; :func:`local_global_attention` —
   a sliding window joined with extra (pooled) tokens in one softmax (TransNeXt);
+  :func:`window_extra_attention` — window attention whose windows also hold their own extra
+  (carrier) tokens, one softmax per window (FasterViT);
   :func:`routed_attention` — BiFormer bi-level routing attention (queries of a region attend to
   the tokens of their routed regions); :func:`deform_sampled_attention` — DAT / DAT++
   deformable attention (queries attend to sampled keys with a relative position bias
@@ -29,6 +31,7 @@ from densekit.ops.local_global import local_global_attention
 from densekit.ops.neighborhood import na1d, na2d
 from densekit.ops.routed import routed_attention
 from densekit.ops.window import window_attention
+from densekit.ops.window_extra import window_extra_attention
 
 __all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention', 'local_global_attention',
-           'routed_attention', 'deform_sampled_attention']
+           'window_extra_attention', 'routed_attention', 'deform_sampled_attention']

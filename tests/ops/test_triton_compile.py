@@ -39,10 +39,14 @@ EXPECTED = {
     'msda': ['_msda_fwd_kernel', '_msda_bwd_kernel'],
     'routed': ['_routed_fwd', '_routed_dq', '_routed_dkdv'],
     'deform_sampled': ['_ds_fwd', '_ds_dq', '_ds_dkdv'],
+    'window_extra': ['_window_extra_fwd', '_row_dot_kernel', '_window_extra_dkdv'],
 }
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
 WINDOW_CHUNKED = EXPECTED['window'] + ['_window_bwd_dq']
+# The same for windows with carrier tokens: FasterViT's 53 tokens are one chunk in half precision
+# only; the 384-token carrier-token attention is several chunks in every precision.
+WINDOW_EXTRA_CHUNKED = EXPECTED['window_extra'] + ['_window_extra_dq']
 # Spills (the per-thread stack frame, bytes) known at sm_90; everything else must compile with no
 # stack. With the precomputed bias tiles (the NA default) only the half-precision NA dQ of the 1-D
 # case keeps 16 B (it also writes dS); the per-pair path keeps the NA backward kernels at the
@@ -96,7 +100,8 @@ def _compile(dtype: str, arch: int, tmp_path) -> list:
                                         pytest.param('bfloat16', 80, marks=pytest.mark.slow)])
 def test_kernels_compile_for_gpu(dtype, arch, tmp_path):
     rows = _compile(dtype, arch, tmp_path)
-    expected = dict(EXPECTED, window=WINDOW_CHUNKED if dtype == 'float32' else EXPECTED['window'])
+    expected = dict(EXPECTED, window=WINDOW_CHUNKED if dtype == 'float32' else EXPECTED['window'],
+                    window_extra=WINDOW_EXTRA_CHUNKED if dtype == 'float32' else EXPECTED['window_extra'])
     for op, kernels in expected.items():
         assert [r['kernel'] for r in rows if r['case'] == op] == kernels, op
     _check_rows(rows, dtype, arch)
@@ -169,6 +174,26 @@ def test_large_windows_compile_within_limits(case, dtype, arch):
     # on sm_80 (triton 3.8) the 12x12 dK / dV kernel keeps a stack frame (144 B bf16, 16 B fp32):
     # the launch configuration is tuned for sm_90, so _check_rows checks stacks there only
     _check_rows(rows, dtype, arch, mma='HMMA' if case in WARP_MMA_CASES else None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float32'])
+def test_fastervit_shapes_compile_within_limits(dtype, tmp_path):
+    """window_extra at FasterViT-2's 800x1333 calls (``shapes`` cases ``fastervit_s2``: 96 windows
+    of 4 carrier + 7x7 tokens; ``fastervit_ct``: the carrier-token attention, one window of 384
+    tokens, several chunks in every precision): within the sm_90 limits, no spills."""
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
+    out = tmp_path / 'report.json'
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'dev' / 'triton_compile.py'), 'shapes', '--only',
+                           'fastervit', '--dtype', dtype, '--arch', '90', '--json', str(out)],
+                          env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())['rows']
+    s2 = WINDOW_EXTRA_CHUNKED if dtype == 'float32' else EXPECTED['window_extra']
+    assert [r['kernel'] for r in rows if r['case'] == 'fastervit_s2'] == s2
+    assert [r['kernel'] for r in rows if r['case'] == 'fastervit_ct'] == WINDOW_EXTRA_CHUNKED
+    _check_rows(rows, dtype, 90)
 
 
 def test_compile_only_restores_launching():

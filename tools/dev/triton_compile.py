@@ -4,9 +4,10 @@ One tool, two subcommands; both run the ops' own Python wrappers with every Trit
 by an ahead-of-time compilation (``tools/dev/triton_aot.py``; triton's bundled ``ptxas`` /
 ``cuobjdump``), so nothing is launched and no GPU is needed.
 
-``shapes`` — the benchmark shapes (a)-(e) of ``benchmarks/attention.py`` and a DINO-sized
-multi-scale deformable attention (or, with ``--small``, small shapes covering every code path:
-what ``tests/ops/test_triton_compile.py`` checks). A table per kernel: launch constants, warps,
+``shapes`` — the benchmark shapes (a)-(e) of ``benchmarks/attention.py``, FasterViT-2's window and
+carrier-token attention at 800x1333 and a DINO-sized multi-scale deformable attention (or, with
+``--small``, small shapes covering every code path: what ``tests/ops/test_triton_compile.py``
+checks). A table per kernel: launch constants, warps,
 pipeline stages, registers per thread, the stack frame (spills), shared memory per program, the
 matrix instruction in the machine code, and static SASS instruction counts (the code's size: a
 loop body counts once; a proxy for the work per program, not a time)::
@@ -22,7 +23,7 @@ forward and backward run on CPU tensors of the case's shape and dtype, each kern
 the target. Fails when a kernel does not compile or does not fit the target's shared memory, so a
 case that would fail at launch on the GPU is caught here first::
 
-    python tools/dev/triton_compile.py parity-cases [--arch 90] [--only neighborhood,window,halo,backbones]
+    python tools/dev/triton_compile.py parity-cases [--arch 90] [--only neighborhood,window,halo,window_extra,backbones]
                                                     [-k EXPR] [--json out.json] [--list] [--interpret]
 
 ``--interpret`` runs each case's parity check itself instead, on CPU through the Triton
@@ -65,12 +66,12 @@ sys.path[:0] = [ROOT, HERE]
 
 import triton_aot  # noqa: E402  (tools/dev/triton_aot.py)
 
-OPS = ('neighborhood', 'window', 'halo')
+OPS = ('neighborhood', 'window', 'halo', 'window_extra')
 FAMILIES = (*OPS, 'backbones')
 
 # ------------------------------------------------------------------ shapes
 _SHOWN = ('KH', 'KW', 'DH', 'DW', 'TILE_H', 'TILE_W', 'BLOCK_N', 'BLOCK_M', 'BLOCK_D', 'WH', 'WW', 'BLOCK',
-          'BS', 'HALO', 'WP', 'BM', 'BACKWARD', 'HAS_RPB', 'WRITE_DS', 'BLOCK_P')
+          'BS', 'HALO', 'WP', 'BM', 'BACKWARD', 'HAS_RPB', 'HAS_BIAS', 'CHUNKS', 'WRITE_DS', 'BLOCK_P')
 
 
 def _bench_cases():
@@ -105,6 +106,15 @@ def _window(dtype, B, H, W, C, h, ws, shift, bias=True, config=None):
     q, kk, v = (_leaf(B, H, W, h, C // h, dtype=dtype) for _ in range(3))
     rpb = _leaf(h, 2 * wh - 1, 2 * ww - 1, dtype=dtype) if bias else None
     return window_triton(q, kk, v, (wh, ww), (sh, sw), rpb, (C // h) ** -0.5, config)
+
+
+def _window_extra(dtype, B, nW, T, h, D, P, config=None):
+    """FasterViT's window attention with ``P`` carrier tokens per window of ``T`` tokens and the
+    position bias on the window block (``[h, T - P, T - P]``)."""
+    from densekit.ops.window_extra.triton import window_extra_triton
+    q, kk, v = (_leaf(B, nW, T, h, D, dtype=dtype) for _ in range(3))
+    bias = _leaf(h, T - P, T - P, dtype=dtype)
+    return window_extra_triton(q, kk, v, bias, D ** -0.5, config)
 
 
 def _halo(dtype, B, H, W, C, h, bs, hs, stride=1, dv=None, config=None):
@@ -157,13 +167,19 @@ def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tens
     out.update({name: functools.partial(_halo, dtype, *cfg, config=conf.get('halo')) for name, cfg in halo.items()})
     out['msda_dino_4scale'] = functools.partial(_msda, dtype, 2, 900, 8, 32,
                                                 ((100, 168), (50, 84), (25, 42), (13, 21)), 4)
+    # FasterViT-2 at 800x1333, batch 2: stage 2 (96 windows of 4 carrier + 7x7 tokens) and the
+    # carrier-token attention (one window of 384 tokens, bias on the last 16)
+    wex = conf.get('window_extra')
+    out['fastervit_s2'] = functools.partial(_window_extra, dtype, 2, 96, 53, 8, 48, 4, config=wex)
+    out['fastervit_ct'] = functools.partial(_window_extra, dtype, 2, 1, 384, 8, 48, 368, config=wex)
     return out
 
 
 def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
-    windows, halo (and strided queries), MSDA, routed and deformable sampled-key attention (what ``tests/ops/test_triton_compile.py`` compiles)."""
-    na, win, halo = ({'config': (configs or {}).get(op)} for op in OPS)
+    windows, halo (and strided queries), MSDA, routed and deformable sampled-key attention, windows
+    with carrier tokens (what ``tests/ops/test_triton_compile.py`` compiles)."""
+    na, win, halo, wex = ({'config': (configs or {}).get(op)} for op in OPS)
     return {
         'na2d': functools.partial(_na, dtype, 1, 16, 18, 2, 32, (7, 5), (2, 1), **na),
         'na1d': functools.partial(_na, dtype, 2, None, 40, 2, 64, 9, 1, **na),
@@ -174,12 +190,15 @@ def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torc
         'msda': functools.partial(_msda, dtype, 1, 5, 2, 32, ((6, 8), (3, 4)), 4),
         'routed': functools.partial(_routed, dtype, 1, 16, 20, 2, 32, 4, 3),  # BiFormer's 32-wide heads
         'deform_sampled': functools.partial(_deform_sampled, dtype, 1, 12, 20, 4, 32, 40, 2, 27),  # DAT++ heads
+        # FasterViT: 4 carrier + 7x7 tokens, head_dim 48 (one chunk in half precision, four in fp32;
+        # the carrier-token attention's 384 tokens are the benchmark case fastervit_ct)
+        'window_extra': functools.partial(_window_extra, dtype, 1, 4, 53, 2, 48, 4, **wex),
     }
 
 
 def report(dtype: torch.dtype, arch: int, small: bool = False, only: str = '', configs=None) -> List[dict]:
-    """One row per compiled kernel of every case; ``configs``: ``{'neighborhood' | 'window' | 'halo':
-    launch configuration}`` for the attention kernels."""
+    """One row per compiled kernel of every case; ``configs``: ``{'neighborhood' | 'window' | 'halo' |
+    'window_extra': launch configuration}`` for the attention kernels."""
     rows = []
     for name, run in (small_cases if small else cases)(dtype, configs).items():
         if only and not any(o in name for o in only.split(',')):
@@ -430,7 +449,8 @@ def main():
     sp.add_argument('--small', action='store_true', help='small test shapes instead of the benchmark shapes')
     sp.add_argument('--only', default='', help='comma-separated substrings of the case names to compile')
     sp.add_argument('--config', action='append', default=[], metavar='OP=JSON',
-                    help='launch configuration of densekit.ops.<OP>.triton (neighborhood, window, halo), as '
+                    help='launch configuration of densekit.ops.<OP>.triton (neighborhood, window, halo, '
+                         'window_extra), as '
                          'benchmarks/kernel_sweep.py passes it; repeatable')
     pc = sub.add_parser('parity-cases', help="compile (or --interpret) the Triton cases of the gpu parity tests")
     pc.add_argument('--arch', type=int, default=90, choices=sorted(triton_aot.SHARED_LIMIT))

@@ -16,7 +16,7 @@ The numerics follow the official dense-prediction backbone (NVlabs/FasterViT,
   without a transpose. Each block attends over all carrier tokens (a ``(ct_size * sr_ratio)**2``
   log-CPB bias on the last ones, none on the others, cropped when there are fewer), then every window
   attends over ``[its carrier tokens | its window]`` under one softmax
-  (:func:`densekit.ops.local_global.window_extra_attention`). Carrier tokens move between the
+  (:func:`densekit.ops.window_extra.window_extra_attention`). Carrier tokens move between the
   window layout and the ``hg x wg`` grid with the official index arithmetic, which is not a
   round trip when ``hg != wg`` (non-square maps): reproduced as is;
 * the position embeddings are MLPs of normalised coordinates, rebuilt every forward (the official
@@ -41,7 +41,7 @@ from densekit.layers.window import relative_position_index, window_partition, wi
 from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
 from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
-from densekit.ops.local_global import window_extra_attention
+from densekit.ops.window_extra import window_extra_attention
 
 __all__ = ['FasterViT', 'HATBlock', 'checkpoint_filter_fn']
 

@@ -37,7 +37,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ['window_index', 'local_global_reference', 'window_extra_reference']
+__all__ = ['window_index', 'local_global_reference']
 
 
 def window_index(length: int, kernel: int, border: str, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -114,31 +114,3 @@ def local_global_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
         p_local = p_local + lw
     out = torch.einsum('bhwnk,bhwknd->bhwnd', p_local, v_win)
     return out + torch.einsum('bhwnp,bpnd->bhwnd', p_extra, v_extra)
-
-
-def window_extra_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_extra: int = 0,
-                           bias: Optional[torch.Tensor] = None, scale: float = 1.0) -> torch.Tensor:
-    """Non-overlapping windows, each holding its own extra tokens, under one softmax per window.
-
-    This is the specification of :func:`densekit.ops.local_global.window_extra_attention`
-    (FasterViT's hierarchical attention: a window's carrier tokens are queries and keys of that
-    window only). q, k, v are ``[B, nW, T, heads, d]``: window ``w``'s ``T = P + N`` tokens, its
-    ``P = num_extra`` extra tokens first. Every token attends to the ``T`` tokens of its window::
-
-        logits = (q_w . k_w^T) * scale + b          # [heads, T, T]; b shared by all windows
-        out_w  = softmax(logits) . v_w
-
-    ``bias`` is ``b`` itself (``[heads, T, T]``) or its window block (``[heads, N, N]``: pairs
-    that involve an extra token get no bias, FasterViT's zero-padded position bias). The logits
-    are ``(q . k) * scale`` in that order, as FasterViT computes them. Returns ``[B, nW, T, heads, d]``.
-    """
-    B, nW = q.shape[:2]
-    qt, kt, vt = (t.flatten(0, 1).transpose(1, 2) for t in (q, k, v))  # [B * nW, heads, T, d]
-    logits = qt @ kt.transpose(-2, -1)
-    # In place: the matmul's backward needs its inputs, not its output (one [.., T, T] buffer).
-    if scale != 1.0:
-        logits.mul_(scale)
-    if bias is not None:
-        pad = q.shape[2] - bias.shape[-1]
-        logits.add_(torch.nn.functional.pad(bias, (pad, 0, pad, 0)) if pad else bias)
-    return (logits.softmax(dim=-1) @ vt).transpose(1, 2).unflatten(0, (B, nW))

@@ -189,3 +189,34 @@ def test_triton_parity_low_precision_large(triton_interpreter, dtype):
 ])
 def test_cuda_parity(requires_cuda, backend, dtype, case, dilation):
     _check(case, dtype, dilation, device='cuda')
+
+
+@pytest.mark.parametrize('k,dilation,bias', [(13, 1, True), (7, 3, False)])
+def test_module_is_an_nn_conv2d_with_the_same_outputs(k, dilation, bias):
+    """``LargeKernelConv2d`` keeps ``nn.Conv2d``'s parameters, keys and (automatic backend) outputs."""
+    from densekit.layers import LargeKernelConv2d
+    m = LargeKernelConv2d(4, k, dilation=dilation, bias=bias)
+    plain = torch.nn.Conv2d(4, 4, k, padding=dilation * (k - 1) // 2, dilation=dilation, groups=4, bias=bias)
+    plain.load_state_dict(m.state_dict())  # strict: the same keys and shapes
+    x = torch.randn(2, 4, 9, 11)
+    torch.testing.assert_close(m(x), plain(x), atol=0, rtol=0)
+    m.backend = 'triton'
+    twin = LargeKernelConv2d.like(m)
+    assert type(twin) is LargeKernelConv2d and twin.backend == 'triton' and twin.bias is not None
+    assert (twin.kernel_size, twin.dilation, twin.padding) == (m.kernel_size, m.dilation, m.padding)
+    with pytest.raises(ValueError, match='kernel_size=4 must be odd'):
+        LargeKernelConv2d(4, 4)
+
+
+@pytest.mark.parametrize('name', ['replknet_test', 'unireplknet_test'])
+def test_reparameterized_kernels_stay_on_the_op(name):
+    """The fused kernels that ``reparameterize()`` builds are ``LargeKernelConv2d`` too, so a
+    backend chosen for the op also runs the inference model."""
+    from densekit.layers import LargeKernelConv2d
+    from densekit.models import build_backbone
+    model = build_backbone(name).eval()
+    before = sum(isinstance(m, LargeKernelConv2d) for m in model.modules())
+    model.reparameterize()
+    fused = [m for m in model.modules() if isinstance(m, LargeKernelConv2d)]
+    assert before >= len(fused) > 0
+    assert all(m.bias is not None for m in fused)

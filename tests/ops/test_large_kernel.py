@@ -220,3 +220,27 @@ def test_reparameterized_kernels_stay_on_the_op(name):
     fused = [m for m in model.modules() if isinstance(m, LargeKernelConv2d)]
     assert before >= len(fused) > 0
     assert all(m.bias is not None for m in fused)
+
+
+def test_benchmark_smoke_runs_every_row(triton_interpreter, tmp_path, monkeypatch):
+    """``benchmarks/large_kernel.py --smoke``: the reference and Triton rows of the GPU run on tiny
+    shapes through the interpreter, the Triton output checked, ratios against the same run's
+    reference row (times are not looked at)."""
+    import importlib.util
+    import json
+    import pathlib
+    import sys
+    path = pathlib.Path(__file__).resolve().parents[2] / 'benchmarks' / 'large_kernel.py'
+    spec = importlib.util.spec_from_file_location('dk_bench_large_kernel', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / 'lk.json'
+    monkeypatch.setattr(sys, 'argv', ['large_kernel.py', '--device', 'cpu', '--smoke', '--batch', '1',
+                                      '--json', str(out)])
+    bench.main()
+    rows = {(r['case'], r['impl']): r for r in json.loads(out.read_text())['rows']}
+    assert sorted(rows) == sorted((c, i) for c in bench.SMOKE_CASES for i in ('reference', 'triton'))
+    for (case, impl), r in rows.items():
+        assert 'error' not in r, r
+        if impl == 'triton':
+            assert r['max_rel_diff'] < 1e-5 and r['fwd_ratio'] > 0 and r['fwdbwd_ratio'] > 0, r

@@ -21,6 +21,10 @@
 #      (Mask R-CNN / UPerNet ... on Swin-T), densekit kernels vs reference  -> models_gpu.log
 #   6. (only when GPU_CHECK_STEPS names it) benchmarks/deform_sampled.py: DAT++ attention vs the
 #      official formulation                                                -> deform_sampled.json
+#   7. (only when GPU_CHECK_STEPS names it) benchmarks/large_kernel.py: the large-kernel depthwise
+#      convolution, Triton vs F.conv2d (cuDNN), at RepLKNet-31B / UniRepLKNet-T/S / VAN stage shapes
+#      of an 800x1333 image: the numbers that decide whether the op's automatic choice may ever
+#      pick Triton                                                         -> large_kernel.json
 # GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second run with
 # GPU_CHECK_STEPS=models when the first ran out of time.
 # summary.txt says what ran, its exit code and seconds. $OUT holds at most 8 files on return.
@@ -116,6 +120,12 @@ want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
 want deform_sampled && step deform_sampled 150 "$OUT/deform_sampled.log" \
   python3 benchmarks/deform_sampled.py --device cuda --json "$OUT/deform_sampled.json"
 
+# 7. (only when named: GPU_CHECK_STEPS=large_kernel) large-kernel depthwise convolution, Triton vs
+#    F.conv2d (cuDNN), bf16 batch 2, fwd and fwd+bwd, peak memory, ratios in the same run; its CUDA
+#    parity tests (tests/ops/test_large_kernel.py) run in step 2
+want large_kernel && step large_kernel 150 "$OUT/large_kernel.log" \
+  python3 benchmarks/large_kernel.py --device cuda --json "$OUT/large_kernel.json"
+
 # 5b. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
 #     detection resolution, bf16 autocast, the tiny / small variants     -> leaderboard_gpu.md/.png
 want leaderboard && step leaderboard 420 "$OUT/leaderboard_gpu.log" \
@@ -137,3 +147,4 @@ tail -n 25 "$OUT/models_gpu.log" 2>/dev/null
 tail -n 4 "$OUT/halo_stride.log" 2>/dev/null
 grep "^|" "$OUT/deform_sampled.log" 2>/dev/null | cut -c1-200
 grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200
+grep -E "^(\||# Triton)" "$OUT/large_kernel.log" 2>/dev/null | cut -c1-200

@@ -4,8 +4,9 @@ The numbers that decide the op's automatic choice (``densekit.ops.large_kernel``
 everywhere until a GPU run of this script shows the Triton kernels faster at a shape). Each row
 times :func:`densekit.ops.large_kernel.large_kernel_conv2d` with one backend on one stage shape,
 forward (no grad) and forward + backward (input, weight and bias gradients), with the peak CUDA
-memory of each; the Triton rows carry their ratio to the reference row measured just before them
-in the same run (``< 1``: Triton faster), after a check of the Triton output against the reference.
+memory of each; the Triton rows carry the ratio ``reference_ms / triton_ms`` to the reference row
+measured just before them in the same run (``> 1``: Triton faster, the convention of
+``benchmarks/RESULTS.md``), after a check of the Triton output against the reference.
 ``torch.compile`` is not timed: a compiled depthwise convolution is the same cuDNN call.
 
 Shapes: the depthwise convolutions of RepLKNet-31B (31 / 29 / 27 / 13 taps, 128 ... 1024
@@ -151,8 +152,8 @@ def main() -> None:
                 if impl == 'reference':
                     base = row
                 elif base is not None:  # ratio to the reference measured just before, same run
-                    row['fwd_ratio'] = row['fwd_ms'] / base['fwd_ms']
-                    row['fwdbwd_ratio'] = row['fwdbwd_ms'] / base['fwdbwd_ms']
+                    row['fwd_ratio'] = base['fwd_ms'] / row['fwd_ms']
+                    row['fwdbwd_ratio'] = base['fwdbwd_ms'] / row['fwdbwd_ms']
             except (RuntimeError, torch.OutOfMemoryError) as e:  # OOM or an unavailable backend
                 row = dict(case=case, impl=impl, error=f'{type(e).__name__}: {str(e)[:160]}')
                 if device.type == 'cuda':
@@ -166,7 +167,7 @@ def main() -> None:
             if args.json:
                 with open(args.json, 'w') as fh:
                     json.dump(dict(meta, rows=rows), fh, indent=1)
-    faster = [r['case'] for r in rows if r.get('fwdbwd_ratio', 2.0) < 1.0 and r.get('fwd_ratio', 2.0) < 1.0]
+    faster = [r['case'] for r in rows if r.get('fwdbwd_ratio', 0.0) > 1.0 and r.get('fwd_ratio', 0.0) > 1.0]
     if 'triton' in impls:
         print(f'# Triton faster than the reference (fwd and fwd+bwd): {faster or "none"}')
 

@@ -209,6 +209,21 @@ def test_module_is_an_nn_conv2d_with_the_same_outputs(k, dilation, bias):
         LargeKernelConv2d(4, 4)
 
 
+def test_module_under_autocast_matches_nn_conv2d():
+    """Mixed precision: a bf16 activation meets the fp32 parameters as in ``nn.Conv2d``."""
+    from densekit.layers import LargeKernelConv2d
+    m = LargeKernelConv2d(3, 13)
+    plain = torch.nn.Conv2d(3, 3, 13, padding=6, groups=3)
+    plain.load_state_dict(m.state_dict())
+    x = torch.randn(1, 3, 6, 7)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got, want = m(x.bfloat16()), plain(x.bfloat16())
+        got32, want32 = m(x), plain(x)
+    assert got.dtype == want.dtype == got32.dtype == want32.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    torch.testing.assert_close(got32, want32, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize('name', ['replknet_test', 'unireplknet_test'])
 def test_reparameterized_kernels_stay_on_the_op(name):
     """The fused kernels that ``reparameterize()`` builds are ``LargeKernelConv2d`` too, so a

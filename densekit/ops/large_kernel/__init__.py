@@ -59,6 +59,18 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
     return int(dilation)
 
 
+def _autocast(x, weight, bias):
+    """Inside an autocast region, the casts ``F.conv2d`` gets there (a convolution runs in the
+    region's low-precision dtype; float64 and non-float tensors are left alone), so that a bf16
+    activation meets the fp32 parameters of a module as it would in ``nn.Conv2d``."""
+    if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(x.device.type)
+    cast = lambda t: (t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point()  # noqa: E731
+                      and t.dtype != torch.float64 else t)
+    return cast(x), cast(weight), cast(bias)
+
+
 def large_kernel_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                         dilation: int = 1, backend: Optional[str] = None,
                         triton_config: Optional[Mapping] = None) -> torch.Tensor:
@@ -75,8 +87,9 @@ def large_kernel_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
             (:data:`densekit.ops.large_kernel.triton.CONFIG_KEYS`); other backends ignore it.
 
     Returns:
-        ``[B, C, H, W]``.
+        ``[B, C, H, W]``; inside an autocast region in its dtype, as ``F.conv2d``.
     """
+    x, weight, bias = _autocast(x, weight, bias)
     dilation = _check(x, weight, bias, dilation)
     k = weight.shape[-1]
 

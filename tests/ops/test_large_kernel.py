@@ -112,6 +112,8 @@ TRITON_CASES = [
     ((1, 3, 9, 11, 31, True), 1, BIG_TILES),  # RepLKNet's 31x31
     ((1, 5, 9, 11, 7, False), 3, BIG_TILES),  # VAN's 7x7 dilation 3, no bias
     ((1, 3, 8, 10, 3, True), 5, BIG_TILES),  # UniRepLKNet's 3x3 dilation-5 branch
+    # 2 x 2 output tiles, partial at the bottom and right, three weight-gradient partials
+    ((1, 2, 18, 20, 3, True), 1, dict(block_h=16, block_w=16, wgrad_rows=2, wgrad_cols=8, wgrad_splits=3)),
 ]
 
 

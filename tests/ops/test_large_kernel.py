@@ -47,10 +47,12 @@ def test_reference_matches_definition(B, C, H, W, k, dilation, bias):
 
 
 def test_gradcheck_reference():
-    inputs, _ = make_case(1, 2, 4, 3, 5, dtype=torch.float64)
+    inputs, _ = make_case(1, 2, 4, 3, 3, dtype=torch.float64)  # dilated 3x3: 5 wide, beyond the map
     leaves = [t.requires_grad_(True) for t in inputs.values()]
+    # fast mode (a random projection of the Jacobian): a float64 depthwise convolution takes tens of
+    # ms per call on CPU, and the full Jacobian needs two calls per input element
     assert torch.autograd.gradcheck(
-        lambda x, w, b: large_kernel_conv2d(x, w, b, dilation=2, backend='reference'), leaves)
+        lambda x, w, b: large_kernel_conv2d(x, w, b, dilation=2, backend='reference'), leaves, fast_mode=True)
 
 
 def test_errors():
@@ -113,7 +115,7 @@ TRITON_CASES = [
     ((1, 5, 9, 11, 7, False), 3, BIG_TILES),  # VAN's 7x7 dilation 3, no bias
     ((1, 3, 8, 10, 3, True), 5, BIG_TILES),  # UniRepLKNet's 3x3 dilation-5 branch
     # 2 x 2 output tiles, partial at the bottom and right, three weight-gradient partials
-    ((1, 2, 18, 20, 3, True), 1, dict(block_h=16, block_w=16, wgrad_rows=2, wgrad_cols=8, wgrad_splits=3)),
+    ((1, 1, 18, 20, 3, True), 1, dict(block_h=16, block_w=16, wgrad_rows=2, wgrad_cols=8, wgrad_splits=3)),
 ]
 
 

@@ -70,7 +70,8 @@ FAMILIES = (*OPS, 'backbones')
 
 # ------------------------------------------------------------------ shapes
 _SHOWN = ('KH', 'KW', 'DH', 'DW', 'TILE_H', 'TILE_W', 'BLOCK_N', 'BLOCK_M', 'BLOCK_D', 'WH', 'WW', 'BLOCK',
-          'BS', 'HALO', 'WP', 'BM', 'BACKWARD', 'HAS_RPB', 'WRITE_DS', 'BLOCK_P', 'K', 'DIL', 'BLOCK_H', 'BLOCK_W',
+          'BS', 'HALO', 'WP', 'BM', 'BACKWARD', 'HAS_RPB', 'WRITE_DS', 'BLOCK_P', 'K', 'DIL',
+          'BLOCK_H', 'BLOCK_W',
           'BLOCK_K', 'BLOCK_KK', 'ROWS', 'COLS')
 
 

@@ -21,7 +21,7 @@
 #      (Mask R-CNN / UPerNet ... on Swin-T), densekit kernels vs reference  -> models_gpu.log
 #   6. (only when GPU_CHECK_STEPS names it) benchmarks/deform_sampled.py: DAT++ attention vs the
 #      official formulation                                                -> deform_sampled.json
-#   7. (only when GPU_CHECK_STEPS names it) benchmarks/large_kernel.py: the large-kernel depthwise
+#   8. (only when GPU_CHECK_STEPS names it) benchmarks/large_kernel.py: the large-kernel depthwise
 #      convolution, Triton vs F.conv2d (cuDNN), at RepLKNet-31B / UniRepLKNet-T/S / VAN stage shapes
 #      of an 800x1333 image: the numbers that decide whether the op's automatic choice may ever
 #      pick Triton                                                         -> large_kernel.json
@@ -120,7 +120,7 @@ want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
 want deform_sampled && step deform_sampled 150 "$OUT/deform_sampled.log" \
   python3 benchmarks/deform_sampled.py --device cuda --json "$OUT/deform_sampled.json"
 
-# 7. (only when named: GPU_CHECK_STEPS=large_kernel) large-kernel depthwise convolution, Triton vs
+# 8. (only when named: GPU_CHECK_STEPS=large_kernel) large-kernel depthwise convolution, Triton vs
 #    F.conv2d (cuDNN), bf16 batch 2, fwd and fwd+bwd, peak memory, ratios in the same run; its CUDA
 #    parity tests (tests/ops/test_large_kernel.py) run in step 2
 want large_kernel && step large_kernel 150 "$OUT/large_kernel.log" \

@@ -24,6 +24,10 @@
 #   7. (only when GPU_CHECK_STEPS names it: routed, dat_backbone) BiFormer routing attention and
 #      biformer_small / dat_pp_tiny training steps vs the official code, from clones carried in
 #      .official/ (OFFICIAL_DIR)                         -> routed.json, dat_backbone.json
+#   9. (only when GPU_CHECK_STEPS names it) benchmarks/large_kernel.py: the large-kernel depthwise
+#      convolution, Triton vs F.conv2d (cuDNN), at RepLKNet-31B / UniRepLKNet-T/S / VAN stage shapes
+#      of an 800x1333 image: the numbers that decide whether the op's automatic choice may ever
+#      pick Triton                                                         -> large_kernel.json
 # GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second run with
 # GPU_CHECK_STEPS=models when the first ran out of time.
 # summary.txt says what ran, its exit code and seconds. $OUT holds at most 8 files on return.
@@ -160,6 +164,11 @@ want dat_backbone && step dat_backbone 200 "$OUT/dat_backbone.log" \
 #     matmul vs scatter-add, at the COCO recipe's shapes
 want kmax_kmeans && step kmax_kmeans 90 "$OUT/kmax_kmeans.log" \
   python3 benchmarks/kmax_kmeans.py --device cuda
+# 9. (only when named: GPU_CHECK_STEPS=large_kernel) large-kernel depthwise convolution, Triton vs
+#    F.conv2d (cuDNN), bf16 batch 2, fwd and fwd+bwd, peak memory, ratios in the same run; its CUDA
+#    parity tests (tests/ops/test_large_kernel.py) run in step 2
+want large_kernel && step large_kernel 150 "$OUT/large_kernel.log" \
+  python3 benchmarks/large_kernel.py --device cuda --json "$OUT/large_kernel.json"
 
 # 5b. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
 #     detection resolution, bf16 autocast, the tiny / small variants     -> leaderboard_gpu.md/.png
@@ -184,3 +193,4 @@ grep "^|" "$OUT/deform_sampled.log" 2>/dev/null | cut -c1-200
 grep -E "^(\||official rows)" "$OUT/routed.log" "$OUT/dat_backbone.log" 2>/dev/null | cut -c1-220
 grep "^|" "$OUT/fastervit_ops.log" 2>/dev/null | cut -c1-200
 grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200
+grep -E "^(\||# Triton)" "$OUT/large_kernel.log" 2>/dev/null | cut -c1-200

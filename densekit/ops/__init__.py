@@ -19,6 +19,9 @@ the ``_*.py`` modules beside them.
   ``roi_align``, ``roi_pool``, ``focal_loss``, ``deform_conv``, ``ms_deform_attn``, ``psamask``,
   ``masked_conv``, ``carafe``, ``deform_roi_pool``), one package
   each under ``densekit/ops/mmcv/<op>/``, imported by their own path.
+* :mod:`densekit.ops.large_kernel` — ``large_kernel_conv2d``, the depthwise "same" convolution of
+  RepLKNet / UniRepLKNet / VAN (NCHW; ``F.conv2d`` reference, opt-in Triton kernels), imported
+  by its own path.
 
 Every fused op takes ``backend=None | 'reference' | 'triton' | 'flex'`` (the names it has) and
 goes through one chooser (``_backend.choose_backend``); the ``DENSEKIT_ATTN_BACKEND`` environment

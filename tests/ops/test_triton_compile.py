@@ -40,6 +40,8 @@ EXPECTED = {
     'routed': ['_routed_fwd', '_routed_dq', '_routed_dkdv'],
     'deform_sampled': ['_ds_fwd', '_ds_dq', '_ds_dkdv'],
     'window_extra': ['_window_extra_fwd', '_row_dot_kernel', '_window_extra_dkdv'],
+    # forward, input gradient (the same kernel, flipped weight), weight gradient
+    'large_kernel': ['_dw_conv_kernel', '_dw_conv_kernel', '_dw_wgrad_kernel'],
 }
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
@@ -80,6 +82,9 @@ WARP_MMA_KERNELS = {('halo_s2', '_halo_fwd_or_dq')}
 WARP_MMA_KERNELS |= {('routed', k) for k in ('_routed_fwd', '_routed_dq', '_routed_dkdv')}
 # deformable sampled-key attention: the same 32-row tiles (DAT++ samples 50 - 1100 keys)
 WARP_MMA_KERNELS |= {('deform_sampled', k) for k in ('_ds_fwd', '_ds_dq', '_ds_dkdv')}
+# large-kernel weight gradient: a [taps, positions] x [positions, taps] product, 32 rows for a
+# 31-tap kernel (16 for 13 taps)
+WARP_MMA_KERNELS |= {('large_kernel', '_dw_wgrad_kernel')}
 
 
 def _compile(dtype: str, arch: int, tmp_path) -> list:

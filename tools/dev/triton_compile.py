@@ -71,7 +71,8 @@ FAMILIES = (*OPS, 'backbones')
 
 # ------------------------------------------------------------------ shapes
 _SHOWN = ('KH', 'KW', 'DH', 'DW', 'TILE_H', 'TILE_W', 'BLOCK_N', 'BLOCK_M', 'BLOCK_D', 'WH', 'WW', 'BLOCK',
-          'BS', 'HALO', 'WP', 'BM', 'BACKWARD', 'HAS_RPB', 'HAS_BIAS', 'CHUNKS', 'WRITE_DS', 'BLOCK_P')
+          'BS', 'HALO', 'WP', 'BM', 'BACKWARD', 'HAS_RPB', 'HAS_BIAS', 'CHUNKS', 'WRITE_DS', 'BLOCK_P',
+          'K', 'DIL', 'BLOCK_H', 'BLOCK_W', 'BLOCK_K', 'BLOCK_KK', 'ROWS', 'COLS')
 
 
 def _bench_cases():
@@ -156,6 +157,14 @@ def _msda(dtype, bs, nq, nh, d, levels, points):
     return ms_deform_attn_triton(value, shapes, starts, loc, attn)
 
 
+def _large_kernel(dtype, B, C, H, W, k, dilation=1, config=None):
+    """Depthwise large-kernel convolution (RepLKNet / UniRepLKNet / VAN), with a bias."""
+    from densekit.ops.large_kernel.triton import large_kernel_triton
+    x = _leaf(B, C, H, W, dtype=dtype)
+    weight, bias = _leaf(C, 1, k, k, dtype=dtype), _leaf(C, dtype=dtype)
+    return large_kernel_triton(x, weight, bias, dilation, config)
+
+
 def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """The benchmark shapes (a)-(e) and a DINO-sized MSDA: case name -> forward of that op."""
     na, win, halo = _bench_cases()
@@ -178,7 +187,8 @@ def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tens
 def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
     windows, halo (and strided queries), MSDA, routed and deformable sampled-key attention, windows
-    with carrier tokens (what ``tests/ops/test_triton_compile.py`` compiles)."""
+    with carrier tokens, the large-kernel depthwise convolution (what
+    ``tests/ops/test_triton_compile.py`` compiles)."""
     na, win, halo, wex = ({'config': (configs or {}).get(op)} for op in OPS)
     return {
         'na2d': functools.partial(_na, dtype, 1, 16, 18, 2, 32, (7, 5), (2, 1), **na),
@@ -193,6 +203,7 @@ def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torc
         # FasterViT: 4 carrier + 7x7 tokens, head_dim 48 (one chunk in half precision, four in fp32;
         # the carrier-token attention's 384 tokens are the benchmark case fastervit_ct)
         'window_extra': functools.partial(_window_extra, dtype, 1, 4, 53, 2, 48, 4, **wex),
+        'large_kernel': functools.partial(_large_kernel, dtype, 2, 3, 20, 37, 31),  # RepLKNet's 31x31
     }
 
 

@@ -18,7 +18,10 @@ one and every conv-BN pair into one convolution, as the official ``structural_re
 ``deep_fuse_BN``. The official SyncBN is a plain ``nn.BatchNorm2d`` here.
 
 Every convolution pads by half its kernel, so a stride-``s`` map has ``ceil(H / s)`` rows and any
-input size works (``size_divisibility = 0``).
+input size works (``size_divisibility = 0``). The large kernels (``lkb_origin.conv``,
+``lkb_reparam``) are :class:`~densekit.layers.LargeKernelConv2d`
+(:func:`densekit.ops.large_kernel.large_kernel_conv2d`: ``F.conv2d`` by default, the Triton kernels
+by name); the small kernels stay ``nn.Conv2d``.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from densekit.layers import DropPath, drop_path_schedule, run_blocks
+from densekit.layers import DropPath, LargeKernelConv2d, drop_path_schedule, run_blocks
 from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
 from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
@@ -39,11 +42,15 @@ __all__ = ['RepLKNet', 'ReparamLargeKernelConv', 'checkpoint_filter_fn']
 
 
 def _conv_bn(in_dim: int, out_dim: int, kernel_size: int, *, stride: int = 1, groups: int = 1,
-             relu: bool = False) -> nn.Sequential:
-    """``conv`` (no bias, padded by half the kernel) -> ``bn`` [-> ``nonlinear`` ReLU]."""
-    layers = [('conv', nn.Conv2d(in_dim, out_dim, kernel_size, stride=stride,
-                                 padding=kernel_size // 2, groups=groups, bias=False)),
-              ('bn', nn.BatchNorm2d(out_dim))]
+             relu: bool = False, large: bool = False) -> nn.Sequential:
+    """``conv`` (no bias, padded by half the kernel) -> ``bn`` [-> ``nonlinear`` ReLU]; ``large``:
+    a depthwise ``conv`` through the large-kernel op (:class:`LargeKernelConv2d`)."""
+    if large:
+        conv: nn.Conv2d = LargeKernelConv2d(in_dim, kernel_size, bias=False)
+    else:
+        conv = nn.Conv2d(in_dim, out_dim, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
+                         bias=False)
+    layers = [('conv', conv), ('bn', nn.BatchNorm2d(out_dim))]
     if relu:
         layers.append(('nonlinear', nn.ReLU()))
     return nn.Sequential(OrderedDict(layers))
@@ -57,9 +64,12 @@ def _fuse_conv_bn(seq: nn.Sequential) -> None:
     conv, bn = seq.conv, seq.bn
     scale = bn.weight / (bn.running_var + bn.eps).sqrt()
     bias = torch.zeros_like(scale) if conv.bias is None else conv.bias
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, groups=conv.groups,
-                      bias=True).to(conv.weight.device, conv.weight.dtype)
+    if isinstance(conv, LargeKernelConv2d):
+        fused = LargeKernelConv2d.like(conv)
+    else:
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                          padding=conv.padding, groups=conv.groups,
+                          bias=True).to(conv.weight.device, conv.weight.dtype)
     fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
     fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
     seq.conv = fused
@@ -83,7 +93,7 @@ class ReparamLargeKernelConv(nn.Module):
                              f"kernel_size={kernel_size}")
         self.kernel_size = kernel_size
         self.small_kernel = small_kernel
-        self.lkb_origin = _conv_bn(channels, channels, kernel_size, groups=channels)
+        self.lkb_origin = _conv_bn(channels, channels, kernel_size, groups=channels, large=True)
         if small_kernel is not None:
             self.small_conv = _conv_bn(channels, channels, small_kernel, groups=channels)
 
@@ -108,10 +118,7 @@ class ReparamLargeKernelConv(nn.Module):
             weight = weight + F.pad(self.small_conv.conv.weight, [pad] * 4)
             bias = bias + self.small_conv.conv.bias
             del self.small_conv
-        conv = self.lkb_origin.conv
-        self.lkb_reparam = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                     padding=conv.padding, groups=conv.groups,
-                                     bias=True).to(weight.device, weight.dtype)
+        self.lkb_reparam = LargeKernelConv2d.like(self.lkb_origin.conv)
         self.lkb_reparam.weight.copy_(weight)
         self.lkb_reparam.bias.copy_(bias)
         del self.lkb_origin

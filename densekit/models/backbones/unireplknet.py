@@ -21,7 +21,9 @@ the GRN bias and the layer scale into the convolutions and linears for inference
 model with ``nn.SyncBatchNorm.convert_sync_batchnorm`` for synchronised statistics).
 
 Every convolution pads by half its (dilated) kernel, so a stride-``s`` map has ``ceil(H / s)`` rows
-and any input size works (``size_divisibility = 0``).
+and any input size works (``size_divisibility = 0``). The large kernel and its dilated branches are
+:class:`~densekit.layers.LargeKernelConv2d` (:func:`densekit.ops.large_kernel.large_kernel_conv2d`:
+``F.conv2d`` by default, the Triton kernels by name), fused kernels too.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from densekit.layers import DropPath, LayerNorm2d, drop_path_schedule, init_trunc_normal_, run_blocks
+from densekit.layers import (DropPath, LargeKernelConv2d, LayerNorm2d, drop_path_schedule, init_trunc_normal_,
+                             run_blocks)
 from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
 from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
@@ -86,13 +89,10 @@ class DilatedReparamBlock(nn.Module):
             raise ValueError(f"DilatedReparamBlock: kernel_size={kernel_size} must be one of "
                              f"{sorted(_DILATED_BRANCHES)}")
         self.kernel_sizes, self.dilates = _DILATED_BRANCHES[kernel_size]
-        self.lk_origin = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2,
-                                   groups=channels, bias=False)
+        self.lk_origin = LargeKernelConv2d(channels, kernel_size, bias=False)
         self.origin_bn = nn.BatchNorm2d(channels)
         for k, r in zip(self.kernel_sizes, self.dilates):
-            setattr(self, f'dil_conv_k{k}_{r}', nn.Conv2d(
-                channels, channels, k, padding=(r * (k - 1) + 1) // 2, dilation=r, groups=channels,
-                bias=False))
+            setattr(self, f'dil_conv_k{k}_{r}', LargeKernelConv2d(channels, k, dilation=r, bias=False))
             setattr(self, f'dil_bn_k{k}_{r}', nn.BatchNorm2d(channels))
         self.fused = False
 
@@ -121,8 +121,7 @@ class DilatedReparamBlock(nn.Module):
             bias = bias + b
             delattr(self, f'dil_conv_k{k}_{r}')
             delattr(self, f'dil_bn_k{k}_{r}')
-        conv = nn.Conv2d(weight.shape[0], weight.shape[0], large, padding=large // 2,
-                         groups=weight.shape[0], bias=True).to(weight.device, weight.dtype)
+        conv = LargeKernelConv2d.like(self.lk_origin)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
         self.lk_origin = conv
@@ -225,9 +224,12 @@ class UniRepLKNetBlock(nn.Module):
             conv = self.dwconv
         if isinstance(self.norm, nn.BatchNorm2d):
             weight, bias = _fuse_bn(conv.weight, conv.bias, self.norm)
-            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                              padding=conv.padding, groups=conv.groups,
-                              bias=True).to(weight.device, weight.dtype)
+            if isinstance(conv, LargeKernelConv2d):
+                fused = LargeKernelConv2d.like(conv)
+            else:
+                fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                  padding=conv.padding, groups=conv.groups,
+                                  bias=True).to(weight.device, weight.dtype)
             fused.weight.copy_(weight)
             fused.bias.copy_(bias)
             if isinstance(self.dwconv, DilatedReparamBlock):

@@ -15,7 +15,9 @@ has no separate output norms. The official SyncBN is a plain ``nn.BatchNorm2d`` 
 model with ``nn.SyncBatchNorm.convert_sync_batchnorm`` for synchronised statistics).
 
 Every convolution pads by half its kernel, so a stride-``s`` map has ``ceil(H / s)`` rows and any
-input size works (``size_divisibility = 0``).
+input size works (``size_divisibility = 0``). The 7x7 dilation-3 kernel (19x19 taps apart) is a
+:class:`~densekit.layers.LargeKernelConv2d` (:func:`densekit.ops.large_kernel.large_kernel_conv2d`:
+``F.conv2d`` by default, the Triton kernels by name); the 5x5 and 3x3 kernels stay ``nn.Conv2d``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from typing import Dict, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from densekit.layers import DropPath, LayerNorm2d, drop_path_schedule, run_blocks
+from densekit.layers import DropPath, LargeKernelConv2d, LayerNorm2d, drop_path_schedule, run_blocks
 from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
 from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
@@ -44,7 +46,7 @@ class LargeKernelAttention(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.conv0 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
-        self.conv_spatial = nn.Conv2d(dim, dim, 7, padding=9, groups=dim, dilation=3)
+        self.conv_spatial = LargeKernelConv2d(dim, 7, dilation=3)  # padding 9
         self.conv1 = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ Triton and flex backends are opaque to it (counted as nothing), and the pure-PyT
 computes padded tiles and gathered copies (counted as more than the op's cost). :func:`count_flops`
 therefore counts every other operator with ``FlopCounterMode`` and each call of ``na1d`` / ``na2d``
 / ``window_attention`` / ``halo_attention`` / ``local_global_attention`` / ``routed_attention`` /
-``deform_sampled_attention`` by its analytic cost, with the counter suspended while the op runs.
+``deform_sampled_attention`` / ``window_extra_attention`` by its analytic cost, with the counter suspended while the op runs.
 
 The convention is torch's: a multiply-add is 2 FLOPs (a matmul of ``[m, k] x [k, n]`` is ``2mkn``).
 Papers and fvcore usually report multiply-adds and call them FLOPs; :attr:`FlopCount.macs` gives
@@ -75,6 +75,13 @@ def _deform_sampled_flops(q, k, v, pos, table, *args, **kwargs) -> int:
     return 2 * queries * k.shape[1] * (q.shape[-1] + v.shape[-1])
 
 
+def _window_extra_flops(q, k, v, *args, **kwargs) -> int:
+    # Every token of a window (its carrier tokens included) meets the window's T = P + N tokens.
+    tokens = q.shape[2]
+    queries = math.prod(q.shape[:-1])
+    return 2 * queries * tokens * (q.shape[-1] + v.shape[-1])
+
+
 # The public op function objects, by name, with their analytic cost.
 _COSTS: Dict[str, Callable[..., int]] = {
     'na1d': _na_flops,
@@ -84,6 +91,7 @@ _COSTS: Dict[str, Callable[..., int]] = {
     'local_global_attention': _local_global_flops,
     'routed_attention': _routed_flops,
     'deform_sampled_attention': _deform_sampled_flops,
+    'window_extra_attention': _window_extra_flops,
 }
 
 

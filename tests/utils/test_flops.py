@@ -90,8 +90,18 @@ def test_routed_and_deform_sampled_hand_count():
     assert c.by_op == {'deform_sampled_attention': B * H * W * heads * N * 2 * (d + dv)}
 
 
-def test_biformer_and_dat_pp_backbones_counted():
+def test_window_extra_hand_count():
+    B, nW, P, N, heads, d = 2, 3, 2, 9, 2, 8
+    q = torch.randn(B, nW, P + N, heads, d)
+    with count_flops() as c:
+        densekit.ops.window_extra_attention(q, torch.randn_like(q), torch.randn_like(q), num_extra=P,
+                                            backend='reference')
+    assert c.by_op == {'window_extra_attention': B * nW * (P + N) * heads * (P + N) * 2 * (2 * d)}
+
+
+def test_routed_deformable_and_carrier_token_backbones_counted():
     from densekit.models import build_backbone
-    for name, op in (('biformer_test', 'routed_attention'), ('dat_pp_test', 'deform_sampled_attention')):
+    for name, op in (('biformer_test', 'routed_attention'), ('dat_pp_test', 'deform_sampled_attention'),
+                     ('fastervit_test', 'window_extra_attention')):
         c = count_model_flops(build_backbone(name).eval(), torch.randn(1, 3, 64, 96))
         assert c.calls[op] > 0 and c.by_op[op] > 0, name

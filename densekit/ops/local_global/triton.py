@@ -20,15 +20,17 @@ query).
 
 * forward: one program per (``BLOCK_M`` queries, image x head): local slots, then extra chunks;
   stores the output and the log-sum-exp.
-* dQ: the same blocking. It first computes ``delta`` (with ``local_weights``: ``dO . (O - sum_j
-  a_j V_j)``, the softmax part of the output) and stores it for the other kernels, then dQ, and
+* dQ: the same blocking. It first computes ``delta`` (``dO . O``; with ``local_weights``, which
+  are not part of the softmax, ``sum_keys P dP`` in a first pass over the keys, see the kernel)
+  and stores it for the other kernels, then dQ, and
   the per-query gradients: ``d local_weights`` (``dO . V_j``), the window dS for the ``rpb``
   gradient (``[B, H*W, heads, kh*kw]`` fp32, reduced onto the table in PyTorch as the
   neighborhood kernels do), and for a per-query ``extra_bias`` its dS (``[B, heads, H*W, P]``
   fp32, summed over the batch in PyTorch: it is the gradient of an input of that size).
-* dK / dV (window keys): one program per ``BLOCK_N`` keys walks the queries whose windows can hold
-  them (offsets within ``k // 2`` for the masked border, ``k - 1`` for the clamped one, with the
-  slot recomputed per pair); every key row is written by one program.
+* dK / dV (window keys): one program per ``BLOCK_N`` keys walks the queries whose windows hold
+  them (a range per axis: within ``k // 2`` for the masked border, up to ``k - 1`` near the
+  borders for the clamped one; the slot is recomputed per pair); every key row is written by one
+  program.
 * dK_extra / dV_extra (and the per-head ``extra_bias`` gradient): one program per (``BLOCK_P``
   extra tokens, run of ``queries_per_program`` queries, image x head) in the transposed
   orientation (``S^T = K_e Q^T``); the per-run partial sums ``[runs, B, heads, P, D]`` fp32 are
@@ -47,7 +49,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from densekit.ops._buffers import grad_buffers, kernel_operand
-from densekit.ops._triton_utils import dot, online_softmax_step, precision, row_sum, strides4, upcast
+from densekit.ops._triton_utils import MAX_COMBINE, dot, online_softmax_step, precision, row_sum, strides4, upcast
 from densekit.ops.local_global.reference import window_index
 
 # Launch configuration (``local_global_attention(triton_config=...)``): ``block_m`` queries per
@@ -185,21 +187,46 @@ def _lg_dq(Q, K, V, KE, VE, RPB, EB, LW, O, DO, LSE, DELTA, DQ, DS, DLW, DEB,
     q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :], mask=qm, other=0.0)
     do = tl.load(DO + b * sdb + y[:, None] * sdy + x[:, None] * sdx + head * sdh + offs_d[None, :], mask=qm,
                  other=0.0)
-    o = tl.load(O + b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :], mask=qm,
-                other=0.0).to(tl.float32)
     qf = q.to(tl.float32)
     dof = do.to(tl.float32)
     row = (b * H * W + offs_m) * NHEADS + head
     lse = tl.load(LSE + row, mask=q_ok, other=0.0)
-    if HAS_LW:  # the softmax part of the output: O minus the post-softmax local_weights term
+    if HAS_LW:
+        # delta = sum over keys of P * dP, the softmax part of dO . O. Taking it from the output
+        # (dO . (O - sum_j a_j V_j)) would cancel the local_weights term, often the larger one,
+        # out of a half-precision O and keep only its rounding error.
+        delta = tl.full([BLOCK_M], 0.0, tl.float32)
         for j in range(0, KH * KW):
             ky, kx, inside = _window_key(y, x, j, H, W, KH, KW, CLAMP)
             ok = inside & q_ok
+            km = ok[:, None] & d_ok[None, :]
+            k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+                        mask=km, other=0.0).to(tl.float32)
             v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
-                        mask=ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
-            a = tl.load(LW + b * s_lb + y * s_ly + x * s_lx + head * s_lh + j, mask=ok, other=0.0).to(tl.float32)
-            o -= a[:, None] * v
-    delta = row_sum(dof * o)
+                        mask=km, other=0.0).to(tl.float32)
+            s = row_sum(qf * k) * scale
+            if HAS_RPB:
+                s += _slot_bias(RPB, head, s_rh, s_ra, s_rb, y, x, ky, kx, j, ok, KH, KW, RPB_OFFSET)
+            delta += tl.where(ok, tl.exp(s - lse), 0.0) * row_sum(dof * v)
+        for p0 in range(0, P, BLOCK_P):
+            offs_p = p0 + tl.arange(0, BLOCK_P)
+            p_ok = offs_p < P
+            em = p_ok[:, None] & d_ok[None, :]
+            erow = ((b * P + offs_p) * NHEADS + head) * D
+            ke = tl.load(KE + erow[:, None] + offs_d[None, :], mask=em, other=0.0)
+            ve = tl.load(VE + erow[:, None] + offs_d[None, :], mask=em, other=0.0)
+            s = dot(q, tl.trans(ke), PREC, UPCAST) * scale
+            if EB_MODE == 1:
+                s += tl.load(EB + head * P + offs_p, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+            if EB_MODE == 2:
+                s += tl.load(EB + (head * H * W + offs_m[:, None]) * P + offs_p[None, :],
+                             mask=q_ok[:, None] & p_ok[None, :], other=0.0).to(tl.float32)
+            p = tl.where(q_ok[:, None] & p_ok[None, :], tl.exp(s - lse[:, None]), 0.0)
+            delta += row_sum(p * dot(do, tl.trans(ve), PREC, UPCAST))
+    else:
+        o = tl.load(O + b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :], mask=qm,
+                    other=0.0).to(tl.float32)
+        delta = row_sum(dof * o)
     tl.store(DELTA + row, delta, mask=q_ok)
 
     dq = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
@@ -252,8 +279,7 @@ def _lg_dkdv(Q, K, V, RPB, LW, DO, LSE, DELTA, DK, DV,
              sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh,
              sdb, sdy, sdx, sdh, s_rh, s_ra, s_rb, s_lb, s_ly, s_lx, s_lh,
              H, W, NHEADS, D, scale,
-             KH: tl.constexpr, KW: tl.constexpr, CLAMP: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr,
-             BLOCK_N: tl.constexpr,
+             KH: tl.constexpr, KW: tl.constexpr, CLAMP: tl.constexpr, BLOCK_N: tl.constexpr,
              BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr, RPB_OFFSET: tl.constexpr, HAS_LW: tl.constexpr):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -270,20 +296,33 @@ def _lg_dkdv(Q, K, V, RPB, LW, DO, LSE, DELTA, DK, DV,
                 mask=km, other=0.0).to(tl.float32)
     v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
                 mask=km, other=0.0).to(tl.float32)
-    # queries whose window can hold the key: offsets up to RH, RW (k // 2 for the masked, centred
-    # window; k - 1 for the clamped one, whose border windows are shifted inwards)
+    # The queries whose window holds a key form a range per axis: within k // 2 of it (masked,
+    # centred window), or as NA's clamped windows give it (wider near the borders, where windows
+    # are shifted inwards); a block walks the largest of its keys' ranges.
+    if CLAMP:
+        q0y = tl.where(ky < KH, 0, ky - KH // 2)
+        q1y = tl.where(ky >= H - KH, H - 1, ky + KH // 2)
+        q0x = tl.where(kx < KW, 0, kx - KW // 2)
+        q1x = tl.where(kx >= W - KW, W - 1, kx + KW // 2)
+    else:
+        q0y = tl.maximum(ky - KH // 2, 0)
+        q1y = tl.minimum(ky + KH // 2, H - 1)
+        q0x = tl.maximum(kx - KW // 2, 0)
+        q1x = tl.minimum(kx + KW // 2, W - 1)
+    ny = tl.reduce(tl.where(k_ok, q1y - q0y + 1, 0), 0, MAX_COMBINE)
+    nx = tl.reduce(tl.where(k_ok, q1x - q0x + 1, 0), 0, MAX_COMBINE)
     dk = tl.full([BLOCK_N, BLOCK_D], 0.0, tl.float32)
     dv = tl.full([BLOCK_N, BLOCK_D], 0.0, tl.float32)
-    for c in range(0, (2 * RH + 1) * (2 * RW + 1)):
-        y = ky + c // (2 * RW + 1) - RH
-        x = kx + c % (2 * RW + 1) - RW
+    for c in range(0, ny * nx):
+        y = q0y + c // nx
+        x = q0x + c % nx
         if CLAMP:
             sy = ky - tl.minimum(tl.maximum(y - KH // 2, 0), H - KH)
             sx = kx - tl.minimum(tl.maximum(x - KW // 2, 0), W - KW)
         else:
             sy = ky - y + KH // 2
             sx = kx - x + KW // 2
-        ok = k_ok & (y >= 0) & (y < H) & (x >= 0) & (x < W) & (sy >= 0) & (sy < KH) & (sx >= 0) & (sx < KW)
+        ok = k_ok & (y <= q1y) & (x <= q1x) & (sy >= 0) & (sy < KH) & (sx >= 0) & (sx < KW)
         j = sy * KW + sx
         qm = ok[:, None] & d_ok[None, :]
         q = tl.load(Q + b * sqb + y[:, None] * sqy + x[:, None] * sqx + head * sqh + offs_d[None, :],
@@ -489,8 +528,7 @@ class LocalGlobalTriton(torch.autograd.Function):
         grid = (triton.cdiv(H * W, c['block_n']), B * nh)
         _lg_dkdv[grid](q, k, v, rpb_t, lw_t, dout, lse, delta, dk, dv,
                        *strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs, *ls,
-                       H, W, nh, D, scale, RH=kernel[0] - 1 if border == 'clamp' else kernel[0] // 2,
-                       RW=kernel[1] - 1 if border == 'clamp' else kernel[1] // 2, BLOCK_N=c['block_n'], **flags)
+                       H, W, nh, D, scale, BLOCK_N=c['block_n'], **flags)
         dke = dve = deb = None
         if P:
             run = max(c['block_m'], c['run'] // c['block_m'] * c['block_m'])

@@ -21,6 +21,8 @@
 #      (Mask R-CNN / UPerNet ... on Swin-T), densekit kernels vs reference  -> models_gpu.log
 #   6. (only when GPU_CHECK_STEPS names it) benchmarks/deform_sampled.py: DAT++ attention vs the
 #      official formulation                                                -> deform_sampled.json
+#      and benchmarks/local_global.py: TransNeXt aggregated attention vs the official formulation,
+#      reference, compiled flex and Triton (GPU_CHECK_STEPS=local_global)  -> local_global.log
 # GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second run with
 # GPU_CHECK_STEPS=models when the first ran out of time.
 # summary.txt says what ran, its exit code and seconds. $OUT holds at most 8 files on return.
@@ -116,6 +118,13 @@ want fastervit && step fastervit_backbones 150 "$OUT/models_gpu.log" \
 want deform_sampled && step deform_sampled 150 "$OUT/deform_sampled.log" \
   python3 benchmarks/deform_sampled.py --device cuda --json "$OUT/deform_sampled.json"
 
+# 6b. (only when named: GPU_CHECK_STEPS=local_global) TransNeXt's aggregated attention at the
+#     TransNeXt-T stage 1 / 2 shapes of an 800x1333 image: official formulation vs reference vs
+#     compiled flex vs Triton, bf16, fwd and fwd+bwd, peak memory; its CUDA parity tests run in
+#     step 2 (tests/ops)
+want local_global && step local_global 150 "$OUT/local_global.log" \
+  python3 benchmarks/local_global.py --device cuda
+
 # 5b. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
 #     detection resolution, bf16 autocast, the tiny / small variants     -> leaderboard_gpu.md/.png
 want leaderboard && step leaderboard 420 "$OUT/leaderboard_gpu.log" \
@@ -136,4 +145,5 @@ EOF
 tail -n 25 "$OUT/models_gpu.log" 2>/dev/null
 tail -n 4 "$OUT/halo_stride.log" 2>/dev/null
 grep "^|" "$OUT/deform_sampled.log" 2>/dev/null | cut -c1-200
+grep "^|" "$OUT/local_global.log" 2>/dev/null | cut -c1-200
 grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200

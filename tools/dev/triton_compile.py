@@ -136,6 +136,18 @@ def _deform_sampled(dtype, B, H, W, h, D, n, groups, side):
     return deform_sampled_triton(q, kk, v, pos, table, D ** -0.5)
 
 
+def _local_global(dtype, B, H, W, h, D, P, kernel, border):
+    """TransNeXt aggregated attention: a ``kernel x kernel`` window and ``P`` pooled tokens, with
+    the window bias by slot, a per-query pooled bias and local weights (every gradient kernel)."""
+    from densekit.ops.local_global.triton import local_global_triton
+    q, kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(3))
+    ke, ve = (_leaf(B, P, h, D, dtype=dtype) for _ in range(2))
+    rpb = _leaf(h, kernel, kernel, dtype=dtype)
+    eb = _leaf(h, H, W, P, dtype=dtype)
+    lw = _leaf(B, H, W, h, kernel * kernel, dtype=dtype)
+    return local_global_triton(q, kk, v, ke, ve, (kernel, kernel), border, rpb, eb, lw, 1.0)
+
+
 def _msda(dtype, bs, nq, nh, d, levels, points):
     from densekit.ops.mmcv.ms_deform_attn.triton import ms_deform_attn_triton
     shapes = torch.tensor(levels)
@@ -162,7 +174,8 @@ def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tens
 
 def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
-    windows, halo (and strided queries), MSDA, routed and deformable sampled-key attention (what ``tests/ops/test_triton_compile.py`` compiles)."""
+    windows, halo (and strided queries), MSDA, routed, deformable sampled-key and local + global attention (what
+    ``tests/ops/test_triton_compile.py`` compiles)."""
     na, win, halo = ({'config': (configs or {}).get(op)} for op in OPS)
     return {
         'na2d': functools.partial(_na, dtype, 1, 16, 18, 2, 32, (7, 5), (2, 1), **na),
@@ -174,6 +187,9 @@ def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torc
         'msda': functools.partial(_msda, dtype, 1, 5, 2, 32, ((6, 8), (3, 4)), 4),
         'routed': functools.partial(_routed, dtype, 1, 16, 20, 2, 32, 4, 3),  # BiFormer's 32-wide heads
         'deform_sampled': functools.partial(_deform_sampled, dtype, 1, 12, 20, 4, 32, 40, 2, 27),  # DAT++ heads
+        # TransNeXt: 3 x 3 masked window, 24-wide heads, 49 pooled tokens; and the clamped border
+        'local_global': functools.partial(_local_global, dtype, 1, 14, 18, 3, 24, 49, 3, 'mask'),
+        'local_global_clamp': functools.partial(_local_global, dtype, 1, 14, 18, 2, 32, 20, 5, 'clamp'),
     }
 
 

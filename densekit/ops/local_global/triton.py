@@ -424,14 +424,16 @@ def check_config(config: Optional[Mapping]) -> None:
 def _launch(D: int, P: int, dtype: torch.dtype, config: Optional[Mapping]) -> dict:
     """Launch constants. 32-query blocks (the extra-token dots need at least 16 rows); extra tokens
     in chunks of 32 in fp32 (FMA dots, whose operands live in registers) and 64 in half precision;
-    runs of 1024 queries per extra-token gradient program (about 130 runs per image x head at
-    TransNeXt's stage 1 of an 800x1333 input)."""
+    runs of 1024 queries per extra-token gradient program (about 65 runs per image x head at
+    TransNeXt's stage 1 of an 800x1333 input). fp32 takes 8 warps: its FMA dots hold their
+    operands in registers, and with 4 warps the dQ kernel spilled (48 B of stack at sm_90)."""
     o = dict(config or {})
     block_d = max(16, triton.next_power_of_2(D))
     block_p = 32 if dtype == torch.float32 else 64
     block_p = min(block_p, max(16, triton.next_power_of_2(max(P, 1))))
     return dict(block_m=o.get('block_m', 32), block_n=o.get('block_n', 32), block_p=o.get('block_p', block_p),
-                block_d=block_d, run=o.get('queries_per_program', 1024), num_warps=o.get('num_warps', 4),
+                block_d=block_d, run=o.get('queries_per_program', 1024),
+                num_warps=o.get('num_warps', 8 if dtype == torch.float32 else 4),
                 num_stages=o.get('num_stages', 2))
 
 

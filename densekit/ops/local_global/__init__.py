@@ -20,11 +20,12 @@ tokens and its ``P`` carrier tokens attend to each other under one softmax. Layo
 them, so no copy is made to join them).
 
 Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, through :func:`densekit.ops._backend.choose_backend`):
-:func:`local_global_attention`: ``'triton'`` (fused kernels, :mod:`densekit.ops.local_global.triton`;
-CUDA, or the CPU interpreter by name under ``TRITON_INTERPRET=1``), ``'flex'``
-(``torch.nn.attention.flex_attention`` over the concatenated key set; CUDA, CPU forward only by
-name), ``'reference'`` (pure PyTorch, any device), tried in that order;
-:func:`window_extra_attention`: ``'flex'``, ``'reference'``.
+``'flex'`` (``torch.nn.attention.flex_attention`` over the concatenated key set; CUDA, CPU forward
+only by name), ``'reference'`` (pure PyTorch, any device).
+
+:func:`local_global_attention` also has ``'triton'`` (fused forward and backward kernels,
+:mod:`densekit.ops.local_global.triton`; CUDA, or the CPU interpreter by name under
+``TRITON_INTERPRET=1``), tried first: triton > flex > reference.
 """
 from __future__ import annotations
 
@@ -135,8 +136,9 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
         P = k_extra.shape[1]
         # scratch of the backward: per-run partial sums of the extra-token gradients, the window
         # dS, the per-query extra-bias dS
+        run = max(1, int((triton_config or {}).get('queries_per_program', 1024)))
         return (scale_reason(scale) or triton_probe(explicit, q, k, v)
-                or int32_offset_reason({'k_extra partial sums': -(-H * W // 1024) * B * heads * P * d,
+                or int32_offset_reason({'k_extra partial sums': -(-H * W // run) * B * heads * P * d,
                                         'window dS': B * H * W * heads * kernel[0] * kernel[1],
                                         'extra_bias dS': B * heads * H * W * P}))
 

@@ -250,3 +250,23 @@ def test_triton_double_backward_is_an_error(triton_interpreter):
 ])
 def test_cuda_parity(requires_cuda, backend, dtype, shape, P, kernel, border, rpb_kind, eb_kind, lw):
     _check_triton(shape, P, kernel, border, rpb_kind, eb_kind, lw, dtype, device='cuda', backend=backend)
+
+
+@pytest.mark.slow
+def test_triton_packed_qkv_views(triton_interpreter):
+    """q, k, v as views of one packed projection (strided, read in place; their gradients written
+    with the packed layout) and k_extra / v_extra views of one pooled projection."""
+    g = torch.Generator().manual_seed(3)
+    B, H, W, h, d, P = 1, 4, 5, 2, 16, 7
+    qkv = torch.randn(B, H, W, 3, h, d, generator=g, requires_grad=True)
+    kv_e = torch.randn(B, P, 2, h, d, generator=g, requires_grad=True)
+    lw = torch.randn(B, H, W, h, 9, generator=g)
+    go = torch.randn(B, H, W, h, d, generator=g)
+    res = {}
+    for backend in ('reference', 'triton'):
+        qkv.grad = kv_e.grad = None
+        out = local_global_attention(*qkv.unbind(3), *kv_e.unbind(2), 3, local_weights=lw, backend=backend)
+        out.backward(go)
+        res[backend] = (out.detach(), qkv.grad.clone(), kv_e.grad.clone())
+    for what, a, e in zip(('out', 'dq', 'dk'), res['triton'], res['reference']):
+        torch.testing.assert_close(a, e, atol=TOL[torch.float32][what] * tol_scale(e), rtol=0)

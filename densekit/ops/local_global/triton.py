@@ -20,9 +20,9 @@ query).
 
 * forward: one program per (``BLOCK_M`` queries, image x head): local slots, then extra chunks;
   stores the output and the log-sum-exp.
-* dQ: the same blocking. It first computes ``delta`` (``dO . O``; with ``local_weights``, which
-  are not part of the softmax, ``sum_keys P dP`` in a first pass over the keys, see the kernel)
-  and stores it for the other kernels, then dQ, and
+* dQ: the same blocking. It first computes ``delta`` (``sum_keys P dP`` in fp32, a first pass
+  over the keys; not ``dO . O`` from the stored output, see the kernel) and stores it for the
+  other kernels, then dQ, and
   the per-query gradients: ``d local_weights`` (``dO . V_j``), the window dS for the ``rpb``
   gradient (``[B, H*W, heads, kh*kw]`` fp32, reduced onto the table in PyTorch as the
   neighborhood kernels do), and for a per-query ``extra_bias`` its dS (``[B, heads, H*W, P]``
@@ -165,8 +165,8 @@ def _lg_fwd(Q, K, V, KE, VE, RPB, EB, LW, O, LSE,
 
 
 @triton.jit
-def _lg_dq(Q, K, V, KE, VE, RPB, EB, LW, O, DO, LSE, DELTA, DQ, DS, DLW, DEB,
-           sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh, sob, soy, sox, soh,
+def _lg_dq(Q, K, V, KE, VE, RPB, EB, LW, DO, LSE, DELTA, DQ, DS, DLW, DEB,
+           sqb, sqy, sqx, sqh, skb, sky, skx, skh, svb, svy, svx, svh,
            sdb, sdy, sdx, sdh, s_rh, s_ra, s_rb, s_lb, s_ly, s_lx, s_lh,
            H, W, NHEADS, D, P, scale,
            KH: tl.constexpr, KW: tl.constexpr, CLAMP: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -191,42 +191,38 @@ def _lg_dq(Q, K, V, KE, VE, RPB, EB, LW, O, DO, LSE, DELTA, DQ, DS, DLW, DEB,
     dof = do.to(tl.float32)
     row = (b * H * W + offs_m) * NHEADS + head
     lse = tl.load(LSE + row, mask=q_ok, other=0.0)
-    if HAS_LW:
-        # delta = sum over keys of P * dP, the softmax part of dO . O. Taking it from the output
-        # (dO . (O - sum_j a_j V_j)) would cancel the local_weights term, often the larger one,
-        # out of a half-precision O and keep only its rounding error.
-        delta = tl.full([BLOCK_M], 0.0, tl.float32)
-        for j in range(0, KH * KW):
-            ky, kx, inside = _window_key(y, x, j, H, W, KH, KW, CLAMP)
-            ok = inside & q_ok
-            km = ok[:, None] & d_ok[None, :]
-            k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
-                        mask=km, other=0.0).to(tl.float32)
-            v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
-                        mask=km, other=0.0).to(tl.float32)
-            s = row_sum(qf * k) * scale
-            if HAS_RPB:
-                s += _slot_bias(RPB, head, s_rh, s_ra, s_rb, y, x, ky, kx, j, ok, KH, KW, RPB_OFFSET)
-            delta += tl.where(ok, tl.exp(s - lse), 0.0) * row_sum(dof * v)
-        for p0 in range(0, P, BLOCK_P):
-            offs_p = p0 + tl.arange(0, BLOCK_P)
-            p_ok = offs_p < P
-            em = p_ok[:, None] & d_ok[None, :]
-            erow = ((b * P + offs_p) * NHEADS + head) * D
-            ke = tl.load(KE + erow[:, None] + offs_d[None, :], mask=em, other=0.0)
-            ve = tl.load(VE + erow[:, None] + offs_d[None, :], mask=em, other=0.0)
-            s = dot(q, tl.trans(ke), PREC, UPCAST) * scale
-            if EB_MODE == 1:
-                s += tl.load(EB + head * P + offs_p, mask=p_ok, other=0.0).to(tl.float32)[None, :]
-            if EB_MODE == 2:
-                s += tl.load(EB + (head * H * W + offs_m[:, None]) * P + offs_p[None, :],
-                             mask=q_ok[:, None] & p_ok[None, :], other=0.0).to(tl.float32)
-            p = tl.where(q_ok[:, None] & p_ok[None, :], tl.exp(s - lse[:, None]), 0.0)
-            delta += row_sum(p * dot(do, tl.trans(ve), PREC, UPCAST))
-    else:
-        o = tl.load(O + b * sob + y[:, None] * soy + x[:, None] * sox + head * soh + offs_d[None, :], mask=qm,
-                    other=0.0).to(tl.float32)
-        delta = row_sum(dof * o)
+    # delta = sum over keys of P * dP (= dO . O of the softmax part), in a first pass over the
+    # keys in fp32. Taking it from the stored output would mean dO . (O - sum_j a_j V_j) with
+    # local_weights, cancelling that term (often the larger one) out of a half-precision O; and
+    # without them the bf16 rounding of O alone put dQ just past the bf16 tolerance.
+    delta = tl.full([BLOCK_M], 0.0, tl.float32)
+    for j in range(0, KH * KW):
+        ky, kx, inside = _window_key(y, x, j, H, W, KH, KW, CLAMP)
+        ok = inside & q_ok
+        km = ok[:, None] & d_ok[None, :]
+        k = tl.load(K + b * skb + ky[:, None] * sky + kx[:, None] * skx + head * skh + offs_d[None, :],
+                    mask=km, other=0.0).to(tl.float32)
+        v = tl.load(V + b * svb + ky[:, None] * svy + kx[:, None] * svx + head * svh + offs_d[None, :],
+                    mask=km, other=0.0).to(tl.float32)
+        s = row_sum(qf * k) * scale
+        if HAS_RPB:
+            s += _slot_bias(RPB, head, s_rh, s_ra, s_rb, y, x, ky, kx, j, ok, KH, KW, RPB_OFFSET)
+        delta += tl.where(ok, tl.exp(s - lse), 0.0) * row_sum(dof * v)
+    for p0 in range(0, P, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        p_ok = offs_p < P
+        em = p_ok[:, None] & d_ok[None, :]
+        erow = ((b * P + offs_p) * NHEADS + head) * D
+        ke = tl.load(KE + erow[:, None] + offs_d[None, :], mask=em, other=0.0)
+        ve = tl.load(VE + erow[:, None] + offs_d[None, :], mask=em, other=0.0)
+        s = dot(q, tl.trans(ke), PREC, UPCAST) * scale
+        if EB_MODE == 1:
+            s += tl.load(EB + head * P + offs_p, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+        if EB_MODE == 2:
+            s += tl.load(EB + (head * H * W + offs_m[:, None]) * P + offs_p[None, :],
+                         mask=q_ok[:, None] & p_ok[None, :], other=0.0).to(tl.float32)
+        p = tl.where(q_ok[:, None] & p_ok[None, :], tl.exp(s - lse[:, None]), 0.0)
+        delta += row_sum(p * dot(do, tl.trans(ve), PREC, UPCAST))
     tl.store(DELTA + row, delta, mask=q_ok)
 
     dq = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
@@ -489,14 +485,14 @@ class LocalGlobalTriton(torch.autograd.Function):
                       BLOCK_P=c['block_p'], BLOCK_D=c['block_d'], HAS_RPB=rpb is not None, RPB_OFFSET=rpb_offset,
                       EB_MODE=eb_mode, HAS_LW=local_weights is not None, PREC=precision(q.dtype), UPCAST=upcast(q),
                       num_warps=c['num_warps'], num_stages=c['num_stages'])
-        ctx.save_for_backward(q, k, v, k_extra, v_extra, rpb, extra_bias, local_weights, out, lse)
+        ctx.save_for_backward(q, k, v, k_extra, v_extra, rpb, extra_bias, local_weights, lse)
         ctx.meta = (kernel, border, scale, config)
         return out
 
     @staticmethod
     @once_differentiable  # the backward is not itself differentiable: double backward is an error
     def backward(ctx, dout):
-        q, k, v, k_extra, v_extra, rpb, extra_bias, local_weights, out, lse = ctx.saved_tensors
+        q, k, v, k_extra, v_extra, rpb, extra_bias, local_weights, lse = ctx.saved_tensors
         kernel, border, scale, config = ctx.meta
         B, H, W, nh, D = q.shape
         P = k_extra.shape[1]
@@ -523,8 +519,8 @@ class LocalGlobalTriton(torch.autograd.Function):
                      num_warps=c['num_warps'], num_stages=c['num_stages'])
         prec = dict(PREC=precision(q.dtype), UPCAST=upcast(q))
         grid = (triton.cdiv(H * W, c['block_m']), B * nh)
-        _lg_dq[grid](q, k, v, ke_t, ve_t, rpb_t, eb_t, lw_t, out, dout, lse, delta, dq, ds, dlw, deb_q,
-                     *strides4(q), *strides4(k), *strides4(v), *strides4(out), *strides4(dout), *rs, *ls,
+        _lg_dq[grid](q, k, v, ke_t, ve_t, rpb_t, eb_t, lw_t, dout, lse, delta, dq, ds, dlw, deb_q,
+                     *strides4(q), *strides4(k), *strides4(v), *strides4(dout), *rs, *ls,
                      H, W, nh, D, P, scale, BLOCK_M=c['block_m'], BLOCK_P=c['block_p'], EB_MODE=eb_mode,
                      WRITE_DS=write_ds, WRITE_DLW=write_dlw, WRITE_DEB=write_deb_q, **prec, **flags)
         grid = (triton.cdiv(H * W, c['block_n']), B * nh)

@@ -28,6 +28,8 @@
 #      convolution, Triton vs F.conv2d (cuDNN), at RepLKNet-31B / UniRepLKNet-T/S / VAN stage shapes
 #      of an 800x1333 image: the numbers that decide whether the op's automatic choice may ever
 #      pick Triton                                                         -> large_kernel.json
+#      and benchmarks/local_global.py: TransNeXt aggregated attention vs the official formulation,
+#      reference, compiled flex and Triton (GPU_CHECK_STEPS=local_global)  -> local_global.log
 # GPU_CHECK_STEPS picks steps ("parity attention models" by default), e.g. a second run with
 # GPU_CHECK_STEPS=models when the first ran out of time.
 # summary.txt says what ran, its exit code and seconds. $OUT holds at most 8 files on return.
@@ -169,8 +171,14 @@ want kmax_kmeans && step kmax_kmeans 90 "$OUT/kmax_kmeans.log" \
 #    parity tests (tests/ops/test_large_kernel.py) run in step 2
 want large_kernel && step large_kernel 150 "$OUT/large_kernel.log" \
   python3 benchmarks/large_kernel.py --device cuda --json "$OUT/large_kernel.json"
+# 10. (only when named: GPU_CHECK_STEPS=local_global) TransNeXt's aggregated attention at the
+#     TransNeXt-T stage 1 / 2 shapes of an 800x1333 image: official formulation vs reference vs
+#     compiled flex vs Triton, bf16, fwd and fwd+bwd, peak memory; its CUDA parity tests run in
+#     step 2 (tests/ops)
+want local_global && step local_global 150 "$OUT/local_global.log" \
+  python3 benchmarks/local_global.py --device cuda
 
-# 5b. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
+# 11. (only when named: GPU_CHECK_STEPS=leaderboard) the backbone leaderboard's GPU table at
 #     detection resolution, bf16 autocast, the tiny / small variants     -> leaderboard_gpu.md/.png
 want leaderboard && step leaderboard 420 "$OUT/leaderboard_gpu.log" \
   python3 tools/analysis/leaderboard.py --device cuda --size 800 1333 --batch-sizes 1 2 --iters 5 --fresh \
@@ -192,5 +200,6 @@ tail -n 4 "$OUT/halo_stride.log" 2>/dev/null
 grep "^|" "$OUT/deform_sampled.log" 2>/dev/null | cut -c1-200
 grep -E "^(\||official rows)" "$OUT/routed.log" "$OUT/dat_backbone.log" 2>/dev/null | cut -c1-220
 grep "^|" "$OUT/fastervit_ops.log" 2>/dev/null | cut -c1-200
+grep "^|" "$OUT/local_global.log" 2>/dev/null | cut -c1-200
 grep "^|" "$OUT/kernel_sweep.log" 2>/dev/null | cut -c1-200
 grep -E "^(\||# Triton)" "$OUT/large_kernel.log" 2>/dev/null | cut -c1-200

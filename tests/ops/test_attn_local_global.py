@@ -2,7 +2,7 @@
 forward on CPU against the reference (tolerances of the parity harness), errors."""
 import pytest
 import torch
-from attn_parity import TOL, tol_scale
+from attn_parity import TOL, check_backend_named, tol_scale
 
 from densekit.ops.local_global import local_global_attention
 
@@ -147,3 +147,126 @@ def test_flex_refused_on_cpu_with_grad_and_not_chosen_automatically():
                                    local_global_attention(q, k, v, ke, ve, 3, backend='reference'), atol=0, rtol=0)
     with pytest.raises(RuntimeError, match='backward'):
         local_global_attention(q.requires_grad_(True), k, v, ke, ve, 3, backend='flex')
+
+
+# --- Triton backend: parity with the reference through the shared harness ------------------------
+
+# gradient name -> the TOL entry of the quantity it plays the role of: the extra keys / values sum
+# over every query of the image (as dK / dV over the window's queries), the biases over queries and
+# the batch; d local_weights is dO . V per query and slot (a dP, whose error is dQ-like)
+ALIASES = {'dk_extra': 'dk', 'dv_extra': 'dv', 'drpb': 'dbias', 'dextra_bias': 'dbias', 'dlocal_weights': 'dq'}
+
+
+def _op(kernel, border, scale=0.6, config=None):
+    def op(q, k, v, k_extra, v_extra, rpb=None, extra_bias=None, local_weights=None, backend=None):
+        return local_global_attention(q, k, v, k_extra, v_extra, kernel, border=border, rpb=rpb,
+                                      extra_bias=extra_bias, local_weights=local_weights, scale=scale,
+                                      backend=backend, triton_config=config if backend == 'triton' else None)
+    return op
+
+
+def _check_triton(shape, P, kernel, border, rpb_kind, eb_kind, lw, dtype, device='cpu', backend='triton',
+                  config=None, seed=0):
+    names = ('q', 'k', 'v', 'k_extra', 'v_extra', 'rpb', 'extra_bias', 'local_weights')
+    tensors = _inputs(shape, P, kernel, rpb_kind, eb_kind, lw, seed=seed)
+    inputs = {n: t for n, t in zip(names, tensors) if t is not None}
+    go = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1))
+    check_backend_named(_op(kernel, border, config=config), backend, inputs, go, dtype, ALIASES, device=device)
+
+
+TRITON_CASES = [
+    # shape [B, H, W, heads, d], P, kernel, border, rpb, extra bias, local weights: odd maps, a map
+    # smaller than the masked window, P = 0 and P not a power of two (and > one 32-token chunk),
+    # head dims that are not powers of two, both borders, every bias form
+    ((2, 3, 5, 1, 16), 6, (3, 3), 'mask', 'slot', 'query', True),
+    ((1, 4, 5, 1, 12), 37, (3, 5), 'clamp', 'offset', 'head', True),
+    ((1, 2, 3, 2, 16), 0, (5, 5), 'mask', 'offset', None, False),
+    ((1, 5, 3, 1, 24), 3, (5, 3), 'clamp', 'slot', 'query', False),
+]
+
+
+@pytest.mark.parametrize('shape,P,kernel,border,rpb_kind,eb_kind,lw', TRITON_CASES)
+def test_triton_parity_fp32(triton_interpreter, shape, P, kernel, border, rpb_kind, eb_kind, lw):
+    _check_triton(shape, P, kernel, border, rpb_kind, eb_kind, lw, torch.float32)
+
+
+@pytest.mark.parametrize('dtype,case', [(torch.float16, TRITON_CASES[0]), (torch.bfloat16, TRITON_CASES[1])])
+def test_triton_parity_low_precision(triton_interpreter, dtype, case):
+    _check_triton(*case, dtype)
+
+
+TRITON_SLOW_CASES = [
+    ((2, 9, 11, 3, 24), 49, (3, 3), 'mask', 'offset', 'query', True),  # TransNeXt-like: 3 heads x 24, 7x7 pool
+    ((1, 3, 4, 2, 16), 5, (7, 7), 'mask', 'slot', 'head', True),  # window larger than the map both ways
+    ((2, 8, 7, 2, 20), 70, (5, 5), 'clamp', 'offset', 'query', True),  # three extra chunks
+    ((1, 7, 9, 2, 16), 0, (3, 5), 'clamp', None, None, True),
+    ((1, 1, 9, 1, 16), 2, (1, 3), 'mask', 'offset', 'head', False),  # one row, a 1 x 3 window
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('shape,P,kernel,border,rpb_kind,eb_kind,lw', TRITON_SLOW_CASES + TRITON_CASES)
+def test_triton_parity_sweep(triton_interpreter, shape, P, kernel, border, rpb_kind, eb_kind, lw, dtype):
+    _check_triton(shape, P, kernel, border, rpb_kind, eb_kind, lw, dtype)
+
+
+def test_triton_launch_configuration(triton_interpreter):
+    """Other blockings (several query runs per extra-token gradient program, 16-row blocks) give
+    the same result; an unknown key is an error naming it."""
+    _check_triton((1, 4, 5, 1, 16), 20, (3, 3), 'mask', 'slot', 'head', True, torch.float32,
+                  config={'block_m': 16, 'block_n': 16, 'block_p': 16, 'queries_per_program': 16})
+    q, k, v, ke, ve, *_ = _inputs((1, 3, 4, 1, 16), 2, (3, 3), None, None, False)
+    with pytest.raises(ValueError, match='block_q'):
+        local_global_attention(q, k, v, ke, ve, 3, backend='triton', triton_config={'block_q': 16})
+
+
+def test_triton_not_chosen_automatically_on_cpu(triton_interpreter):
+    q, k, v, ke, ve, *_ = _inputs((1, 3, 4, 1, 16), 2, (3, 3), None, None, False)
+    q.requires_grad_(True)
+    out = local_global_attention(q, k, v, ke, ve, 3)  # flex refuses a CPU backward: the reference
+    exp = local_global_attention(q, k, v, ke, ve, 3, backend='reference')
+    torch.testing.assert_close(out, exp, atol=0, rtol=0)
+
+
+def test_triton_double_backward_is_an_error(triton_interpreter):
+    q, k, v, ke, ve, *_ = _inputs((1, 3, 4, 1, 16), 2, (3, 3), None, None, False)
+    q.requires_grad_(True)
+    out = local_global_attention(q, k, v, ke, ve, 3, backend='triton')
+    (g,) = torch.autograd.grad(out.sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match='once_differentiable|does not require grad'):
+        g.sum().backward()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('backend', ['triton', 'flex'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('shape,P,kernel,border,rpb_kind,eb_kind,lw', [
+    # TransNeXt-T stage 1 at 800x1333 (200x334 map, 3 heads x 24, 3x3 window, per-query pool
+    # bias), at batch 1 and a reduced pool; a clamped 7x7 case with 2 chunks of extra tokens
+    ((1, 200, 334, 3, 24), 49, (3, 3), 'mask', 'slot', 'query', True),
+    ((2, 50, 84, 6, 32), 100, (3, 3), 'mask', 'offset', 'head', True),
+    ((1, 37, 45, 4, 32), 70, (7, 7), 'clamp', 'offset', 'query', False),
+])
+def test_cuda_parity(requires_cuda, backend, dtype, shape, P, kernel, border, rpb_kind, eb_kind, lw):
+    _check_triton(shape, P, kernel, border, rpb_kind, eb_kind, lw, dtype, device='cuda', backend=backend)
+
+
+@pytest.mark.slow
+def test_triton_packed_qkv_views(triton_interpreter):
+    """q, k, v as views of one packed projection (strided, read in place; their gradients written
+    with the packed layout) and k_extra / v_extra views of one pooled projection."""
+    g = torch.Generator().manual_seed(3)
+    B, H, W, h, d, P = 1, 4, 5, 2, 16, 7
+    qkv = torch.randn(B, H, W, 3, h, d, generator=g, requires_grad=True)
+    kv_e = torch.randn(B, P, 2, h, d, generator=g, requires_grad=True)
+    lw = torch.randn(B, H, W, h, 9, generator=g)
+    go = torch.randn(B, H, W, h, d, generator=g)
+    res = {}
+    for backend in ('reference', 'triton'):
+        qkv.grad = kv_e.grad = None
+        out = local_global_attention(*qkv.unbind(3), *kv_e.unbind(2), 3, local_weights=lw, backend=backend)
+        out.backward(go)
+        res[backend] = (out.detach(), qkv.grad.clone(), kv_e.grad.clone())
+    for what, a, e in zip(('out', 'dq', 'dk'), res['triton'], res['reference']):
+        torch.testing.assert_close(a, e, atol=TOL[torch.float32][what] * tol_scale(e), rtol=0)

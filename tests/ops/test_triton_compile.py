@@ -42,6 +42,8 @@ EXPECTED = {
     'window_extra': ['_window_extra_fwd', '_row_dot_kernel', '_window_extra_dkdv'],
     # forward, input gradient (the same kernel, flipped weight), weight gradient
     'large_kernel': ['_dw_conv_kernel', '_dw_conv_kernel', '_dw_wgrad_kernel'],
+    'local_global': ['_lg_fwd', '_lg_dq', '_lg_dkdv', '_lg_dextra'],
+    'local_global_clamp': ['_lg_fwd', '_lg_dq', '_lg_dkdv', '_lg_dextra'],
 }
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.
@@ -71,9 +73,14 @@ KNOWN_SM90_STACK = {
     # 255-register cap: 16 B (fp32) / 32 B (half precision).
     ('_ds_dkdv', 'float32'): 16,
     ('_ds_dkdv', 'half'): 32,
+    # local + global attention dQ: with local_weights it walks the window slots and the extra
+    # tokens twice (delta as sum P dP, then dQ), and the 3 x 3 slot loop is unrolled: 32 B (fp32,
+    # 8 warps; 48 B with 4) and 8 B (half precision, the clamped 5 x 5 case).
+    ('_lg_dq', 'float32'): 32,
+    ('_lg_dq', 'half'): 8,
 }
-# no dot products: no MMA expected
-ELEMENTWISE_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel', '_row_dot_kernel'}
+# no dot products: no MMA expected (local_global's window dK / dV: per-slot products and row sums)
+ELEMENTWISE_KERNELS = {'_msda_fwd_kernel', '_msda_bwd_kernel', '_row_dot_kernel', '_lg_dkdv'}
 # strided halo queries: a block's 4x4 queries are a 16-row tile, fewer than Hopper's warpgroup MMA
 # (HGMMA) takes, so the forward / dQ kernel uses the warp-level MMA (the dK / dV key tile is 64)
 WARP_MMA_KERNELS = {('halo_s2', '_halo_fwd_or_dq')}
@@ -85,6 +92,10 @@ WARP_MMA_KERNELS |= {('deform_sampled', k) for k in ('_ds_fwd', '_ds_dq', '_ds_d
 # large-kernel weight gradient: a [taps, positions] x [positions, taps] product, 32 rows for a
 # 31-tap kernel (16 for 13 taps)
 WARP_MMA_KERNELS |= {('large_kernel', '_dw_wgrad_kernel')}
+# local + global attention: 32-query blocks against the extra tokens (forward, dQ); the extra-token
+# gradient kernel's rows are a 32-token block when P <= 32 (the clamped case's 20 tokens)
+WARP_MMA_KERNELS |= {(c, k) for c in ('local_global', 'local_global_clamp') for k in ('_lg_fwd', '_lg_dq')}
+WARP_MMA_KERNELS |= {('local_global_clamp', '_lg_dextra')}
 
 
 def _compile(dtype: str, arch: int, tmp_path) -> list:

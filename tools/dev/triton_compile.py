@@ -147,6 +147,18 @@ def _deform_sampled(dtype, B, H, W, h, D, n, groups, side):
     return deform_sampled_triton(q, kk, v, pos, table, D ** -0.5)
 
 
+def _local_global(dtype, B, H, W, h, D, P, kernel, border):
+    """TransNeXt aggregated attention: a ``kernel x kernel`` window and ``P`` pooled tokens, with
+    the window bias by slot, a per-query pooled bias and local weights (every gradient kernel)."""
+    from densekit.ops.local_global.triton import local_global_triton
+    q, kk, v = (_leaf(B, H, W, h, D, dtype=dtype) for _ in range(3))
+    ke, ve = (_leaf(B, P, h, D, dtype=dtype) for _ in range(2))
+    rpb = _leaf(h, kernel, kernel, dtype=dtype)
+    eb = _leaf(h, H, W, P, dtype=dtype)
+    lw = _leaf(B, H, W, h, kernel * kernel, dtype=dtype)
+    return local_global_triton(q, kk, v, ke, ve, (kernel, kernel), border, rpb, eb, lw, 1.0)
+
+
 def _msda(dtype, bs, nq, nh, d, levels, points):
     from densekit.ops.mmcv.ms_deform_attn.triton import ms_deform_attn_triton
     shapes = torch.tensor(levels)
@@ -186,8 +198,8 @@ def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tens
 
 def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
-    windows, halo (and strided queries), MSDA, routed and deformable sampled-key attention, windows
-    with carrier tokens, the large-kernel depthwise convolution (what
+    windows, halo (and strided queries), MSDA, routed, deformable sampled-key and local + global
+    attention, windows with carrier tokens, the large-kernel depthwise convolution (what
     ``tests/ops/test_triton_compile.py`` compiles)."""
     na, win, halo, wex = ({'config': (configs or {}).get(op)} for op in OPS)
     return {
@@ -204,6 +216,9 @@ def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torc
         # the carrier-token attention's 384 tokens are the benchmark case fastervit_ct)
         'window_extra': functools.partial(_window_extra, dtype, 1, 4, 53, 2, 48, 4, **wex),
         'large_kernel': functools.partial(_large_kernel, dtype, 2, 3, 20, 37, 31),  # RepLKNet's 31x31
+        # TransNeXt: 3 x 3 masked window, 24-wide heads, 49 pooled tokens; and the clamped border
+        'local_global': functools.partial(_local_global, dtype, 1, 14, 18, 3, 24, 49, 3, 'mask'),
+        'local_global_clamp': functools.partial(_local_global, dtype, 1, 14, 18, 2, 32, 20, 5, 'clamp'),
     }
 
 

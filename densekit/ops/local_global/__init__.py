@@ -18,15 +18,20 @@ kernel family, :mod:`densekit.ops.window_extra`; it is re-exported here.
 Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, through :func:`densekit.ops._backend.choose_backend`):
 ``'flex'`` (``torch.nn.attention.flex_attention`` over the concatenated key set; CUDA, CPU forward
 only by name), ``'reference'`` (pure PyTorch, any device).
+
+:func:`local_global_attention` also has ``'triton'`` (fused forward and backward kernels,
+:mod:`densekit.ops.local_global.triton`; CUDA, or the CPU interpreter by name under
+``TRITON_INTERPRET=1``), tried first: triton > flex > reference.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
 from densekit.layers.window import to_ntuple
-from densekit.ops._backend import check_bias, check_qkv, choose_backend, flex_probe, scale_reason
+from densekit.ops._backend import (check_bias, check_qkv, choose_backend, flex_probe, int32_offset_reason,
+                                   scale_reason, triton_probe)
 from densekit.ops.local_global.reference import local_global_reference
 from densekit.ops.window_extra import window_extra_attention  # noqa: F401  (re-export)
 
@@ -91,7 +96,8 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
                            v_extra: torch.Tensor, kernel_size: IntOrTuple, *, border: str = 'mask',
                            rpb: Optional[torch.Tensor] = None, extra_bias: Optional[torch.Tensor] = None,
                            local_weights: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                           backend: Optional[str] = None) -> torch.Tensor:
+                           backend: Optional[str] = None,
+                           triton_config: Optional[Mapping] = None) -> torch.Tensor:
     """Sliding-window attention and attention to extra tokens under one softmax.
 
     Args:
@@ -109,7 +115,9 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
         local_weights: ``[B, H, W, heads, kh*kw]`` added to the window probabilities after the
             softmax (TransNeXt's learnable-token term).
         scale: logit scale applied to ``q``, default ``head_dim ** -0.5`` (TransNeXt: ``1.0``).
-        backend: ``'flex' | 'reference'`` or ``None`` (automatic).
+        backend: ``'triton' | 'flex' | 'reference'`` or ``None`` (automatic).
+        triton_config: launch configuration of the Triton kernels (keys
+            ``densekit.ops.local_global.triton.CONFIG_KEYS``), ``None`` for the defaults.
 
     Returns:
         ``[B, H, W, heads, head_dim]``.
@@ -117,10 +125,28 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
     kernel = _validate(q, k, v, k_extra, v_extra, kernel_size, border, rpb, extra_bias, local_weights)
     if scale is None:
         scale = q.shape[-1] ** -0.5
+
+    def _triton(explicit):
+        if q.numel() == 0:
+            return 'empty input'
+        B, H, W, heads, d = q.shape
+        P = k_extra.shape[1]
+        # scratch of the backward: per-run partial sums of the extra-token gradients, the window
+        # dS, the per-query extra-bias dS
+        run = max(1, int((triton_config or {}).get('queries_per_program', 1024)))
+        return (scale_reason(scale) or triton_probe(explicit, q, k, v)
+                or int32_offset_reason({'k_extra partial sums': -(-H * W // run) * B * heads * P * d,
+                                        'window dS': B * H * W * heads * kernel[0] * kernel[1],
+                                        'extra_bias dS': B * heads * H * W * P}))
+
     def _flex(explicit):
         return scale_reason(scale) or flex_probe(explicit, q, k, v, k_extra, v_extra, rpb, extra_bias, local_weights)
 
-    name = choose_backend(_OP, {'flex': _flex, 'reference': lambda explicit: None}, backend)
+    name = choose_backend(_OP, {'triton': _triton, 'flex': _flex, 'reference': lambda explicit: None}, backend)
+    if name == 'triton':
+        from densekit.ops.local_global.triton import local_global_triton
+        return local_global_triton(q, k, v, k_extra, v_extra, kernel, border, rpb, extra_bias, local_weights,
+                                   float(scale), triton_config)
     if name == 'flex':
         from densekit.ops.local_global.flex import local_global_flex
         return local_global_flex(q, k, v, k_extra, v_extra, kernel, border, rpb, extra_bias, local_weights,

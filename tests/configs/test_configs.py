@@ -205,6 +205,7 @@ def test_tta_detection_instance(demo_root: Path, tmp_path: Path):
         assert math.isfinite(float(metrics[key])), (key, metrics)
 
 
+@pytest.mark.slow  # TTA through tools/test.py stays in the default tier for instance segmentation
 def test_tta_segmentation(demo_root: Path, tmp_path: Path):
     runner, metrics = _tta_cli(REPO / 'configs/upernet/upernet_convnext-t_160k_ade20k-512x512.py',
                                demo_root, tmp_path)

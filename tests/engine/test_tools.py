@@ -42,7 +42,8 @@ def _dist_train(cfg, work_dir, tmp_path, *extra, check=True, env=None):
                 env={'PORT': str(_free_port()), **(env or {})})
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.slow  # the longest test; two-rank training and testing stay in the default tier
+@pytest.mark.timeout(900)  # through test_slurm_scripts_with_a_fake_srun below
 def test_distributed_two_processes_cpu(tiny, tmp_path):
     """tools/dist_train.sh -> torchrun -> 2 gloo ranks; DDP keeps the weights identical; a run
     killed after iteration 5 and resumed from iteration 4 ends with the uninterrupted run's
@@ -197,6 +198,7 @@ default_hooks['checkpoint'] = dict(by_epoch=True, interval=1, max_keep_ckpts=10)
 """
 
 
+@pytest.mark.slow  # the iteration-based kill-and-resume test above stays in the default tier
 def test_kill_and_resume_epoch_based(tmp_path):
     """An epoch-based loop (the detection schedules): killed in epoch 2, resumed from epoch 1's
     checkpoint, it ends with the uninterrupted run's weights (RNG restored before the epoch's

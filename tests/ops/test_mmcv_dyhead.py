@@ -147,3 +147,18 @@ def test_atss_dyhead_config_trains_one_step_and_predicts(tmp_path):
     pred = out[0].pred_instances
     assert pred.bboxes.shape[1] == 4 and len(pred.bboxes) > 0
     assert torch.isfinite(pred.bboxes).all()
+
+
+@pytest.mark.slow  # Swin-T + FPN + six DyHead blocks at 800x1333 on the CPU
+def test_full_size_atss_dyhead_predicts_a_real_image_through_the_inference_api():
+    """The shipped config, random weights, through densekit.apis (as the other seed heads)."""
+    require_portable_ext()
+    import cv2
+    from conftest import shared_data
+    from densekit.apis import inference, init_model
+    image = cv2.imread(str(shared_data('demo') / 'demo.png'))
+    model = init_model(CONFIG, cfg_options={'model.backbone.init_cfg': None})
+    sample = inference(model, image)
+    boxes = sample.pred_instances.bboxes
+    assert boxes.dim() == 2 and boxes.shape[1] == 4 and torch.isfinite(boxes).all()
+    assert len(sample.pred_instances.scores) == len(boxes)

@@ -41,12 +41,12 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 
 from densekit.layers import DropPath, drop_path_schedule, init_trunc_normal_, run_blocks
-from densekit.layers.window import (pad_to_multiple, rpb_table_to_dense, to_ntuple, unpad,
+from densekit.layers.window import (pad_to_multiple, to_ntuple, unpad,
                                     window_partition, window_reverse)
 from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
+from densekit.models.backbones.swin import SwinWindowAttention  # the softmax window blocks are Swin's
 from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
-from densekit.ops.window import window_attention
 
 __all__ = ['SLABSwin', 'RepBN', 'LinearNorm', 'SimplifiedLinearAttention', 'checkpoint_filter_fn']
 
@@ -166,36 +166,6 @@ class SimplifiedLinearAttention(nn.Module):
         return self.proj(out).reshape(B, H, W, C)
 
 
-class WindowAttention(nn.Module):
-    """Swin's softmax (shifted-)window attention with a relative position bias, on padded maps.
-
-    Args:
-        dim: channels.
-        num_heads: attention heads.
-        window_size: window side.
-        qkv_bias: bias of the qkv projection.
-    """
-
-    def __init__(self, dim: int, *, num_heads: int, window_size: int, qkv_bias: bool = True) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"SLAB: dim={dim} is not a multiple of num_heads={num_heads}")
-        self.num_heads = num_heads
-        self.window_size = window_size
-        self.scale = (dim // num_heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, shift: int) -> torch.Tensor:
-        """``[B, Hp, Wp, C]`` (window multiples) -> ``[B, Hp, Wp, C]``."""
-        B, H, W, C = x.shape
-        q, k, v = self.qkv(x).view(B, H, W, 3, self.num_heads, C // self.num_heads).unbind(3)
-        rpb = rpb_table_to_dense(self.relative_position_bias_table, self.window_size)
-        out = window_attention(q, k, v, self.window_size, shift=shift, rpb=rpb, scale=self.scale)
-        return self.proj(out.reshape(B, H, W, C))
-
-
 class SLABBlock(nn.Module):
     """PRepBN -> (shifted-)window SLA or softmax attention, residual; PRepBN -> MLP, residual.
 
@@ -223,7 +193,7 @@ class SLABBlock(nn.Module):
             self.attn = SimplifiedLinearAttention(dim, num_heads=num_heads, window_size=window_size,
                                                   kernel_size=kernel_size, qkv_bias=qkv_bias)
         else:
-            self.attn = WindowAttention(dim, num_heads=num_heads, window_size=window_size, qkv_bias=qkv_bias)
+            self.attn = SwinWindowAttention(dim, num_heads=num_heads, window_size=window_size, qkv_bias=qkv_bias)
         self.drop_path = DropPath(drop_path)
         self.norm2 = LinearNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))

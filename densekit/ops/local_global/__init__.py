@@ -15,13 +15,11 @@ Layouts: q, k, v, out ``[B, H, W, heads, head_dim]``; k_extra, v_extra ``[B, P, 
 :func:`window_extra_attention` (FasterViT's windows with per-window carrier tokens) is its own
 kernel family, :mod:`densekit.ops.window_extra`; it is re-exported here.
 
-Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, through :func:`densekit.ops._backend.choose_backend`):
-``'flex'`` (``torch.nn.attention.flex_attention`` over the concatenated key set; CUDA, CPU forward
-only by name), ``'reference'`` (pure PyTorch, any device).
-
-:func:`local_global_attention` also has ``'triton'`` (fused forward and backward kernels,
+Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, through :func:`densekit.ops._backend.choose_backend`),
+tried in this order: ``'triton'`` (fused forward and backward kernels,
 :mod:`densekit.ops.local_global.triton`; CUDA, or the CPU interpreter by name under
-``TRITON_INTERPRET=1``), tried first: triton > flex > reference.
+``TRITON_INTERPRET=1``), ``'flex'`` (``torch.nn.attention.flex_attention`` over the concatenated
+key set; CUDA, CPU forward only by name), ``'reference'`` (pure PyTorch, any device).
 """
 from __future__ import annotations
 

@@ -51,7 +51,8 @@ from densekit.layers import DropPath, drop_path_schedule, init_trunc_normal_, ru
 from densekit.layers.window import (pad_to_multiple, to_ntuple, unpad,
                                     window_partition, window_reverse)
 from densekit.models.backbones.base import BackboneMixin, check_variant_kwargs
-from densekit.models.backbones.swin import SwinWindowAttention  # the softmax window blocks are Swin's
+# The patch embedding, patch merging and softmax window blocks are Swin's.
+from densekit.models.backbones.swin import SwinPatchEmbed, SwinPatchMerging, SwinWindowAttention
 from densekit.models.convert import register_converter, strip_wrapper_prefix
 from densekit.models.registry import register_backbone
 
@@ -193,49 +194,6 @@ class FLattenSwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class PatchEmbed(nn.Module):
-    """``patch x patch`` stride-``patch`` convolution over the zero-padded input, LayerNorm.
-
-    Args:
-        in_chans: input channels.
-        dim: output channels.
-        patch_size: kernel and stride.
-    """
-
-    def __init__(self, in_chans: int, dim: int, *, patch_size: int = 4) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chans, H, W]`` -> ``[B, ceil(H / p), ceil(W / p), dim]``."""
-        p = self.patch_size
-        x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
-
-
-class PatchMerging(nn.Module):
-    """Swin's 2x2 patch merging ``[B, H, W, C] -> [B, ceil(H / 2), ceil(W / 2), out_dim]`` (odd maps
-    zero-padded; neighbours concatenated in the official order (0,0), (1,0), (0,1), (1,1)).
-
-    Args:
-        dim: input channels.
-        out_dim: output channels.
-    """
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, H, W, dim]`` -> ``[B, ceil(H / 2), ceil(W / 2), out_dim]``."""
-        x, _ = pad_to_multiple(x, 2)
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x))
-
-
 class FLattenSwinStage(nn.Module):
     """Optional patch merging, then ``depth`` blocks.
 
@@ -261,7 +219,7 @@ class FLattenSwinStage(nn.Module):
                  focusing_factor: float, kernel_size: int, drop_paths: Sequence[float],
                  with_cp: bool = False) -> None:
         super().__init__()
-        self.downsample = PatchMerging(in_dim, dim) if downsample else nn.Identity()
+        self.downsample = SwinPatchMerging(in_dim, dim) if downsample else nn.Identity()
         # The official classification rule at 224: a window covering the map shrinks to it and is
         # not shifted; such a linear-attention window becomes global attention here.
         fits = ref_size <= window_size
@@ -343,7 +301,7 @@ class FLattenSwin(BackboneMixin, nn.Module):
                             frozen_stages=frozen_stages, norm_eval=norm_eval)
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
         softmax_window = 7 if window_size <= 56 else 12
-        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size=4)
+        self.patch_embed = SwinPatchEmbed(in_chans, embed_dim, patch_size=4)
         dpr = drop_path_schedule(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList()
         start = 0

@@ -1,7 +1,7 @@
 """Every detection / segmentation config builds, trains one step and evaluates one pass on CPU.
 
-For each config under ``configs/{mask_rcnn,cascade_mask_rcnn,dino,deformable_detr,mask2former,
-upernet}/``:
+For each config under the ``CONFIG_DIRS`` folders of ``configs/`` (the detection, instance,
+panoptic and semantic segmentation families and the seed heads' folders):
 
 1. the config loads and its *full-size* backbone is constructed on the ``meta`` device with the
    config's own kwargs: the kwargs are accepted and the head's ``in_channels`` equal the
@@ -68,6 +68,7 @@ CONFIG_DIRS = ('mask_rcnn', 'cascade_mask_rcnn', 'dino', 'deformable_detr', 'mas
 CONFIG_DIRS += ('relation_detr',)
 CONFIG_DIRS += ('vwformer', 'pem')
 CONFIG_DIRS += ('kmax_deeplab',)
+CONFIG_DIRS += ('dyhead',)
 CONFIGS = sorted(p for d in CONFIG_DIRS for p in (REPO / 'configs' / d).glob('*.py'))
 
 

@@ -124,7 +124,7 @@ def head_channels(model) -> tuple[list, list]:
     """(where, in_channels) pairs that must equal the backbone's output channels."""
     pairs = []
     if 'neck' in model:
-        pairs.append((('neck', 'in_channels'), list(model.neck.in_channels)))
+        pairs.append((('neck', 'in_channels'), list(_first_neck(model).in_channels)))
     elif 'panoptic_head' in model:
         pairs.append((('panoptic_head', 'in_channels'), list(model.panoptic_head.in_channels)))
     else:
@@ -139,9 +139,14 @@ def backbone_channels(bb_cfg: dict, device: str) -> list[int]:
     return [bb.feature_info[i]['num_chs'] for i in kwargs.get('out_indices', range(4))]
 
 
+def _first_neck(model):
+    """The neck that reads the backbone: mmdet takes a list of necks in sequence (FPN, DyHead)."""
+    return model.neck[0] if isinstance(model.neck, (list, tuple)) else model.neck
+
+
 def set_channels(model, chans: list[int]) -> None:
     if 'neck' in model:
-        model.neck.in_channels = chans
+        _first_neck(model).in_channels = chans
     elif 'panoptic_head' in model:
         model.panoptic_head.in_channels = chans
     else:

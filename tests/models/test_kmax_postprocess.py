@@ -20,7 +20,8 @@ from densekit.models.heads.kmax_postprocess import (kmax_align_corners, kmax_cro
                                                     kmax_semantic_inference,
                                                     kmax_upsample_mask_logits)
 
-FIXTURE = Path(__file__).resolve().parents[1] / 'fixtures' / 'heads' / 'kmax_postprocess_official.pt'
+FIXTURE = (Path(__file__).resolve().parents[1] / 'fixtures' / 'heads'
+           / 'kmax_postprocess_official.pt')
 TOL = 1e-6
 
 
@@ -44,7 +45,8 @@ def assert_same_inference(official: dict, classes, masks, num_things: int, topk:
     assert torch.equal(ids, official['panoptic'])
     torch.testing.assert_close(kmax_semantic_inference(classes, masks), official['semantic'],
                                atol=TOL, rtol=0)
-    ours = kmax_instance_inference(classes, masks, max_per_image=topk, num_things_classes=num_things,
+    ours = kmax_instance_inference(classes, masks, max_per_image=topk,
+                                   num_things_classes=num_things,
                                    pixel_confidence_threshold=setting['pixel_confidence_threshold'])
     ours, theirs = _by_label_and_score(ours), _by_label_and_score(official['instances'])
     assert torch.equal(ours['labels'], theirs['labels'])

@@ -204,7 +204,8 @@ def _describe(classes, masks, setting, pan, segments) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='clone of bytedance/kmax-deeplab')
+    parser.add_argument('--official', type=Path, required=True,
+                        help='clone of bytedance/kmax-deeplab')
     parser.add_argument('--out', type=Path,
                         default=Path('tests/fixtures/heads/kmax_postprocess_official.pt'))
     parser.add_argument('--seed', type=int, default=0)
@@ -226,8 +227,9 @@ def main() -> None:
             decided = _describe(classes, masks, setting, pan, segments)
             print(name, 'direct:', decided)
             if name == 'coco':
-                assert all(decided[k] >= 1 for k in ('empty_masks', 'thing_under_thing_threshold',
-                                                     'under_class_threshold', 'overlap_rejected')), decided
+                rules = ('empty_masks', 'thing_under_thing_threshold', 'under_class_threshold',
+                         'overlap_rejected')
+                assert all(decided[k] >= 1 for k in rules), decided
                 assert decided['stuff_queries_per_segment'] >= 2 and decided['things'] >= 2, decided
 
         for case, (padded, resized, original) in FORWARD_CASES.items():

@@ -149,3 +149,46 @@ def test_full_size_config_predicts_a_real_image(config):
     model = init_model(config, cfg_options={'model.backbone.init_cfg': None})  # random weights
     sample = inference(model, image)
     assert tuple(sample.pred_panoptic_seg.sem_seg.shape[-2:]) == image.shape[:2]
+
+
+@pytest.mark.slow
+def test_show_dir_draws_kmax_panoptic_panels(tmp_path):
+    """``tools/test.py --show-dir`` on the ConvNeXt-T recipe's tiny copy (random weights, generated
+    COCO panoptic data): one ``ground truth | prediction`` picture per image, segments drawn."""
+    import subprocess
+    import sys
+
+    from mmengine.config import Config
+
+    from config_demo_data import make_coco  # tools/dev
+    from densekit.mm.visualization import LABEL_HEIGHT
+    from tiny_configs import build_model, tiny  # tools/dev
+    sys.path.insert(0, str(REPO / 'tests' / 'engine'))
+    from tiny_seg import env_with_hooks
+
+    make_coco(tmp_path)
+    cfg = tiny(Config.fromfile(str(CONVNEXT)), tmp_path)
+    for name in ('val_dataloader', 'test_dataloader'):
+        cfg[name].num_workers, cfg[name].persistent_workers = 0, False
+    torch.manual_seed(0)
+    torch.save({'state_dict': build_model(cfg).state_dict(), 'meta': {}}, tmp_path / 'tiny.pth')
+    cfg.dump(str(tmp_path / 'tiny.py'))
+    queries = cfg.model.panoptic_head.num_queries
+    # random weights: every pixel in its most likely query's mask, no query rejected
+    options = [f'model.test_cfg.pixel_confidence_threshold={1 / queries}',
+               'model.test_cfg.class_threshold_thing=0.0',
+               'model.test_cfg.class_threshold_stuff=0.0', 'model.test_cfg.overlap_threshold=0.0']
+    r = subprocess.run([sys.executable, str(REPO / 'tools' / 'test.py'), str(tmp_path / 'tiny.py'),
+                        str(tmp_path / 'tiny.pth'), '--work-dir', str(tmp_path / 'work'),
+                        '--show-dir', str(tmp_path / 'show'), '--cfg-options', *options],
+                       cwd=tmp_path, env=env_with_hooks(), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    drawn = sorted((tmp_path / 'show').iterdir())
+    assert [p.name for p in drawn] == ['000000000001.png', '000000000002.png']
+    out = cv2.imread(str(drawn[0]))[..., ::-1]
+    width = out.shape[1] // 2
+    image = cv2.imread(str(tmp_path / 'coco' / 'val2017' / '000000000001.jpg'))[..., ::-1]
+    pred = cv2.resize(out[LABEL_HEIGHT:, width:], image.shape[1::-1],
+                      interpolation=cv2.INTER_NEAREST).astype(int)
+    assert (abs(pred - image).max(-1) > 30).mean() > 0.5  # segments coloured over the image

@@ -76,7 +76,8 @@ def _mmdet_panoptic(ids: torch.Tensor, segments: list, num_classes: int) -> torc
     things = 0
     for seg in segments:
         things += seg['isthing']
-        pan[ids == seg['id']] = seg['category_id'] + (things * INSTANCE_OFFSET if seg['isthing'] else 0)
+        offset = things * INSTANCE_OFFSET if seg['isthing'] else 0
+        pan[ids == seg['id']] = seg['category_id'] + offset
     return pan
 
 

@@ -5,7 +5,8 @@
 # at each of strides 32, 16, 8; 128 cluster centres) in mmdet's Mask2Former detector.
 # NOT the official training: Mask2Former's matching and losses (class 2.0 with no-object 0.1,
 # point-sampled mask BCE 5.0 and dice 5.0) replace kMaX's PQ-style loss, mask-ID cross-entropy,
-# instance discrimination and auxiliary semantic loss; inference is MaskFormerFusionHead's.
+# instance discrimination and auxiliary semantic loss. Inference is kMaX's own (KMaXFusionHead,
+# test_cfg below).
 # Inputs as the official: mean / std 127.5 (pixels scaled to [-1, 1]), RGB.
 num_things_classes = 80
 num_stuff_classes = 53
@@ -49,7 +50,7 @@ model = dict(
         loss_dice=dict(type='DiceLoss', use_sigmoid=True, activate=True, reduction='mean',
                        naive_dice=True, eps=1.0, loss_weight=5.0)),
     panoptic_fusion_head=dict(
-        type='MaskFormerFusionHead',
+        type='KMaXFusionHead',
         num_things_classes=num_things_classes,
         num_stuff_classes=num_stuff_classes,
         loss_panoptic=None,
@@ -66,11 +67,20 @@ model = dict(
                 dict(type='DiceCost', weight=5.0, pred_act=True, eps=1.0),
             ]),
         sampler=dict(type='MaskPseudoSampler')),
+    # kMaX's own inference, the official COCO test settings (kmax_r50.yaml TEST, config.py):
+    # masks are a softmax over the queries, a pixel belongs to a query's mask above 0.4; queries
+    # visited by class score x mean mask score; thing / stuff class thresholds 0.7 / 0.5; a
+    # query keeps its segment when more than 0.8 of its mask is still free; stuff queries of one
+    # class merge. Instances: top 100 (query, class) pairs, things only.
     test_cfg=dict(
         panoptic_on=True,
         semantic_on=False,
         instance_on=False,
         max_per_image=100,
-        iou_thr=0.8,
-        filter_low_score=True),
+        pixel_confidence_threshold=0.4,
+        class_threshold_thing=0.7,
+        class_threshold_stuff=0.5,
+        overlap_threshold=0.8,
+        reorder_class_weight=1.0,
+        reorder_mask_weight=1.0),
     init_cfg=None)

@@ -1,5 +1,5 @@
 """kMaX-DeepLab as an mmdet panoptic head (``type='KMaXDeepLabHead'``) for mmdet's ``Mask2Former``
-detector (``MaskFormerFusionHead`` panoptic / instance / semantic inference).
+detector, with kMaX's own inference in ``KMaXFusionHead`` (:mod:`densekit.mm.heads.kmax_fusion`).
 
 The network is :class:`densekit.models.heads.kmax_deeplab.KMaX` (the official pixel and k-means
 transformer decoders, checked against the official port). Training is NOT kMaX's own: the
@@ -7,9 +7,9 @@ official criterion (PQ-style loss with mask-ID cross-entropy, pixel-wise instanc
 discrimination and an auxiliary semantic head, matched by a PQ-style Hungarian cost) is not
 implemented. The head uses mmdet's Mask2Former training instead: Hungarian matching (class +
 point-sampled mask BCE + dice costs), class cross-entropy, point-sampled mask BCE and dice on
-every prediction (deep supervision). Inference is mmdet's ``MaskFormerFusionHead``
-(``softmax(class)[:-1]`` and ``sigmoid(mask)``), not the official pixel-confidence / class
-threshold post-processing.
+every prediction (deep supervision). Inference is the official one: :meth:`KMaXDeepLabHead.predict`
+upsamples the final mask logits to the padded input with the official ``align_corners`` rule and
+``KMaXFusionHead`` applies the official post-processing.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from mmdet.models.dense_heads.mask2former_head import Mask2FormerHead
 from mmdet.registry import MODELS, TASK_UTILS
 
 from densekit.models.heads.kmax_deeplab import KMaX
+from densekit.models.heads.kmax_postprocess import kmax_upsample_mask_logits
 from densekit.mm.registry import register as _register
 
 
 class KMaXDeepLabHead(Mask2FormerHead):
-    """kMaX-DeepLab head (Yu et al., ECCV 2022) with Mask2Former's losses and inference.
+    """kMaX-DeepLab head (Yu et al., ECCV 2022) with Mask2Former's losses and kMaX's own inference.
 
     Args:
         in_channels: channels of the four backbone maps (strides 4..32).
@@ -92,6 +93,16 @@ class KMaXDeepLabHead(Mask2FormerHead):
         """Class logits ``[B, Q, K+1]`` and stride-4 mask logits of every prediction (one per
         decoder layer, then the final one)."""
         return self.kmax(list(x))
+
+    def predict(self, x: Sequence[torch.Tensor],
+                batch_data_samples) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``[B, Q, K+1]`` and mask logits at the padded input size of the final
+        prediction. Mask2Former's ``predict`` upsamples with ``align_corners=False``; the official
+        kMaX aligns the corners when the padded width is odd (its 1281-pixel crops, whose stride-4
+        maps are ``(side - 1) / 4 + 1`` wide), which ``kmax_upsample_mask_logits`` follows."""
+        all_cls, all_masks = self(x, batch_data_samples)
+        padded = batch_data_samples[0].metainfo['batch_input_shape']
+        return all_cls[-1], kmax_upsample_mask_logits(all_masks[-1], padded)
 
 
 def register() -> None:

@@ -14,6 +14,7 @@ Modules, by role:
   :mod:`.validated`: the checks shared by the segmentation and depth datasets;
 * :mod:`.depth`: the depth datasets, transforms, estimator, metric and visualisation (mmseg);
 * :mod:`.heads`: dense heads and detectors (one module each) built on mmdet's / mmseg's;
+* :mod:`.preprocessing`: data preprocessors (test-time fixed-size padding);
 * :mod:`.hooks`, :mod:`.optim`, :mod:`.tta`: engine hooks, layer-decay optimizer constructor,
   instance-segmentation TTA;
 * :mod:`.runner`: what ``tools/train.py`` and ``tools/test.py`` run.
@@ -42,6 +43,7 @@ _MODULES = (
     'densekit.mm.tta',
     'densekit.mm.depth',
     'densekit.mm.heads',
+    'densekit.mm.preprocessing',
     'densekit.mm.datasets',
 )
 

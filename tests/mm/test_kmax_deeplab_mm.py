@@ -41,6 +41,10 @@ def _tiny_options() -> dict:
             # random weights give masks near uniform over the 16 queries: a threshold of 1 / 16
             # puts every pixel in the mask of its most likely query
             'model.test_cfg.pixel_confidence_threshold': 1 / 16,
+            # the official pads test images to the crop size: 161 for the tiny copy
+            'model.data_preprocessor.test_batch_augments': [
+                dict(type='BatchFixedSizePad', size=(161, 161), img_pad_value=0, pad_mask=False,
+                     pad_seg=False)],
             'test_dataloader.dataset.pipeline': [
                 dict(type='LoadImageFromFile'), dict(type='Resize', scale=(161, 161), keep_ratio=True),
                 dict(type='PackDetInputs',

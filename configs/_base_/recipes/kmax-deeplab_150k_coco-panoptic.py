@@ -9,9 +9,17 @@ _base_ = [
     '../default_runtime_det.py',
 ]
 image_size = (1281, 1281)
-model = dict(data_preprocessor=dict(batch_augments=[
-    dict(type='BatchFixedSizePad', size=image_size, img_pad_value=0, pad_mask=True,
-         mask_pad_value=0, pad_seg=True, seg_pad_value=255)]))
+# Test images are zero-padded (after normalisation) to image_size too, as the official
+# (INPUT.IMAGE_SIZE): the axial attention sees the official input, and the post-processing's
+# align-corners rule the official padded width.
+model = dict(data_preprocessor=dict(
+    type='TestPadDetDataPreprocessor',
+    batch_augments=[
+        dict(type='BatchFixedSizePad', size=image_size, img_pad_value=0, pad_mask=True,
+             mask_pad_value=0, pad_seg=True, seg_pad_value=255)],
+    test_batch_augments=[
+        dict(type='BatchFixedSizePad', size=image_size, img_pad_value=0, pad_mask=False,
+             pad_seg=False)]))
 train_pipeline = [
     dict(type='LoadImageFromFile', to_float32=True, backend_args=None),
     dict(type='LoadPanopticAnnotations', with_bbox=True, with_mask=True, with_seg=True,

@@ -109,6 +109,31 @@ def test_official_semantic_head_parity(fixture):
                                              aux_semantic_head=False)
 
 
+def test_per_prediction_matching_equals_each_prediction_alone(fixture):
+    """``share_final_matching=False``: each intermediate prediction's losses are those of that
+    prediction scored alone (its own matching and targets)."""
+    inputs = criterion_inputs(fixture['seed'])
+    semantic = _semantic(inputs)
+
+    def top(logits, k):  # deterministic sampling: the k largest logits
+        return logits.topk(k, dim=-1).indices
+
+    losses = _criterion(fixture, share_final_matching=False, pixel_sampler=top)(
+        inputs, inputs['gt_labels'], inputs['gt_masks'], semantic)
+    shared = _criterion(fixture, pixel_sampler=top)(inputs, inputs['gt_labels'],
+                                                    inputs['gt_masks'], semantic)
+    weights = fixture['weights'] | {'aux_semantic_weight': 0.0}
+    alone = KMaXCriterion(fixture['num_classes'], **weights, deep_supervision=False,
+                          pixel_insdis_sample_k=fixture['sample_k'], pixel_sampler=top)
+    for i in range(len(inputs['class_logits']) - 1):
+        single = {k: [v[i]] for k, v in inputs.items() if k not in ('gt_labels', 'gt_masks',
+                                                                     'aux_semantic')}
+        ref = alone(single, inputs['gt_labels'], inputs['gt_masks'])
+        for key, value in ref.items():
+            torch.testing.assert_close(losses[f'{key}_{i}'], value, atol=1e-6, rtol=0)
+    assert any(not torch.allclose(losses[k], shared[k]) for k in losses if k.endswith('_0'))
+
+
 def test_gumbel_topk_is_seeded_and_skips_masked_pixels():
     logits = torch.zeros(2, 50)
     logits[:, :10] = -99999.0

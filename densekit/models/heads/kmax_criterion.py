@@ -47,7 +47,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 __all__ = ['KMaXCriterion', 'kmax_hungarian_match', 'gumbel_topk', 'semantic_from_panoptic']
 
@@ -103,6 +102,7 @@ def kmax_hungarian_match(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     intersection = prob @ target.t()
     denominator = (prob.sum(-1)[:, None] + target.sum(-1)[None, :]) / 2.0
     mask_sim = intersection / (denominator + 1e-5)
+    from scipy.optimize import linear_sum_assignment  # scipy comes with mmdet; not a core need
     cost = (-mask_sim * class_sim).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     rows = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=class_logits.device)

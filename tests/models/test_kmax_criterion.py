@@ -204,7 +204,8 @@ def test_forward_train_feeds_the_criterion_and_every_loss_has_a_gradient():
     aux_head = model.transformer_decoder.auxiliary_semantic_predictor
     assert aux_head.final_conv.conv.weight.grad.abs().sum() > 0
     # the instance-discrimination loss reaches the final predictor's pixel head
-    assert model.transformer_decoder.predictor.pixel_space_head_last_convbn.conv.weight.grad.abs().sum() > 0
+    last = model.transformer_decoder.predictor.pixel_space_head_last_convbn
+    assert last.conv.weight.grad.abs().sum() > 0
     classes, _ = model(feats)  # inference path: no auxiliary head, same predictions
     assert len(classes) == 4
 

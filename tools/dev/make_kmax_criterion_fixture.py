@@ -63,7 +63,8 @@ def criterion_inputs(seed: int) -> dict:
     labels, masks = [], []
     for b, n in enumerate((5, 4)):
         centres = torch.rand(n + 1, 2, generator=gen) * torch.tensor([H, W])
-        dist = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
+        dist = ((yy[None] - centres[:, 0, None, None]) ** 2
+                + (xx[None] - centres[:, 1, None, None]) ** 2)
         owner = dist.argmin(0)  # segment n is void
         owner[torch.rand(H, W, generator=gen) < 0.08] = n  # scattered void pixels
         lab = [1, 1, 2, 4, 5] if b == 0 else [0, 3, 5, 2]
@@ -92,7 +93,8 @@ def semantic_from_masks(labels, masks, void: int = -1) -> torch.Tensor:
 
 def semantic_head_inputs(seed: int) -> list:
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn((2, c) + s, generator=gen) for c, s in zip(AUX_HEAD_CHANNELS, AUX_HEAD_SIZES)]
+    return [torch.randn((2, c) + s, generator=gen)
+            for c, s in zip(AUX_HEAD_CHANNELS, AUX_HEAD_SIZES)]
 
 
 def _load_official_criterion(official: Path):
@@ -110,7 +112,8 @@ def main() -> None:
     from mmengine.model import revert_sync_batchnorm
     from make_kmax_deeplab_fixture import load_official, weight_spec
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='clone of bytedance/kmax-deeplab')
+    parser.add_argument('--official', type=Path, required=True,
+                        help='clone of bytedance/kmax-deeplab')
     parser.add_argument('--out', type=Path,
                         default=Path('tests/fixtures/heads/kmax_criterion_official.pt'))
     parser.add_argument('--seed', type=int, default=0)

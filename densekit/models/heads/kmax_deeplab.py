@@ -493,7 +493,7 @@ class _SelfAttention(nn.Module):
         return F.gelu(self.batch_norm_retrieved_value(out))
 
 
-# ----------------------------------------------------------------------------- auxiliary semantic head
+# ------------------------------------------------------------------------ auxiliary semantic head
 
 class SemanticASPP(nn.Module):
     """Atrous spatial pyramid pooling (DeepLab): a 1x1 conv, three dilated 3x3 convs and a pooled

@@ -226,6 +226,11 @@ def test_bad_inputs_name_the_problem():
         KMaXCriterion(5)(out, labels, [masks[0], masks[1][:, :-1]], semantic)
     with pytest.raises(ValueError, match=r'gt_labels\[0\] must lie in \[0, 5\)'):
         KMaXCriterion(5)(out, [torch.tensor([0, 5, 1]), labels[1]], masks, semantic)
+    # without the sampled losses, class and mask logits suffice
+    plain = KMaXCriterion(5, insdis_weight=0.0, aux_semantic_weight=0.0)
+    losses = plain({k: out[k] for k in ('class_logits', 'mask_logits')}, labels, masks)
+    assert sorted(losses) == sorted(f'loss_{n}{s}' for n in ('ce', 'mask', 'dice')
+                                    for s in ('', '_0', '_1', '_2'))
     with pytest.raises(ValueError, match='mask_weight must be >= 0'):
         KMaXCriterion(5, mask_weight=-1.0)
     with pytest.raises(ValueError, match='pixel_insdis_sample_k must be > 0'):

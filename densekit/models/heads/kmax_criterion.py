@@ -140,7 +140,8 @@ class KMaXCriterion(nn.Module):
         masking_void_pixel: leave void pixels out of the matching and the dice loss (the
             mask-ID loss always leaves them out).
         semantic_ignore_index: void value of the ``gt_semantic`` maps given to :meth:`forward`.
-        generator: RNG of the Gumbel noise (default: the global one).
+        generator: RNG of the Gumbel noise, on the predictions' device (default: the global
+            one).
         pixel_sampler: ``(logits [B, L], k) -> indices [B, k']`` replacing the Gumbel-top-k
             sampling (deterministic tests).
     """
@@ -361,7 +362,8 @@ class KMaXCriterion(nn.Module):
         self._check(outputs, gt_labels, gt_masks, gt_semantic)
         classes = [c.float() for c in outputs['class_logits']]
         masks = [m.float() for m in outputs['mask_logits']]
-        pixels = [p.float() for p in outputs.get('pixel_features', [None] * len(classes))]
+        pixels = [None if p is None else p.float()
+                  for p in outputs.get('pixel_features', [None] * len(classes))]
         gt_masks = [m.float() for m in gt_masks]
         targets = self.build_targets(classes[-1], masks[-1], gt_labels, gt_masks,
                                      self.match(classes[-1], masks[-1], gt_labels, gt_masks))

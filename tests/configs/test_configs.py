@@ -169,6 +169,9 @@ def test_config_builds_and_steps(path: Path, demo_root: Path, tmp_path: Path):
     model.train()
     log_vars = model.train_step(batch, optim_wrapper)
     _finite_losses(log_vars)
+    if tiny.model.get('panoptic_head', {}).get('type') == 'KMaXDeepLabHead':  # kMaX's own losses
+        assert {'loss_ce', 'loss_mask', 'loss_dice', 'loss_pixel_insdis',
+                'loss_aux_semantic'} <= set(log_vars), sorted(log_vars)
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     assert not bad, f'non-finite parameters after one step: {bad[:5]}'
 

@@ -88,6 +88,12 @@ def narrow_heads(model_cfg):
             return 1
         if key in ('base_filters', 'pixel_head_channels', 'mask_channels') and v >= 64:
             return 16
+        if key == 'aux_semantic_channels':
+            return 16
+        if key == 'aux_semantic_low_level_channels':
+            return 8
+        if key in ('pixel_insdis_sample_k', 'aux_semantic_sample_k') and v > 256:
+            return 256  # sampled pixels of kMaX's losses: fewer than a tiny crop's mask pixels
         if key == 'num_dn_queries':
             return 10
         if key == 'num_points' and v > 1000:  # point-sampled mask loss, not deformable points

@@ -3,10 +3,11 @@
 # panoptic segmentation, mmdet scope: densekit's KMaXDeepLabHead (axial / bottleneck pixel decoder
 # with [1, 5, 1, 1] blocks of widths [512, 256, 128, 64]; six k-means cross-attention layers, two
 # at each of strides 32, 16, 8; 128 cluster centres) in mmdet's Mask2Former detector.
-# NOT the official training: Mask2Former's matching and losses (class 2.0 with no-object 0.1,
-# point-sampled mask BCE 5.0 and dice 5.0) replace kMaX's PQ-style loss, mask-ID cross-entropy,
-# instance discrimination and auxiliary semantic loss. Inference is kMaX's own (KMaXFusionHead,
-# test_cfg below).
+# Training as the official (kmax_deeplab/config.py, kmax_r50.yaml): PQ-style matching shared from
+# the final prediction; PQ-style class loss 3.0, mask-ID cross-entropy 0.3, PQ-style dice 3.0 and
+# pixel-wise instance discrimination 1.0 on every decoder prediction, the auxiliary semantic head's
+# loss 1.0 on the final one; no-object weight 1e-5; 4096 sampled pixels (temperatures 1.5 / 2.0).
+# Inference is kMaX's own (KMaXFusionHead, test_cfg below).
 # Inputs as the official: mean / std 127.5 (pixels scaled to [-1, 1]), RGB.
 num_things_classes = 80
 num_stuff_classes = 53
@@ -43,30 +44,30 @@ model = dict(
         mask_channels=128,
         pixel_drop_path=0.0,
         transformer_drop_path=0.2,
-        loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=2.0,
-                      reduction='mean', class_weight=[1.0] * num_classes + [0.1]),
-        loss_mask=dict(type='CrossEntropyLoss', use_sigmoid=True, reduction='mean',
-                       loss_weight=5.0),
-        loss_dice=dict(type='DiceLoss', use_sigmoid=True, activate=True, reduction='mean',
-                       naive_dice=True, eps=1.0, loss_weight=5.0)),
+        aux_semantic_head=True,
+        aux_semantic_channels=256,
+        aux_semantic_low_level_channels=[64, 32],
+        criterion=dict(
+            class_weight=3.0,
+            mask_weight=0.3,
+            dice_weight=3.0,
+            insdis_weight=1.0,
+            aux_semantic_weight=1.0,
+            no_object_weight=1e-5,
+            share_final_matching=True,
+            deep_supervision=True,
+            pixel_insdis_temperature=1.5,
+            pixel_insdis_sample_k=4096,
+            aux_semantic_temperature=2.0,
+            aux_semantic_sample_k=4096,
+            masking_void_pixel=True)),
     panoptic_fusion_head=dict(
         type='KMaXFusionHead',
         num_things_classes=num_things_classes,
         num_stuff_classes=num_stuff_classes,
         loss_panoptic=None,
         init_cfg=None),
-    train_cfg=dict(
-        num_points=12544,
-        oversample_ratio=3.0,
-        importance_sample_ratio=0.75,
-        assigner=dict(
-            type='HungarianAssigner',
-            match_costs=[
-                dict(type='ClassificationCost', weight=2.0),
-                dict(type='CrossEntropyLossCost', weight=5.0, use_sigmoid=True),
-                dict(type='DiceCost', weight=5.0, pred_act=True, eps=1.0),
-            ]),
-        sampler=dict(type='MaskPseudoSampler')),
+    train_cfg=None,  # kMaX matches inside its criterion
     # kMaX's own inference, the official COCO test settings (kmax_r50.yaml TEST, config.py):
     # masks are a softmax over the queries, a pixel belongs to a query's mask above 0.4; queries
     # visited by class score x mean mask score; thing / stuff class thresholds 0.7 / 0.5; a

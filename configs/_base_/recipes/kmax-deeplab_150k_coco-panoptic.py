@@ -3,7 +3,8 @@
 # 32 x 2), AdamW lr 5e-4, weight decay 0.05 (none on norms and embeddings), backbone lr x0.1,
 # no gradient clipping, 5000 linear warm-up iterations then poly decay (power 0.9, the official
 # TF2WarmupPolyLR). Test: longer side resized to 1281 (MIN / MAX_SIZE_TEST 1281). Evaluation: PQ.
-# The official trains with AMP; densekit fp32. Its losses are not reproduced (see the model base).
+# The official trains with AMP; densekit fp32. Losses: kMaX's own (see the model base). The
+# official copy-paste and SSD colour augmentation are not reproduced.
 _base_ = [
     '../models/kmax_deeplab_panoptic.py', '../datasets/coco_panoptic.py',
     '../default_runtime_det.py',

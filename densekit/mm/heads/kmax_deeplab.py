@@ -2,13 +2,17 @@
 detector, with kMaX's own inference in ``KMaXFusionHead`` (:mod:`densekit.mm.heads.kmax_fusion`).
 
 The network is :class:`densekit.models.heads.kmax_deeplab.KMaX` (the official pixel and k-means
-transformer decoders, checked against the official port). Training is NOT kMaX's own: the
-official criterion (PQ-style loss with mask-ID cross-entropy, pixel-wise instance
-discrimination and an auxiliary semantic head, matched by a PQ-style Hungarian cost) is not
-implemented. The head uses mmdet's Mask2Former training instead: Hungarian matching (class +
-point-sampled mask BCE + dice costs), class cross-entropy, point-sampled mask BCE and dice on
-every prediction (deep supervision). Inference is the official one: :meth:`KMaXDeepLabHead.predict`
-upsamples the final mask logits to the padded input with the official ``align_corners`` rule and
+transformer decoders and auxiliary semantic head, checked against the official port). Training
+is kMaX's own (:class:`densekit.models.heads.kmax_criterion.KMaXCriterion`, checked against the
+official ``SetCriterion``): PQ-style Hungarian matching on the final prediction, shared by every
+prediction; PQ-style class and dice losses, mask-ID cross-entropy and pixel-wise instance
+discrimination on every decoder prediction; the auxiliary semantic loss on the final one. Its
+targets are built as the official data mapper builds them: the panoptic segments (thing
+instances of ``gt_instances``, stuff regions of ``gt_sem_seg``) taken at every stride-th pixel
+of the padded image (the official ``[::4, ::4]``) at the mask logits' size, segments left empty
+dropped, and a semantic map of those segments with every other pixel (unlabelled, crowd,
+padding) void. Inference is the official one: :meth:`KMaXDeepLabHead.predict` upsamples the
+final mask logits to the padded input with the official ``align_corners`` rule and
 ``KMaXFusionHead`` applies the official post-processing.
 """
 from __future__ import annotations
@@ -18,15 +22,16 @@ from typing import Sequence
 import torch
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
 from mmdet.models.dense_heads.mask2former_head import Mask2FormerHead
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 
+from densekit.models.heads.kmax_criterion import KMaXCriterion, semantic_from_panoptic
 from densekit.models.heads.kmax_deeplab import KMaX
 from densekit.models.heads.kmax_postprocess import kmax_upsample_mask_logits
 from densekit.mm.registry import register as _register
 
 
 class KMaXDeepLabHead(Mask2FormerHead):
-    """kMaX-DeepLab head (Yu et al., ECCV 2022) with Mask2Former's losses and kMaX's own inference.
+    """kMaX-DeepLab head (Yu et al., ECCV 2022) with kMaX's own losses and inference.
 
     Args:
         in_channels: channels of the four backbone maps (strides 4..32).
@@ -39,7 +44,13 @@ class KMaXDeepLabHead(Mask2FormerHead):
         embed_dims, base_filters, num_heads, feedforward_channels, pixel_head_channels,
         mask_channels: decoder widths (256, 128, 8, 2048, 256, 128).
         pixel_drop_path, transformer_drop_path: drop-path probabilities (0.0 and 0.2 for R50).
-        loss_cls, loss_mask, loss_dice, train_cfg, test_cfg: as mmdet's ``Mask2FormerHead``.
+        aux_semantic_head: build the auxiliary semantic head (training only), as the official
+            does when its loss weight is positive.
+        aux_semantic_channels, aux_semantic_low_level_channels: its widths (256, (64, 32)).
+        criterion: keyword arguments of :class:`KMaXCriterion` (loss weights, no-object weight,
+            sampling); its defaults are the official COCO ones.
+        train_cfg: must be empty: kMaX matches and weighs inside its criterion.
+        test_cfg: as mmdet's ``Mask2FormerHead`` (read by the fusion head).
     """
 
     def __init__(self, in_channels: Sequence[int], num_things_classes: int = 80,
@@ -51,12 +62,20 @@ class KMaXDeepLabHead(Mask2FormerHead):
                  base_filters: int = 128, num_heads: int = 8, feedforward_channels: int = 2048,
                  pixel_head_channels: int = 256, mask_channels: int = 128,
                  pixel_drop_path: float = 0.0, transformer_drop_path: float = 0.0,
-                 loss_cls: dict | None = None, loss_mask: dict | None = None,
-                 loss_dice: dict | None = None, train_cfg: dict | None = None,
+                 aux_semantic_head: bool = True, aux_semantic_channels: int = 256,
+                 aux_semantic_low_level_channels: Sequence[int] = (64, 32),
+                 criterion: dict | None = None, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
-        # mmdet's Mask2FormerHead.__init__ builds its own decoders: set up what its losses and
-        # predict read, and nothing else.
+        # mmdet's Mask2FormerHead.__init__ builds its own decoders and losses: set up what its
+        # predict reads, and nothing else.
         BaseDenseHead.__init__(self, init_cfg=init_cfg)
+        if train_cfg:
+            raise ValueError('KMaXDeepLabHead trains with kMaX\'s criterion (criterion=dict(...)); '
+                             f'the model\'s train_cfg must be empty, got {dict(train_cfg)}')
+        criterion = dict(criterion or {})
+        if 'num_classes' in criterion:
+            raise ValueError('criterion.num_classes is num_things_classes + num_stuff_classes; '
+                             f'got criterion num_classes={criterion["num_classes"]}')
         self.num_things_classes = num_things_classes
         self.num_stuff_classes = num_stuff_classes
         self.num_classes = num_things_classes + num_stuff_classes
@@ -66,25 +85,15 @@ class KMaXDeepLabHead(Mask2FormerHead):
                          pixel_decoder_layers, pixel_decoder_types, transformer_decoder_layers,
                          embed_dims, base_filters, num_heads, feedforward_channels,
                          pixel_head_channels, mask_channels, pixel_drop_path,
-                         transformer_drop_path)
+                         transformer_drop_path, aux_semantic_head, aux_semantic_channels,
+                         aux_semantic_low_level_channels)
+        self.criterion = KMaXCriterion(self.num_classes, **criterion)
+        if self.criterion.uses_aux_semantic and not aux_semantic_head:
+            raise ValueError('criterion aux_semantic_weight='
+                             f'{self.criterion.weight_dict["loss_aux_semantic"]} needs '
+                             'aux_semantic_head=True (or set the weight to 0)')
         self.test_cfg = test_cfg
         self.train_cfg = train_cfg
-        if train_cfg:
-            self.assigner = TASK_UTILS.build(train_cfg['assigner'])
-            self.sampler = TASK_UTILS.build(train_cfg['sampler'], default_args=dict(context=self))
-            self.num_points = train_cfg.get('num_points', 12544)
-            self.oversample_ratio = train_cfg.get('oversample_ratio', 3.0)
-            self.importance_sample_ratio = train_cfg.get('importance_sample_ratio', 0.75)
-        loss_cls = loss_cls or dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=2.0,
-                                    reduction='mean', class_weight=[1.0] * self.num_classes + [0.1])
-        loss_mask = loss_mask or dict(type='CrossEntropyLoss', use_sigmoid=True, reduction='mean',
-                                      loss_weight=5.0)
-        loss_dice = loss_dice or dict(type='DiceLoss', use_sigmoid=True, activate=True,
-                                      reduction='mean', naive_dice=True, eps=1.0, loss_weight=5.0)
-        self.class_weight = loss_cls.get('class_weight')
-        self.loss_cls = MODELS.build(loss_cls)
-        self.loss_mask = MODELS.build(loss_mask)
-        self.loss_dice = MODELS.build(loss_dice)
 
     def init_weights(self) -> None:
         """The core modules initialise themselves (the official schemes) at construction."""
@@ -103,6 +112,71 @@ class KMaXDeepLabHead(Mask2FormerHead):
         all_cls, all_masks = self(x, batch_data_samples)
         padded = batch_data_samples[0].metainfo['batch_input_shape']
         return all_cls[-1], kmax_upsample_mask_logits(all_masks[-1], padded)
+
+    def loss(self, x: Sequence[torch.Tensor], batch_data_samples) -> dict:
+        """kMaX's weighted losses (``loss_ce``, ``loss_mask``, ``loss_dice``,
+        ``loss_pixel_insdis``, ``loss_aux_semantic``; ``_{i}`` for intermediate prediction
+        ``i``) from panoptic data samples (``gt_instances`` with ``labels`` / ``masks``,
+        ``gt_sem_seg`` with 255 void)."""
+        x = list(x)
+        # the masks are predicted at the stride-4 map's size; targets first, so that bad data
+        # fail before the forward
+        labels, masks, semantic = self.panoptic_targets(batch_data_samples, x[0].shape[-2:])
+        return self.criterion(self.kmax.forward_train(x), labels, masks, semantic)
+
+    def panoptic_targets(self, batch_data_samples, size) -> tuple[list, list, torch.Tensor]:
+        """Per image the segments' classes ``[M]`` and masks ``[M, h, w]`` at the mask logits'
+        size ``(h, w)``, and the ``[B, h, w]`` semantic map of those segments (255 elsewhere)."""
+        h, w = size
+        labels_all, masks_all, semantic = [], [], []
+        for i, sample in enumerate(batch_data_samples):
+            inst = sample.gt_instances
+            sem = sample.gt_sem_seg.sem_seg if 'gt_sem_seg' in sample else None
+            if sem is None and self.criterion.uses_aux_semantic:
+                raise ValueError(f'data sample {i} has no gt_sem_seg: the auxiliary semantic loss '
+                                 '(and the stuff classes) need it; load it with '
+                                 'LoadPanopticAnnotations(with_seg=True)')
+            if len(inst) and (int(inst.labels.min()) < 0
+                              or int(inst.labels.max()) >= self.num_things_classes):
+                raise ValueError(f'data sample {i}: gt_instances.labels must lie in [0, '
+                                 f'num_things_classes={self.num_things_classes}), got '
+                                 f'{inst.labels.tolist()}')
+            masks = inst.masks
+            masks = (masks.to_tensor(dtype=torch.bool, device=inst.labels.device)
+                     if hasattr(masks, 'to_tensor') else masks.bool())
+            labels = [inst.labels.long()]
+            masks = [masks]
+            if sem is not None:
+                sem = sem.squeeze(0)
+                if sem.shape[-2:] != masks[0].shape[-2:] and len(inst):
+                    raise ValueError(f'data sample {i}: gt_sem_seg of size {tuple(sem.shape)} '
+                                     f'and instance masks of size {tuple(masks[0].shape[-2:])}')
+                stuff = [c for c in sem.unique().tolist()
+                         if self.num_things_classes <= c < self.num_classes]
+                labels.append(torch.tensor(stuff, dtype=torch.long, device=sem.device))
+                masks.append(torch.stack([sem == c for c in stuff]) if stuff
+                             else sem.new_zeros((0,) + sem.shape, dtype=torch.bool))
+            labels = torch.cat(labels)
+            masks = torch.cat([m.to(labels.device) for m in masks])
+            masks = _strided_subsample(masks, h, w)
+            keep = masks.flatten(1).any(1)
+            labels, masks = labels[keep], masks[keep]
+            labels_all.append(labels)
+            masks_all.append(masks)
+            semantic.append(semantic_from_panoptic(labels, masks))
+        return labels_all, masks_all, torch.stack(semantic)
+
+
+def _strided_subsample(masks: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``[M, H, W]`` -> ``[M, h, w]``: every ``s``-th pixel from the top-left one, ``s`` the
+    rounded ratio of the sizes (the official takes ``[::4, ::4]`` of its 1281-pixel crops for
+    321-pixel masks); rows / columns beyond the image are void."""
+    H, W = masks.shape[-2:]
+    sh, sw = max(1, round(H / h)), max(1, round(W / w))
+    sub = masks[:, ::sh, ::sw][:, :h, :w]
+    out = masks.new_zeros(masks.shape[:1] + (h, w))
+    out[:, :sub.shape[1], :sub.shape[2]] = sub
+    return out
 
 
 def register() -> None:

@@ -28,8 +28,10 @@ Sub-module names follow the official port's with the leading underscore dropped 
 :func:`convert_official_kmax_deeplab`. The official axial attention fixes its input length at
 construction (``INPUT.IMAGE_SIZE``); here the relative-position table (span 255, as the
 official) is indexed for the length of the actual input, the same thing at the official length,
-so any input size runs. The official auxiliary semantic head (trained with kMaX's own losses)
-is not built.
+so any input size runs. The official auxiliary semantic head (:class:`KMaXSemanticPredictor`:
+ASPP on the stride-32 backbone map, fused with the stride-8 and stride-4 maps) is built with
+``aux_semantic_head=True`` and runs in :meth:`KMaX.forward_train` only, for kMaX's losses
+(:mod:`densekit.models.heads.kmax_criterion`).
 """
 from __future__ import annotations
 
@@ -41,8 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ['KMaX', 'KMaXPixelDecoder', 'KMaXTransformerDecoder', 'KMaXTransformerLayer',
-           'KMaXPredictor', 'AxialAttention', 'kmeans_cross_attention',
-           'convert_official_kmax_deeplab']
+           'KMaXPredictor', 'KMaXSemanticPredictor', 'SemanticASPP', 'AxialAttention',
+           'kmeans_cross_attention', 'convert_official_kmax_deeplab']
 
 NormLayer = Callable[[int], nn.Module]
 MAX_SPAN = 255  # relative-position table of the axial attention: offsets -254..254
@@ -92,12 +94,14 @@ class ConvBN(nn.Module):
     otherwise, the norm's scale at ``norm_init`` (0 for the last norm of a residual branch)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, *, padding: int = 0,
-                 groups: int = 1, bias: bool = False, norm: NormLayer | None = batch_norm,
+                 dilation: int = 1, groups: int = 1, bias: bool = False,
+                 norm: NormLayer | None = batch_norm,
                  act: str | None = None, conv_1d: bool = False, init: str = 'he_normal',
                  norm_init: float = 1.0) -> None:
         super().__init__()
         conv = nn.Conv1d if conv_1d else nn.Conv2d
-        self.conv = conv(in_chs, out_chs, kernel_size, padding=padding, groups=groups, bias=bias)
+        self.conv = conv(in_chs, out_chs, kernel_size, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias)
         self.norm = norm(out_chs) if norm is not None else nn.Identity()
         self.act = _activation(act)
         if init == 'he_normal':
@@ -489,6 +493,89 @@ class _SelfAttention(nn.Module):
         return F.gelu(self.batch_norm_retrieved_value(out))
 
 
+# ------------------------------------------------------------------------ auxiliary semantic head
+
+class SemanticASPP(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLab): a 1x1 conv, three dilated 3x3 convs and a pooled
+    image-level branch, concatenated and projected; dropout 0.1 on the output (the official
+    ``ASPP`` of the auxiliary semantic head)."""
+
+    def __init__(self, in_chs: int, out_chs: int = 256,
+                 atrous_rates: Sequence[int] = (6, 12, 18)) -> None:
+        super().__init__()
+        r1, r2, r3 = atrous_rates
+        self.aspp_conv0 = ConvBN(in_chs, out_chs, act='gelu')
+        self.aspp_conv1 = ConvBN(in_chs, out_chs, 3, padding=r1, dilation=r1, act='gelu')
+        self.aspp_conv2 = ConvBN(in_chs, out_chs, 3, padding=r2, dilation=r2, act='gelu')
+        self.aspp_conv3 = ConvBN(in_chs, out_chs, 3, padding=r3, dilation=r3, act='gelu')
+        self.aspp_pool = ConvBN(in_chs, out_chs, act='gelu')
+        self.proj_conv_bn_act = ConvBN(5 * out_chs, out_chs, act='gelu')
+        self.proj_drop = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.aspp_pool(x.mean((2, 3), keepdim=True))
+        pooled = F.interpolate(pooled, size=x.shape[-2:], mode='bilinear',
+                               align_corners=_align_corners(x))
+        x = torch.cat([self.aspp_conv0(x), self.aspp_conv1(x), self.aspp_conv2(x),
+                       self.aspp_conv3(x), pooled], dim=1)
+        return self.proj_drop(self.proj_conv_bn_act(x))
+
+
+class KMaXSemanticPredictor(nn.Module):
+    """The auxiliary semantic head kMaX-DeepLab trains with (a Panoptic-DeepLab single decoder
+    and head): ASPP on the stride-32 backbone map, fused with projections of the stride-8 and
+    stride-4 backbone maps (each fusion a depth-wise 5x5 and a 1x1 conv), a depth-wise 5x5 and a
+    1x1 conv, then per-class logits at stride 4. It reads the raw backbone maps, not the pixel
+    decoder's, and only serves the auxiliary semantic loss.
+
+    Args:
+        in_channels: channels of the backbone maps at strides 32, 8 and 4.
+        num_classes: output classes (the official: the dataset's classes and void).
+        channels: ASPP and decoder width (256).
+        low_level_channels: projections of the stride-8 and stride-4 maps (64, 32).
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 256,
+                 low_level_channels: Sequence[int] = (64, 32)) -> None:
+        super().__init__()
+        if len(in_channels) != 3 or len(low_level_channels) != 2:
+            raise ValueError(f'in_channels={list(in_channels)} needs the stride-32, 8 and 4 '
+                             f'backbone channels and low_level_channels={list(low_level_channels)}'
+                             ' one width for stride 8 and one for stride 4')
+        c8, c4 = low_level_channels
+        self.aspp = SemanticASPP(in_channels[0], channels)
+        self.low_level_projection_os8 = ConvBN(in_channels[1], c8, act='gelu')
+        self.low_level_fusion_os8_conv0_bn_act = ConvBN(channels + c8, channels + c8, 5, padding=2,
+                                                        groups=channels + c8, act='gelu',
+                                                        init='xavier_uniform')
+        self.low_level_fusion_os8_conv1_bn_act = ConvBN(channels + c8, channels, act='gelu')
+        self.low_level_projection_os4 = ConvBN(in_channels[2], c4, act='gelu')
+        self.low_level_fusion_os4_conv0_bn_act = ConvBN(channels + c4, channels + c4, 5, padding=2,
+                                                        groups=channels + c4, act='gelu',
+                                                        init='xavier_uniform')
+        self.low_level_fusion_os4_conv1_bn_act = ConvBN(channels + c4, channels, act='gelu')
+        self.conv_block_0 = ConvBN(channels, channels, 5, padding=2, groups=channels, act='gelu',
+                                   init='xavier_uniform')
+        self.conv_block_1 = ConvBN(channels, channels, act='gelu')
+        self.final_conv = ConvBN(channels, num_classes, bias=True, norm=None)
+        _trunc_normal_(self.final_conv.conv.weight, 0.01)
+
+    def forward(self, x: torch.Tensor, low_features_os8: torch.Tensor,
+                low_features_os4: torch.Tensor) -> torch.Tensor:
+        """Backbone maps at strides 32, 8, 4 -> class logits ``[B, K, H4, W4]``."""
+        x = self.aspp(x)
+        align = _align_corners(x)  # the official decides once, from the stride-32 map
+        for low, project, conv0, conv1 in (
+                (low_features_os8, self.low_level_projection_os8,
+                 self.low_level_fusion_os8_conv0_bn_act, self.low_level_fusion_os8_conv1_bn_act),
+                (low_features_os4, self.low_level_projection_os4,
+                 self.low_level_fusion_os4_conv0_bn_act, self.low_level_fusion_os4_conv1_bn_act)):
+            low = project(low)
+            x = F.interpolate(x, size=low.shape[-2:], mode='bilinear', align_corners=align)
+            x = conv1(conv0(torch.cat([x, low], dim=1)))
+        return self.final_conv(self.conv_block_1(self.conv_block_0(x)))
+
+
 class KMaXTransformerDecoder(nn.Module):
     """Cluster centres refined by ``dec_layers[i]`` kMaX layers at strides 32, 16, 8.
 
@@ -501,13 +588,19 @@ class KMaXTransformerDecoder(nn.Module):
         embed_dims: cluster-centre width (256).
         base_filters, num_heads, feedforward_channels, pixel_head_channels, mask_channels,
         drop_path: as :class:`KMaXTransformerLayer`.
+        aux_semantic_in_channels: backbone channels at strides 32, 8, 4 to build the auxiliary
+            semantic head (:class:`KMaXSemanticPredictor`, ``num_classes + 1`` outputs as the
+            official); ``None`` builds none.
+        aux_semantic_channels, aux_semantic_low_level_channels: its widths (256, (64, 32)).
     """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, num_queries: int = 128,
                  dec_layers: Sequence[int] = (2, 2, 2), embed_dims: int = 256,
                  base_filters: int = 128, num_heads: int = 8, feedforward_channels: int = 2048,
                  pixel_head_channels: int = 256, mask_channels: int = 128,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, aux_semantic_in_channels: Sequence[int] | None = None,
+                 aux_semantic_channels: int = 256,
+                 aux_semantic_low_level_channels: Sequence[int] = (64, 32)) -> None:
         super().__init__()
         if len(in_channels) != len(dec_layers) + 1:
             raise ValueError(f'in_channels={list(in_channels)} needs one entry per decoder stride '
@@ -524,25 +617,47 @@ class KMaXTransformerDecoder(nn.Module):
         self.mask_embedding_projection = ConvBN(embed_dims, embed_dims, act='gelu', conv_1d=True)
         self.predictor = KMaXPredictor(in_channels[-1], embed_dims, num_classes + 1,
                                        pixel_head_channels, mask_channels)
+        self.auxiliary_semantic_predictor = None
+        if aux_semantic_in_channels is not None:
+            self.auxiliary_semantic_predictor = KMaXSemanticPredictor(
+                aux_semantic_in_channels, num_classes + 1, aux_semantic_channels,
+                aux_semantic_low_level_channels)
 
-    def forward(self, multi_scale: Sequence[torch.Tensor], pixel_feature: torch.Tensor
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """-> class logits and mask logits of every prediction (one per layer, then the final);
-        intermediate masks are resized to the final (stride 4) size."""
+    def forward(self, multi_scale: Sequence[torch.Tensor], pixel_feature: torch.Tensor,
+                semantic_features: Sequence[torch.Tensor] | None = None,
+                with_pixel_features: bool = False) -> dict:
+        """-> dict of ``class_logits`` and ``mask_logits``: lists with one entry per prediction
+        (one per layer, then the final); intermediate masks are resized to the final (stride 4)
+        size. ``with_pixel_features`` adds ``pixel_features`` (the predictions' L2-normalised
+        pixel embeddings, intermediate ones resized bilinearly to stride 4 as the official, so
+        no longer unit-norm); ``semantic_features`` (backbone maps at strides 32, 8, 4) add the
+        auxiliary head's ``aux_semantic`` logits."""
         query = self.cluster_centers.weight.unsqueeze(0).expand(pixel_feature.shape[0], -1, -1)
-        classes, masks = [], []
+        classes, masks, pixels = [], [], []
         layers = iter(self.kmax_transformer_layers)
         for feat, n in zip(multi_scale, self.dec_layers):
             for _ in range(n):
-                query, cls, mask, _ = next(layers)(feat, query)
+                query, cls, mask, pixel = next(layers)(feat, query)
                 classes.append(cls)
                 masks.append(mask)
-        cls, mask, _ = self.predictor(self.mask_embedding_projection(query),
-                                      self.class_embedding_projection(query), pixel_feature)
+                pixels.append(pixel)
+        cls, mask, pixel = self.predictor(self.mask_embedding_projection(query),
+                                          self.class_embedding_projection(query), pixel_feature)
         size = mask.shape[-2:]
         align = size[0] % 2 == 1  # the official resize of the intermediate masks
-        masks = [F.interpolate(m, size=size, mode='bilinear', align_corners=align) for m in masks]
-        return classes + [cls], masks + [mask]
+
+        def resize(maps):
+            return [F.interpolate(m, size=size, mode='bilinear', align_corners=align) for m in maps]
+
+        out = dict(class_logits=classes + [cls], mask_logits=resize(masks) + [mask])
+        if with_pixel_features:
+            out['pixel_features'] = resize(pixels) + [pixel]
+        if semantic_features is not None:
+            if self.auxiliary_semantic_predictor is None:
+                raise ValueError('semantic_features given, but the decoder was built without the '
+                                 'auxiliary semantic head (aux_semantic_in_channels=None)')
+            out['aux_semantic'] = self.auxiliary_semantic_predictor(*semantic_features)
+        return out
 
 
 class KMaX(nn.Module):
@@ -558,6 +673,9 @@ class KMaX(nn.Module):
         embed_dims, base_filters, num_heads, feedforward_channels, pixel_head_channels,
         mask_channels: as :class:`KMaXTransformerDecoder`.
         pixel_drop_path, transformer_drop_path: drop-path probabilities (official COCO R50: 0, 0.2).
+        aux_semantic_head: build the auxiliary semantic head (training only; the official builds
+            it when its loss weight is positive) on the backbone maps at strides 32, 8, 4.
+        aux_semantic_channels, aux_semantic_low_level_channels: its widths (256, (64, 32)).
     """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, num_queries: int = 128,
@@ -567,40 +685,68 @@ class KMaX(nn.Module):
                  transformer_decoder_layers: Sequence[int] = (2, 2, 2), embed_dims: int = 256,
                  base_filters: int = 128, num_heads: int = 8, feedforward_channels: int = 2048,
                  pixel_head_channels: int = 256, mask_channels: int = 128,
-                 pixel_drop_path: float = 0.0, transformer_drop_path: float = 0.0) -> None:
+                 pixel_drop_path: float = 0.0, transformer_drop_path: float = 0.0,
+                 aux_semantic_head: bool = False, aux_semantic_channels: int = 256,
+                 aux_semantic_low_level_channels: Sequence[int] = (64, 32)) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f'num_classes must be positive, got {num_classes}')
+        self.num_classes = num_classes
         self.pixel_decoder = KMaXPixelDecoder(in_channels, pixel_decoder_channels,
                                               pixel_decoder_layers, pixel_decoder_types,
                                               num_heads, pixel_drop_path)
+        aux_in = None
+        if aux_semantic_head:
+            if len(in_channels) != 4:
+                raise ValueError('the auxiliary semantic head reads the backbone maps at strides '
+                                 f'32, 8, 4: in_channels={list(in_channels)} must list four maps')
+            aux_in = [in_channels[3], in_channels[1], in_channels[0]]
         self.transformer_decoder = KMaXTransformerDecoder(
             self.pixel_decoder.out_channels, num_classes, num_queries, transformer_decoder_layers,
             embed_dims, base_filters, num_heads, feedforward_channels, pixel_head_channels,
-            mask_channels, transformer_drop_path)
+            mask_channels, transformer_drop_path, aux_in, aux_semantic_channels,
+            aux_semantic_low_level_channels)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Backbone maps (stride 4 first) -> class logits ``[B, Q, K+1]`` and stride-4 mask
         logits ``[B, Q, H/4, W/4]`` of every prediction, the final one last."""
         pixel_feature, multi_scale = self.pixel_decoder(feats)
-        return self.transformer_decoder(multi_scale, pixel_feature)
+        out = self.transformer_decoder(multi_scale, pixel_feature)
+        return out['class_logits'], out['mask_logits']
+
+    def forward_train(self, feats: Sequence[torch.Tensor]) -> dict:
+        """What kMaX's losses read (:class:`densekit.models.heads.kmax_criterion.KMaXCriterion`):
+        ``class_logits``, ``mask_logits``, ``pixel_features`` of every prediction (final last)
+        and, with the auxiliary head, its stride-4 ``aux_semantic`` logits ``[B, K+1, H4, W4]``."""
+        feats = list(feats)
+        pixel_feature, multi_scale = self.pixel_decoder(feats)
+        semantic = None
+        if self.transformer_decoder.auxiliary_semantic_predictor is not None:
+            semantic = [feats[3], feats[1], feats[0]]
+        return self.transformer_decoder(multi_scale, pixel_feature, semantic,
+                                        with_pixel_features=True)
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def convert_official_kmax_deeplab(state_dict: dict, prefix: str = 'panoptic_head.kmax.') -> dict:
+def convert_official_kmax_deeplab(state_dict: dict, prefix: str = 'panoptic_head.kmax.',
+                                  aux_semantic_head: bool = True) -> dict:
     """Official kMaX-DeepLab (bytedance/kmax-deeplab) head keys -> densekit's.
 
     ``sem_seg_head.pixel_decoder.*`` -> ``{prefix}pixel_decoder.*`` and
     ``sem_seg_head.predictor.*`` -> ``{prefix}transformer_decoder.*``, leading underscores of
     key components dropped, ``_predcitor`` -> ``predictor``, the relative-position tables'
     ``_embeddings`` kept under ``embeddings``. The auxiliary semantic head
-    (``predictor._auxiliary_semantic_predictor``, not built here) and keys outside
-    ``sem_seg_head`` (the backbone) are left out.
+    (``predictor._auxiliary_semantic_predictor``) lands on
+    ``transformer_decoder.auxiliary_semantic_predictor`` (a :class:`KMaX` built with
+    ``aux_semantic_head=True``); ``aux_semantic_head=False`` leaves its keys out, for a model
+    built without it (inference). Keys outside ``sem_seg_head`` (the backbone) are left out.
     """
     out = {}
     for key, value in state_dict.items():
-        if not key.startswith('sem_seg_head.') or '_auxiliary_semantic_predictor' in key:
+        if not key.startswith('sem_seg_head.'):
+            continue
+        if not aux_semantic_head and '_auxiliary_semantic_predictor' in key:
             continue
         key = key[len('sem_seg_head.'):]
         if key.startswith('predictor.'):

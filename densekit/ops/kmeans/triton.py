@@ -79,8 +79,9 @@ def _kmeans_fwd(LOGITS, V, PART, IDX, B, Q, C, HW, N_QB, N_CB, P_PER_SPLIT,
     for p0 in range(p_start, p_end, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
         p_ok = offs_p < p_end
-        lg = tl.load(l_base + offs_qa[:, None] * HW + offs_p[None, :], mask=qa_ok[:, None] & p_ok[None, :],
-                     other=float('-inf'))
+        lg_ok = qa_ok[:, None] & p_ok[None, :]
+        lg = tl.load(l_base + offs_qa[:, None] * HW + offs_p[None, :], mask=lg_ok, other=0.0).to(tl.float32)
+        lg = tl.where(lg_ok, lg, float('-inf'))
         idx = _argmax_clusters(lg, offs_qa, Q_ALL)
         if WRITE_IDX:
             if (qb == 0) & (cb == 0):

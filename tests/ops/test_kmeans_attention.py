@@ -1,4 +1,4 @@
-"""k-means cross-attention (kMaX-DeepLab): both reference forms against the definition (ties,
+"""k-means cross-attention (kMaX-DeepLab): the reference against the definition (ties,
 NaN, -inf), float64 gradcheck, errors, the automatic choice (the reference: Triton only by name),
 no gradient to the logits, the analytic FLOP count, and Triton parity through the shared harness
 (output and value gradient) on awkward shapes."""
@@ -9,7 +9,7 @@ import torch
 
 from attn_parity import check_backend_named
 from densekit.ops.kmeans import kmeans_attention
-from densekit.ops.kmeans.reference import kmeans_index, kmeans_onehot
+from densekit.ops.kmeans.reference import kmeans_reference
 
 # the value gradient is a gather of the output gradient (the role of dv)
 ALIASES = {'dvalue': 'dv'}
@@ -42,21 +42,18 @@ def test_argmax_convention_is_torchs():
     assert x.argmax(1).tolist() == [[1, 2, 0]]
 
 
-@pytest.mark.parametrize('form', [kmeans_onehot, kmeans_index], ids=['onehot', 'index'])
-def test_reference_forms_match_definition(form):
+def test_reference_matches_definition():
     logits = make_logits(2, 6, 41)
     logits[0, 3, 5] = float('nan')
     logits[1, :, 7] = float('-inf')
     logits[1, 4, 9] = float('inf')
     value = torch.randn(2, 5, 41, dtype=torch.float64)
-    torch.testing.assert_close(form(logits, value), _definition(logits, value), atol=1e-12, rtol=0)
+    torch.testing.assert_close(kmeans_reference(logits, value), _definition(logits, value), atol=1e-12, rtol=0)
 
 
 def test_gradcheck_reference():
     logits = make_logits(2, 4, 9)
     value = torch.randn(2, 3, 9, dtype=torch.float64, requires_grad=True)
-    for form in (kmeans_onehot, kmeans_index):
-        assert torch.autograd.gradcheck(lambda v: form(logits, v), (value,))
     assert torch.autograd.gradcheck(lambda v: kmeans_attention(logits, v, backend='reference'), (value,))
 
 
@@ -87,25 +84,22 @@ def test_errors():
 
 def test_automatic_choice_is_the_reference(monkeypatch, caplog):
     """No GPU measurement shows the kernel faster than the one-hot matmul, so the automatic choice
-    is the reference on every device, with the reason logged; on the CPU it runs the index form."""
+    is the reference on every device, with the reason logged."""
     monkeypatch.setenv('TRITON_INTERPRET', '1')
     monkeypatch.delenv('DENSEKIT_ATTN_BACKEND', raising=False)
     logits, value = make_logits(1, 3, 8, dtype=torch.float32), torch.randn(1, 2, 8)
-    import densekit.ops.kmeans.reference as ref
-    calls, original = [], ref.kmeans_index
-    monkeypatch.setattr(ref, 'kmeans_index', lambda *a: calls.append(1) or original(*a))
     with caplog.at_level(logging.DEBUG, logger='densekit.ops'):
         out = kmeans_attention(logits, value)
     assert "skipping backend 'triton': the Triton kernel is opt-in" in caplog.text
-    assert "using backend 'reference'" in caplog.text and calls == [1]
-    torch.testing.assert_close(out, kmeans_onehot(logits, value), atol=1e-6, rtol=0)
+    assert "using backend 'reference'" in caplog.text
+    torch.testing.assert_close(out, kmeans_reference(logits, value), atol=0, rtol=0)
 
 
 def test_reference_ignores_autocast():
     """The official runs the update outside autocast: the value's dtype, not autocast's."""
     logits, value = make_logits(1, 3, 8, dtype=torch.float32), torch.randn(1, 2, 8)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = kmeans_onehot(logits, value)
+        out = kmeans_attention(logits, value)
     assert out.dtype == torch.float32
 
 

@@ -5,8 +5,8 @@ arXiv:2207.04044): every pixel is assigned to the cluster (query) with the large
 and each cluster sums its pixels' values. Semantics: :mod:`densekit.ops.kmeans.reference`.
 
 Backends (``backend=`` or ``DENSEKIT_ATTN_BACKEND``, resolved by
-:func:`densekit.ops._backend.choose_backend`): ``'reference'`` is PyTorch (the official one-hot
-matmul on CUDA, the index / scatter-add form on the CPU, where it is faster); ``'triton'`` runs
+:func:`densekit.ops._backend.choose_backend`): ``'reference'`` is the official one-hot matmul in
+PyTorch, on any device; ``'triton'`` runs
 the fused argmax + one-hot matmul kernel of ``triton.py`` (CUDA, or CPU under
 ``TRITON_INTERPRET=1``). The Triton backend is opt-in: the automatic choice is the reference on
 every device until a GPU measurement shows the kernel faster (``benchmarks/kmax_kmeans.py``,

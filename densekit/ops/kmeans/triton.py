@@ -110,17 +110,20 @@ def check_config(config: Optional[Mapping]) -> None:
             raise ValueError(f'kmeans triton: {key}={v!r} must be a positive integer')
 
 
-def _launch(Q: int, C: int, HW: int, B: int, config: Optional[Mapping]) -> dict:
+def _launch(Q: int, C: int, HW: int, B: int, dtype: torch.dtype, config: Optional[Mapping]) -> dict:
     """Tiles and split count. All of kMaX's 128 clusters in one block (the argmax is then done
-    once per channel block, not once per cluster block too); 64 channels x 64 pixels per step
-    (a [128, 64] logit tile, a [64, 64] value tile and the [64, 128] fp32 accumulator in the
-    registers of 4 warps). More clusters shrink the pixel block so the logit tile stays at 8K
-    elements. Splits: enough programs for ``TARGET_PROGRAMS``, at least one pixel block each."""
+    once per channel block, not once per cluster block too) and 64 channels, with 8 warps: the
+    fp32 accumulator ``[64, 128]``, the logit tile ``[Q, BLOCK_P]`` and its argmax reductions
+    then fit the registers without spills (compiled for sm_90: ``tools/dev/triton_compile.py``).
+    Pixel block: 64 in half precision (the reduction depth of one tensor-core step; the logit tile
+    shrinks for more clusters to stay at 8K elements), 16 for fp32 (the FMA dot holds its
+    operands in registers; 32 or more spill). Splits: enough programs for ``TARGET_PROGRAMS``, at
+    least one pixel block each."""
     o = config or {}
     q_all = max(16, triton.next_power_of_2(Q))
     block_q = o.get('block_q', min(q_all, 128))
     block_c = o.get('block_c', min(max(16, triton.next_power_of_2(C)), 64))
-    block_p = o.get('block_p', max(16, min(64, 8192 // q_all)))
+    block_p = o.get('block_p', 16 if dtype == torch.float32 else max(16, min(64, 8192 // q_all)))
     n_qb, n_cb = triton.cdiv(Q, block_q), triton.cdiv(C, block_c)
     blocks = triton.cdiv(HW, block_p)
     splits = o.get('splits', triton.cdiv(TARGET_PROGRAMS, B * n_qb * n_cb))
@@ -128,14 +131,14 @@ def _launch(Q: int, C: int, HW: int, B: int, config: Optional[Mapping]) -> dict:
     per_split = triton.cdiv(blocks, splits) * block_p
     return dict(Q_ALL=q_all, BLOCK_Q=block_q, BLOCK_C=block_c, BLOCK_P=block_p, n_qb=n_qb, n_cb=n_cb,
                 splits=triton.cdiv(HW, per_split), per_split=per_split,
-                num_warps=o.get('num_warps', 4), num_stages=o.get('num_stages', 2))
+                num_warps=o.get('num_warps', 8), num_stages=o.get('num_stages', 2))
 
 
 def _forward(mask_logits: torch.Tensor, value: torch.Tensor, write_index: bool, config: Optional[Mapping]):
     """``[B, C, Q]`` in the value's dtype and, with ``write_index``, the ``[B, HW]`` assignment."""
     B, Q, HW = mask_logits.shape
     C = value.shape[1]
-    m = _launch(Q, C, HW, B, config)
+    m = _launch(Q, C, HW, B, value.dtype, config)
     part = torch.empty(m['splits'], B, C, Q, device=value.device, dtype=torch.float32)
     index = torch.empty(B, HW, device=value.device, dtype=torch.int64) if write_index else part
     _kmeans_fwd[(B * m['n_qb'] * m['n_cb'], m['splits'])](
@@ -172,7 +175,7 @@ def limits_reason(logits_shape, channels: int, config: Optional[Mapping] = None)
     B, Q, HW = logits_shape
     if Q > MAX_QUERIES:
         return f'{Q} clusters exceed {MAX_QUERIES} (the kernel holds every cluster\'s logits of a pixel block in registers)'
-    m = _launch(Q, channels, HW, B, config)
+    m = _launch(Q, channels, HW, B, torch.float32, config)
     if B * m['n_qb'] * m['n_cb'] > TRITON_GRID_X_MAX:
         return f"{B * m['n_qb'] * m['n_cb']} (image, cluster, channel) blocks exceed the Triton grid limit"
     return int32_offset_reason({'mask_logits (one image)': Q * HW, 'value (one image)': channels * HW,

@@ -80,7 +80,7 @@ def kmeans_attention(mask_logits: torch.Tensor, value: torch.Tensor, backend: Op
         if mask_logits.numel() == 0 or value.numel() == 0:
             return 'empty input'
         from densekit.ops.kmeans.triton import limits_reason
-        return limits_reason(tuple(mask_logits.shape), value.shape[1], triton_config)
+        return limits_reason(tuple(mask_logits.shape), value.shape[1], value.dtype, triton_config)
 
     name = choose_backend(_OP, {'triton': _triton, 'reference': lambda explicit: None}, backend)
     if name == 'triton':

@@ -12,7 +12,7 @@ it), so ``d value[b, c, p] = d out[b, c, a[b, p]]`` and the logits get none. Com
 value's dtype with autocast off (the official runs this update outside autocast).
 
 The reference is this form on every device. An index form (``scatter_add`` of each pixel's value
-into its cluster's slot, ``benchmarks/kmax_kmeans.py``) is 1.3-2.3x faster on the CPU, but it sums
+into its cluster's slot, ``benchmarks/kmax_kmeans.py``) is 1.3-2.8x faster on the CPU, but it sums
 in another order than the official matmul (differences of an fp32 ulp or two, beyond what the
 model's tests accept against a per-cluster sum), on CUDA it contends on atomics and its order
 changes from run to run, and kMaX does not train on the CPU.

@@ -169,13 +169,15 @@ class _KMeansTriton(torch.autograd.Function):
         return None, grad_value, None
 
 
-def limits_reason(logits_shape, channels: int, config: Optional[Mapping] = None) -> Optional[str]:
+def limits_reason(logits_shape, channels: int, dtype: torch.dtype,
+                  config: Optional[Mapping] = None) -> Optional[str]:
     """Why the kernel cannot take this shape (``None`` if it can): the clusters held in registers,
     the grid (image x cluster x channel blocks on axis 0) and 32-bit offsets inside one image."""
     B, Q, HW = logits_shape
     if Q > MAX_QUERIES:
-        return f'{Q} clusters exceed {MAX_QUERIES} (the kernel holds every cluster\'s logits of a pixel block in registers)'
-    m = _launch(Q, channels, HW, B, torch.float32, config)
+        return (f'{Q} clusters exceed {MAX_QUERIES} (the kernel holds the logits of every cluster for a '
+                'pixel block in registers)')
+    m = _launch(Q, channels, HW, B, dtype, config)
     if B * m['n_qb'] * m['n_cb'] > TRITON_GRID_X_MAX:
         return f"{B * m['n_qb'] * m['n_cb']} (image, cluster, channel) blocks exceed the Triton grid limit"
     return int32_offset_reason({'mask_logits (one image)': Q * HW, 'value (one image)': channels * HW,

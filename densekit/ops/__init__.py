@@ -14,7 +14,9 @@ the ``_*.py`` modules beside them.
   :func:`routed_attention` — BiFormer bi-level routing attention (queries of a region attend to
   the tokens of their routed regions); :func:`deform_sampled_attention` — DAT / DAT++
   deformable attention (queries attend to sampled keys with a relative position bias
-  interpolated at the query-to-sample displacement).
+  interpolated at the query-to-sample displacement);
+  :func:`kmeans_attention` — kMaX-DeepLab's k-means cross-attention (each pixel's value goes to
+  its arg-max cluster; mask logits ``[B, Q, HW]``, values ``[B, C, HW]``, output ``[B, C, Q]``).
 * :mod:`densekit.ops.mmcv` — replacements for mmcv's compiled detection ops (``nms``,
   ``roi_align``, ``roi_pool``, ``focal_loss``, ``deform_conv``, ``ms_deform_attn``, ``psamask``,
   ``masked_conv``, ``carafe``, ``deform_roi_pool``), one package
@@ -30,6 +32,7 @@ use. See ``docs/ops.md``.
 """
 from densekit.ops.deform_sampled import deform_sampled_attention
 from densekit.ops.halo import halo_attention
+from densekit.ops.kmeans import kmeans_attention
 from densekit.ops.local_global import local_global_attention
 from densekit.ops.neighborhood import na1d, na2d
 from densekit.ops.routed import routed_attention
@@ -37,4 +40,5 @@ from densekit.ops.window import window_attention
 from densekit.ops.window_extra import window_extra_attention
 
 __all__ = ['na1d', 'na2d', 'window_attention', 'halo_attention', 'local_global_attention',
-           'window_extra_attention', 'routed_attention', 'deform_sampled_attention']
+           'window_extra_attention', 'routed_attention', 'deform_sampled_attention',
+           'kmeans_attention']

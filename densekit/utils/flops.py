@@ -6,7 +6,8 @@ Triton and flex backends are opaque to it (counted as nothing), and the pure-PyT
 computes padded tiles and gathered copies (counted as more than the op's cost). :func:`count_flops`
 therefore counts every other operator with ``FlopCounterMode`` and each call of ``na1d`` / ``na2d``
 / ``window_attention`` / ``halo_attention`` / ``local_global_attention`` / ``routed_attention`` /
-``deform_sampled_attention`` / ``window_extra_attention`` by its analytic cost, with the counter suspended while the op runs.
+``deform_sampled_attention`` / ``window_extra_attention`` / ``kmeans_attention`` by its analytic
+cost, with the counter suspended while the op runs.
 
 The convention is torch's: a multiply-add is 2 FLOPs (a matmul of ``[m, k] x [k, n]`` is ``2mkn``).
 Papers and fvcore usually report multiply-adds and call them FLOPs; :attr:`FlopCount.macs` gives
@@ -82,6 +83,14 @@ def _window_extra_flops(q, k, v, *args, **kwargs) -> int:
     return 2 * queries * tokens * (q.shape[-1] + v.shape[-1])
 
 
+def _kmeans_flops(mask_logits, value, *args, **kwargs) -> int:
+    # The one-hot matmul ``[C, HW] x [HW, Q]`` per image that the op is defined as (the official
+    # einsum) and that the Triton kernel runs on its one-hot tiles; the CPU index form adds each
+    # value once, but the count does not depend on the backend.
+    B, Q, HW = mask_logits.shape
+    return 2 * B * Q * HW * value.shape[1]
+
+
 # The public op function objects, by name, with their analytic cost.
 _COSTS: Dict[str, Callable[..., int]] = {
     'na1d': _na_flops,
@@ -92,6 +101,7 @@ _COSTS: Dict[str, Callable[..., int]] = {
     'routed_attention': _routed_flops,
     'deform_sampled_attention': _deform_sampled_flops,
     'window_extra_attention': _window_extra_flops,
+    'kmeans_attention': _kmeans_flops,
 }
 
 

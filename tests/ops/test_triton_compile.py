@@ -44,6 +44,8 @@ EXPECTED = {
     'large_kernel': ['_dw_conv_kernel', '_dw_conv_kernel', '_dw_wgrad_kernel'],
     'local_global': ['_lg_fwd', '_lg_dq', '_lg_dkdv', '_lg_dextra'],
     'local_global_clamp': ['_lg_fwd', '_lg_dq', '_lg_dkdv', '_lg_dextra'],
+    # the fused argmax + one-hot matmul; the backward is a torch gather
+    'kmeans': ['_kmeans_fwd'],
 }
 # The window backward computes dQ inside its dK / dV kernel when a window is one token chunk (7x7
 # in half precision); with several chunks (fp32 takes 32-token chunks) a separate kernel does.

@@ -72,7 +72,8 @@ FAMILIES = (*OPS, 'backbones')
 # ------------------------------------------------------------------ shapes
 _SHOWN = ('KH', 'KW', 'DH', 'DW', 'TILE_H', 'TILE_W', 'BLOCK_N', 'BLOCK_M', 'BLOCK_D', 'WH', 'WW', 'BLOCK',
           'BS', 'HALO', 'WP', 'BM', 'BACKWARD', 'HAS_RPB', 'HAS_BIAS', 'CHUNKS', 'WRITE_DS', 'BLOCK_P',
-          'K', 'DIL', 'BLOCK_H', 'BLOCK_W', 'BLOCK_K', 'BLOCK_KK', 'ROWS', 'COLS')
+          'K', 'DIL', 'BLOCK_H', 'BLOCK_W', 'BLOCK_K', 'BLOCK_KK', 'ROWS', 'COLS', 'Q_ALL', 'BLOCK_Q',
+          'BLOCK_C', 'BLOCK_P', 'WRITE_IDX')
 
 
 def _bench_cases():
@@ -177,6 +178,16 @@ def _large_kernel(dtype, B, C, H, W, k, dilation=1, config=None):
     return large_kernel_triton(x, weight, bias, dilation, config)
 
 
+def _kmeans(dtype, B, Q, C, HW, config=None):
+    """kMaX-DeepLab's k-means cross-attention: ``Q`` clusters, ``C`` value channels, ``HW`` pixels
+    (the value needs a gradient, so the forward also stores the assignment). The backward is a
+    torch gather at that assignment, no kernel: a compile-only launch leaves the assignment
+    unwritten, so the output returned is a detached copy and the caller's backward stops there."""
+    from densekit.ops.kmeans.triton import kmeans_triton
+    logits = torch.empty(B, Q, HW, dtype=dtype).normal_()
+    return kmeans_triton(logits, _leaf(B, C, HW, dtype=dtype), config).detach().requires_grad_()
+
+
 def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """The benchmark shapes (a)-(e) and a DINO-sized MSDA: case name -> forward of that op."""
     na, win, halo = _bench_cases()
@@ -193,13 +204,16 @@ def cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tens
     wex = conf.get('window_extra')
     out['fastervit_s2'] = functools.partial(_window_extra, dtype, 2, 96, 53, 8, 48, 4, config=wex)
     out['fastervit_ct'] = functools.partial(_window_extra, dtype, 2, 1, 384, 8, 48, 368, config=wex)
+    # kMaX-DeepLab's k-means cross-attention at stride 8 of the COCO recipe's 1281 crops, batch 2
+    out['kmax_kmeans_s8'] = functools.partial(_kmeans, dtype, 2, 128, 256, 161 * 161)
     return out
 
 
 def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torch.Tensor]]:
     """Small shapes with every code path: 2-D NA (dilated, non-square kernel), 1-D NA, shifted
     windows, halo (and strided queries), MSDA, routed, deformable sampled-key and local + global
-    attention, windows with carrier tokens, the large-kernel depthwise convolution (what
+    attention, windows with carrier tokens, the large-kernel depthwise convolution, k-means
+    cross-attention (what
     ``tests/ops/test_triton_compile.py`` compiles)."""
     na, win, halo, wex = ({'config': (configs or {}).get(op)} for op in OPS)
     return {
@@ -219,6 +233,8 @@ def small_cases(dtype: torch.dtype, configs=None) -> Dict[str, Callable[[], torc
         # TransNeXt: 3 x 3 masked window, 24-wide heads, 49 pooled tokens; and the clamped border
         'local_global': functools.partial(_local_global, dtype, 1, 14, 18, 3, 24, 49, 3, 'mask'),
         'local_global_clamp': functools.partial(_local_global, dtype, 1, 14, 18, 2, 32, 20, 5, 'clamp'),
+        # kMaX-DeepLab: 128 clusters, 256 value channels, a 41x41 map (stride 32 of a 1281 crop)
+        'kmeans': functools.partial(_kmeans, dtype, 2, 128, 256, 41 * 41),
     }
 
 

@@ -349,14 +349,13 @@ def kmeans_cross_attention(mask_logits: torch.Tensor, value: torch.Tensor) -> to
     Returns:
         ``[B, C, Q]`` cluster updates (fp32 accumulation, as the official ``autocast(False)``).
 
+    Runs :func:`densekit.ops.kmeans_attention` (reference: the official one-hot matmul, or its
+    scatter-add form on the CPU; an opt-in fused Triton kernel, ``DENSEKIT_ATTN_BACKEND=triton``).
     The PolyMaX-style depth head (:mod:`densekit.models.depth.polymax`) uses a straight-through
     variant of this assignment; kMaX's official one is detached, as here.
     """
-    with torch.no_grad():
-        index = mask_logits.detach().argmax(1, keepdim=True)
-        value = _at_least_fp32(value)
-        assignment = torch.zeros_like(mask_logits, dtype=value.dtype).scatter_(1, index, 1.0)
-    return torch.einsum('blm,bdm->bdl', assignment, value)
+    from densekit.ops import kmeans_attention  # looked up per call: count_flops patches it there
+    return kmeans_attention(mask_logits, _at_least_fp32(value))
 
 
 def _void_prior(num_classes: int, void_prior_prob: float = 0.9) -> float:

@@ -42,6 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from densekit.ops.kmeans import kmeans_attention
+
 __all__ = ['KMaX', 'KMaXPixelDecoder', 'KMaXTransformerDecoder', 'KMaXTransformerLayer',
            'KMaXPredictor', 'KMaXSemanticPredictor', 'SemanticASPP', 'AxialAttention',
            'kmeans_cross_attention', 'convert_official_kmax_deeplab']
@@ -349,12 +351,11 @@ def kmeans_cross_attention(mask_logits: torch.Tensor, value: torch.Tensor) -> to
     Returns:
         ``[B, C, Q]`` cluster updates (fp32 accumulation, as the official ``autocast(False)``).
 
-    Runs :func:`densekit.ops.kmeans_attention` (reference: the official one-hot matmul, or its
-    scatter-add form on the CPU; an opt-in fused Triton kernel, ``DENSEKIT_ATTN_BACKEND=triton``).
+    Runs :func:`densekit.ops.kmeans_attention` (reference: the official one-hot matmul; an opt-in
+    fused Triton kernel, ``DENSEKIT_ATTN_BACKEND=triton``).
     The PolyMaX-style depth head (:mod:`densekit.models.depth.polymax`) uses a straight-through
     variant of this assignment; kMaX's official one is detached, as here.
     """
-    from densekit.ops import kmeans_attention  # looked up per call: count_flops patches it there
     return kmeans_attention(mask_logits, _at_least_fp32(value))
 
 

@@ -102,6 +102,10 @@ def test_cli(tmp_path, capsys):
     assert 'coco' in out and 'ade' in out
     assert (tmp_path / 'coco' / 'annotations' / 'instances_val.json').is_file()
     assert len(list((tmp_path / 'ade' / 'annotations' / 'training').glob('*.png'))) == 2
+    cli['main']([str(tmp_path), '--kind', 'coco_panoptic', '--num-train', '1', '--num-val', '1'])
+    assert 'coco_panoptic' in capsys.readouterr().out
+    assert (tmp_path / 'coco_panoptic' / 'annotations' / 'panoptic_val.json').is_file()
+    assert not (tmp_path / 'coco' / 'annotations' / 'panoptic_val.json').exists()
 
 
 def _pan_ids(path):

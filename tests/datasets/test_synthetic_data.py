@@ -115,7 +115,7 @@ def _pan_ids(path):
 
 def test_panoptic_same_seed_identical_bytes_and_seeding(tmp_path):
     a = make_coco_panoptic_shapes(tmp_path / 'a', 'train', 6, seed=3, image_size=(48, 64))
-    b = make_coco_panoptic_shapes(tmp_path / 'b', 'train', 6, seed=3, image_size=(48, 64))
+    make_coco_panoptic_shapes(tmp_path / 'b', 'train', 6, seed=3, image_size=(48, 64))
     fa, fb = _files(tmp_path / 'a'), _files(tmp_path / 'b')
     assert len(fa) == 13 and fa == fb  # 6 jpg + 6 png + json, byte for byte
     pa = json.loads(a.read_text())['annotations']

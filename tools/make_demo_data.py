@@ -3,9 +3,12 @@
 Usage:
     python tools/make_demo_data.py data/quickstart                # COCO shapes + ADE shapes
     python tools/make_demo_data.py OUT --kind coco --num-train 200 --num-val 50 --seed 0
+    python tools/make_demo_data.py OUT --kind coco_panoptic    # the COCO-panoptic-layout set
 
 Writes ``OUT/coco/{train,val}/*.jpg`` + ``OUT/coco/annotations/instances_{train,val}.json`` and
-``OUT/ade/{images,annotations}/{training,validation}/``. The same seed gives identical files.
+``OUT/ade/{images,annotations}/{training,validation}/``; ``--kind coco_panoptic`` writes
+``OUT/coco_panoptic/{train,val}/*.jpg`` + ``OUT/coco_panoptic/annotations/panoptic_{train,val}``
+(``.json`` and a folder of PNGs). The same seed gives identical files.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from densekit.datasets.synthetic import make_demo_data  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('out_dir', help='output root, e.g. data/quickstart')
-    parser.add_argument('--kind', choices=('coco', 'ade', 'all'), default='all')
+    parser.add_argument('--kind', choices=('coco', 'ade', 'all', 'coco_panoptic'), default='all')
     parser.add_argument('--num-train', type=int, default=200)
     parser.add_argument('--num-val', type=int, default=50)
     parser.add_argument('--seed', type=int, default=0)

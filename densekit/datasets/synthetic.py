@@ -1,6 +1,6 @@
 """Deterministic synthetic datasets: the embedded data of the quickstart (no download needed).
 
-Two generators, both densekit's own code and both pure numpy + OpenCV:
+Three generators, all densekit's own code and all pure numpy + OpenCV:
 
 * :func:`make_coco_shapes` writes a COCO-format instance segmentation dataset (the layout and
   json fields of Lin et al., "Microsoft COCO: Common Objects in Context", ECCV 2014): several
@@ -11,10 +11,14 @@ Two generators, both densekit's own code and both pure numpy + OpenCV:
   al., "Scene Parsing through ADE20K Dataset", CVPR 2017): ``images/{training,validation}/*.jpg``
   and ``annotations/{training,validation}/*.png`` with uint8 labels where 0 means "unlabeled"
   (anti-aliased boundaries and clutter), so configs use ``reduce_zero_label=True`` as for ADE20K.
+* :func:`make_coco_panoptic_shapes` writes a panoptic segmentation dataset in the COCO panoptic
+  layout (json ``segments_info`` + PNGs of RGB-encoded segment ids): the shape classes as things
+  over the sky / ground stuff of the semantic scenes, unlabeled clutter as void.
 
 Scenes are rasterised on a 4x supersampled grid: the image is the coverage-weighted mix of the
 layers (anti-aliased edges), polygons are traced on the fine grid (a quarter-pixel accurate
-outline), and a semantic label is only given to pixels that a single layer covers entirely.
+outline), and a semantic label is only given to pixels that a single layer covers entirely (a
+panoptic segment takes the pixels its layer covers most of, so that segments tile the image).
 
 Every image is drawn from its own ``numpy.random.SeedSequence((seed, split, index))``: the same
 seed gives byte-identical json and identical pixels, whatever the number of images requested.
@@ -38,6 +42,18 @@ ADE_CLASSES: tuple[str, ...] = ('sky', 'ground', 'circle', 'square', 'triangle',
 
 ADE_PALETTE: tuple[tuple[int, int, int], ...] = (
     (70, 130, 180), (152, 251, 152), (220, 20, 60), (255, 165, 0), (0, 0, 142), (119, 11, 32))
+
+PANOPTIC_THINGS: tuple[str, ...] = COCO_CLASSES
+"""Thing classes of the panoptic dataset (the shapes of the instance dataset)."""
+
+PANOPTIC_STUFF: tuple[str, ...] = ('sky', 'ground')
+"""Stuff classes of the panoptic dataset (the background of the semantic dataset)."""
+
+PANOPTIC_CLASSES: tuple[str, ...] = PANOPTIC_THINGS + PANOPTIC_STUFF
+"""Classes of the panoptic dataset, things first (mmdet's panoptic label order)."""
+
+PANOPTIC_CATEGORY_IDS: dict[str, int] = {c: i + 1 for i, c in enumerate(PANOPTIC_CLASSES)}
+"""Category id of each panoptic class in the json (``1..len(PANOPTIC_CLASSES)``)."""
 
 # Supersampling factor of the rasterisation grid (see the module docstring).
 _SS = 4
@@ -230,17 +246,20 @@ def _sample_polygon(rng: np.random.Generator, shape: str, h: int, w: int,
 # COCO-format instance segmentation
 # --------------------------------------------------------------------------------------------
 
-def _coco_scene(rng: np.random.Generator, h: int, w: int, max_objects: int,
-                size_range: tuple[float, float], min_area: float):
-    """One image with its visible-instance annotations (list of dicts without ids)."""
-    background = _background(rng, h, w)
-    n_target = int(rng.integers(1, max_objects + 1))
-    idmap = np.zeros((h * _SS, w * _SS), np.uint8)
-    layers: list[_Layer] = []
-    for _ in range(n_target):
+def _place_objects(rng: np.random.Generator, idmap: np.ndarray, layers: list[_Layer], n: int,
+                   draw: Callable[[np.random.Generator], tuple[str, int]], h: int, w: int,
+                   size_range: tuple[float, float], min_area: float,
+                   check_holes: bool) -> np.ndarray:
+    """Place up to ``n`` objects over ``idmap`` / ``layers`` (extended in place); the new idmap.
+
+    ``draw(rng)`` gives an object's ``(shape, label)``. A placement is retried (10 tries) when it
+    is mostly outside the image or leaves an earlier layer visible as a sliver smaller than
+    ``min_area`` pixels or, with ``check_holes``, with a hole.
+    """
+    for _ in range(n):
         for _attempt in range(10):
-            cls = int(rng.integers(len(COCO_CLASSES)))
-            poly = _sample_polygon(rng, COCO_CLASSES[cls], h, w, size_range)
+            shape, label = draw(rng)
+            poly = _sample_polygon(rng, shape, h, w, size_range)
             m = _raster(poly, h, w)
             if m.sum() < min_area * _SS * _SS:
                 continue  # mostly outside the image
@@ -253,13 +272,28 @@ def _coco_scene(rng: np.random.Generator, h: int, w: int, max_objects: int,
             for j in np.flatnonzero(np.bincount(idmap[m], minlength=256)[1:]) + 1:
                 vis = new == j
                 area = vis.sum() / _SS ** 2
-                if 0 < area < min_area or (area > 0 and _has_hole(vis)):
+                if 0 < area < min_area or (check_holes and area > 0 and _has_hole(vis)):
                     ok = False
                     break
             if ok:
                 idmap = new
-                layers.append(_Layer(COCO_CLASSES[cls], cls + 1, poly, _object_fill(rng, h, w)))
+                layers.append(_Layer(shape, label, poly, _object_fill(rng, h, w)))
                 break
+    return idmap
+
+
+def _coco_scene(rng: np.random.Generator, h: int, w: int, max_objects: int,
+                size_range: tuple[float, float], min_area: float):
+    """One image with its visible-instance annotations (list of dicts without ids)."""
+    background = _background(rng, h, w)
+    n_target = int(rng.integers(1, max_objects + 1))
+
+    def draw(rng: np.random.Generator) -> tuple[str, int]:
+        cls = int(rng.integers(len(COCO_CLASSES)))
+        return COCO_CLASSES[cls], cls + 1
+    layers: list[_Layer] = []
+    idmap = _place_objects(rng, np.zeros((h * _SS, w * _SS), np.uint8), layers, n_target, draw,
+                           h, w, size_range, min_area, check_holes=True)
     img = _compose(background, idmap, layers, rng, noise_std=4.0)
     anns = []
     for k, layer in enumerate(layers, start=1):
@@ -334,10 +368,9 @@ def make_coco_shapes(out_dir: str | Path, split: str = 'train', num_images: int 
 # ADE20K-layout semantic segmentation
 # --------------------------------------------------------------------------------------------
 
-def _ade_scene(rng: np.random.Generator, h: int, w: int, max_objects: int,
-               size_range: tuple[float, float]):
-    sky, ground = ADE_CLASSES.index('sky') + 1, ADE_CLASSES.index('ground') + 1
-    # Stuff: a sky gradient over the whole frame, textured ground below a wavy horizon.
+def _sky_ground(rng: np.random.Generator, h: int, w: int, sky: int, ground: int) -> list[_Layer]:
+    """The stuff layers: a sky gradient over the whole frame, textured ground below a wavy
+    horizon, labelled ``sky`` and ``ground``."""
     sky_fill = _texture(rng, h, w, _hsv_color(rng, (0.3, 0.7), (0.7, 1.0)) * np.array(
         [0.6, 0.8, 1.0], np.float32), _hsv_color(rng, (0.0, 0.2), (0.8, 1.0)), 'gradient')
     horizon = rng.uniform(0.35, 0.65) * h
@@ -347,9 +380,14 @@ def _ade_scene(rng: np.random.Generator, h: int, w: int, max_objects: int,
     ground_fill = _texture(rng, h, w, _hsv_color(rng, (0.3, 0.8), (0.3, 0.7)),
                            _hsv_color(rng, (0.3, 0.8), (0.2, 0.6)),
                            ('noise', 'stripes', 'checker')[int(rng.integers(3))])
-    layers = [_Layer('sky', sky, np.array([[-1, -1], [w + 1, -1], [w + 1, h + 1], [-1, h + 1]],
-                                          np.float64), sky_fill),
-              _Layer('ground', ground, ground_poly, ground_fill)]
+    return [_Layer('sky', sky, np.array([[-1, -1], [w + 1, -1], [w + 1, h + 1], [-1, h + 1]],
+                                        np.float64), sky_fill),
+            _Layer('ground', ground, ground_poly, ground_fill)]
+
+
+def _ade_scene(rng: np.random.Generator, h: int, w: int, max_objects: int,
+               size_range: tuple[float, float]):
+    layers = _sky_ground(rng, h, w, ADE_CLASSES.index('sky') + 1, ADE_CLASSES.index('ground') + 1)
     things = [c for c in ADE_CLASSES if c not in ('sky', 'ground')]
     for _ in range(int(rng.integers(1, max_objects + 1))):
         # One object in five is unlabeled clutter (label 0), as ADE20K leaves "other" pixels.
@@ -410,6 +448,116 @@ def make_ade_shapes(out_dir: str | Path, split: str = 'training', num_images: in
     return root
 
 
+# --------------------------------------------------------------------------------------------
+# COCO-panoptic-format panoptic segmentation
+# --------------------------------------------------------------------------------------------
+
+def _panoptic_scene(rng: np.random.Generator, h: int, w: int, max_objects: int,
+                    size_range: tuple[float, float], min_area: float, clutter: float):
+    """One image, its segment-index map (0 = void) and each segment's category id."""
+    layers = _sky_ground(rng, h, w, PANOPTIC_CATEGORY_IDS['sky'], PANOPTIC_CATEGORY_IDS['ground'])
+    idmap = np.zeros((h * _SS, w * _SS), np.uint8)
+    for k, layer in enumerate(layers, start=1):
+        idmap[_raster(layer.polygon, h, w)] = k
+
+    def draw(rng: np.random.Generator) -> tuple[str, int]:
+        if rng.random() < clutter:  # unlabeled clutter: void in the panoptic map
+            return 'blob', 0
+        shape = PANOPTIC_THINGS[int(rng.integers(len(PANOPTIC_THINGS)))]
+        return shape, PANOPTIC_CATEGORY_IDS[shape]
+    # Any segment may have holes (a PNG holds them), so only slivers are avoided.
+    idmap = _place_objects(rng, idmap, layers, int(rng.integers(1, max_objects + 1)), draw,
+                           h, w, size_range, min_area, check_holes=False)
+    img = _compose(np.zeros((h, w, 3), np.float32), idmap, layers, rng, noise_std=4.0)
+    # Each pixel belongs to the layer covering most of it (the upper one on a tie): panoptic
+    # segments tile the image; only clutter is void.
+    cov = np.stack([_coverage(idmap, k) for k in range(len(layers) + 1)])
+    owner = len(layers) - np.argmax(cov[::-1], axis=0)
+    return img, owner, [0] + [layer.label for layer in layers]
+
+
+def make_coco_panoptic_shapes(out_dir: str | Path, split: str = 'train', num_images: int = 200,
+                              seed: int = 0, image_size: tuple[int, int] = (128, 128),
+                              max_objects: int = 5,
+                              size_range: tuple[float, float] = (0.08, 0.3),
+                              min_area: float = 12.0, clutter: float = 0.2) -> Path:
+    """Write a panoptic dataset in the COCO panoptic layout (Kirillov et al., "Panoptic
+    Segmentation", CVPR 2019): ``out_dir/{split}/*.jpg``, ``out_dir/annotations/panoptic_{split}/
+    *.png`` (segment ids RGB-encoded, ``id = R + 256 G + 256^2 B``, 0 = void) and
+    ``out_dir/annotations/panoptic_{split}.json``.
+
+    Things are the shapes of :data:`PANOPTIC_THINGS` (one segment per visible object), stuff the
+    sky and ground of :func:`make_ade_shapes`' scenes (one segment per class and image); unlabeled
+    clutter objects are void. Category ids are those of :data:`PANOPTIC_CATEGORY_IDS` (things
+    first), a segment's id is ``category_id + 256 * k`` for its index ``k`` in the image, and
+    ``area`` / ``bbox`` (``[x, y, w, h]``, integer pixel bounds) are measured on the PNG.
+
+    Args:
+        out_dir: dataset root (created).
+        split: ``'train'`` or ``'val'``.
+        num_images: number of images.
+        seed: base seed; image ``i`` is drawn from ``SeedSequence((seed, split, i))``.
+        image_size: ``(height, width)`` in pixels.
+        max_objects: at most this many objects (things and clutter) in front of the stuff.
+        size_range: object radius range as a fraction of the shorter image side.
+        min_area: an object is never left visible over less than this many pixels.
+        clutter: probability that an object is unlabeled clutter (void) instead of a thing.
+
+    Returns:
+        The path of the annotation json.
+    """
+    if split not in ('train', 'val'):
+        raise ValueError(f"split must be 'train' or 'val', got '{split}'")
+    if num_images < 1:
+        raise ValueError(f'num_images must be >= 1, got {num_images}')
+    if not 0.0 <= clutter <= 1.0:
+        raise ValueError(f'clutter must be a probability in [0, 1], got {clutter}')
+    h, w = image_size
+    root = Path(out_dir)
+    seg_dir = root / 'annotations' / f'panoptic_{split}'
+    (root / split).mkdir(parents=True, exist_ok=True)
+    seg_dir.mkdir(parents=True, exist_ok=True)
+    isthing = {c: int(c in PANOPTIC_THINGS) for c in PANOPTIC_CLASSES}
+    images, annotations = [], []
+    for i in range(num_images):
+        rng = np.random.default_rng(np.random.SeedSequence((seed, 4 + _SPLITS[split], i)))
+        img, owner, labels = _panoptic_scene(rng, h, w, max_objects, size_range, min_area, clutter)
+        pan = np.zeros((h, w), np.int64)
+        segments = []
+        for k in range(1, len(labels)):
+            mask = owner == k
+            if labels[k] == 0 or not mask.any():
+                continue  # clutter (void) or hidden
+            seg_id = labels[k] + 256 * (len(segments) + 1)
+            pan[mask] = seg_id
+            ys, xs = np.nonzero(mask)
+            segments.append(dict(
+                id=int(seg_id), category_id=labels[k], area=int(mask.sum()),
+                bbox=[int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                      int(ys.max() - ys.min() + 1)],
+                iscrowd=0))
+        image_id = i + 1
+        name = f'{image_id:06d}'
+        _write(root / split / f'{name}.jpg', img, '.jpg')
+        rgb = np.stack([pan % 256, pan // 256 % 256, pan // 256 ** 2], axis=-1).astype(np.uint8)
+        _write(seg_dir / f'{name}.png', rgb, '.png')
+        images.append(dict(id=image_id, file_name=f'{name}.jpg', width=w, height=h))
+        annotations.append(dict(image_id=image_id, file_name=f'{name}.png',
+                                segments_info=segments))
+    coco = dict(
+        info=dict(description='densekit synthetic shapes (panoptic segmentation)',
+                  version='1.0', seed=seed, split=split),
+        licenses=[],
+        images=images,
+        annotations=annotations,
+        categories=[dict(id=PANOPTIC_CATEGORY_IDS[c], name=c,
+                         supercategory='shape' if isthing[c] else 'scene', isthing=isthing[c])
+                    for c in PANOPTIC_CLASSES])
+    ann_file = root / 'annotations' / f'panoptic_{split}.json'
+    ann_file.write_text(json.dumps(coco, separators=(',', ':')))
+    return ann_file
+
+
 def _write(path: Path, array: np.ndarray, ext: str) -> None:
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
@@ -426,16 +574,17 @@ def make_demo_data(out_dir: str | Path, kind: str = 'all', num_train: int = 200,
 
     Args:
         out_dir: root, e.g. ``data/quickstart``.
-        kind: ``'coco'``, ``'ade'`` or ``'all'``.
+        kind: ``'coco'``, ``'ade'``, ``'all'`` (both) or ``'coco_panoptic'`` (the panoptic set
+            under ``out_dir/coco_panoptic``; not part of ``'all'``, which the quickstart uses).
         num_train: training images per dataset.
         num_val: validation images per dataset.
         seed: base seed (see :func:`make_coco_shapes`).
 
     Returns:
-        ``{'coco': root, 'ade': root}`` for the datasets written.
+        ``{'coco': root, 'ade': root}`` (or ``{'coco_panoptic': root}``) for the datasets written.
     """
-    if kind not in ('coco', 'ade', 'all'):
-        raise ValueError(f"kind must be 'coco', 'ade' or 'all', got '{kind}'")
+    if kind not in ('coco', 'ade', 'all', 'coco_panoptic'):
+        raise ValueError(f"kind must be 'coco', 'ade', 'all' or 'coco_panoptic', got '{kind}'")
     out = Path(out_dir)
     written = {}
     if kind in ('coco', 'all'):
@@ -446,4 +595,8 @@ def make_demo_data(out_dir: str | Path, kind: str = 'all', num_train: int = 200,
         make_ade_shapes(out / 'ade', 'training', num_train, seed)
         make_ade_shapes(out / 'ade', 'validation', num_val, seed)
         written['ade'] = out / 'ade'
+    if kind == 'coco_panoptic':
+        make_coco_panoptic_shapes(out / 'coco_panoptic', 'train', num_train, seed)
+        make_coco_panoptic_shapes(out / 'coco_panoptic', 'val', num_val, seed)
+        written['coco_panoptic'] = out / 'coco_panoptic'
     return written

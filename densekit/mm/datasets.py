@@ -17,19 +17,21 @@
   inference) nothing is required of labels. The checks are those of
   :class:`densekit.mm.validated.ValidatedDatasetMixin`, shared with the depth datasets.
 * ``SyntheticShapesDataset`` (mmdet) and ``SyntheticADEDataset`` (mmseg): the quickstart data of
-  :mod:`densekit.datasets.synthetic`; when absent, the error says how to generate it.
+  :mod:`densekit.datasets.synthetic`, and ``SyntheticPanopticDataset`` (mmdet) its COCO-panoptic
+  layout set; when absent, the error says how to generate it.
 """
 from __future__ import annotations
 
 import os.path as osp
 
-from mmdet.datasets import CocoDataset
+from mmdet.datasets import CocoDataset, CocoPanopticDataset
 from mmdet.datasets.api_wrappers import COCO
 from mmengine.logging import MMLogger
 from mmseg.datasets import ADE20KDataset, BaseSegDataset, CityscapesDataset
 
 from densekit.datasets import checks
-from densekit.datasets.synthetic import ADE_CLASSES, ADE_PALETTE, COCO_CLASSES
+from densekit.datasets.synthetic import (ADE_CLASSES, ADE_PALETTE, COCO_CLASSES, PANOPTIC_CLASSES,
+                                         PANOPTIC_STUFF, PANOPTIC_THINGS)
 from densekit.mm.registry import register as _register
 from densekit.mm.validated import ValidatedDatasetMixin, prepare_checked
 
@@ -99,6 +101,27 @@ class SyntheticShapesDataset(_CheckedCocoMixin, CocoDataset):
     missing_hint = _SYNTHETIC_HINT
 
 
+class SyntheticPanopticDataset(CocoPanopticDataset):
+    """The synthetic COCO-panoptic-layout set of ``tools/make_demo_data.py --kind coco_panoptic``
+    (``OUT/coco_panoptic``): the shapes as things, sky and ground as stuff."""
+
+    METAINFO = dict(
+        classes=PANOPTIC_CLASSES, thing_classes=PANOPTIC_THINGS, stuff_classes=PANOPTIC_STUFF,
+        palette=[(220, 20, 60), (119, 11, 32), (0, 0, 142), (0, 0, 230), (106, 0, 228),
+                 (70, 130, 180), (152, 251, 152)])
+
+    def load_data_list(self) -> list[dict]:
+        hint = ("generate the synthetic panoptic data with `python tools/make_demo_data.py "
+                f"{osp.dirname(osp.normpath(self.data_root or '.'))} --kind coco_panoptic`")
+        if self.data_root:
+            checks.require_path(self.data_root, 'data root', hint)
+        checks.require_path(self.ann_file, 'annotation file', hint)
+        for key, what in (('img', 'image folder'), ('seg', 'panoptic PNG folder')):
+            if self.data_prefix.get(key):
+                checks.require_path(self.data_prefix[key], what, hint)
+        return super().load_data_list()
+
+
 class _CheckedSegMixin(ValidatedDatasetMixin):
     """``BaseSegDataset.load_data_list`` plus the folder / label checks of the module docstring."""
 
@@ -154,7 +177,7 @@ class SyntheticADEDataset(_CheckedSegMixin, BaseSegDataset):
 def register() -> None:
     from mmdet.registry import DATASETS as MMDET_DATASETS
     from mmseg.registry import DATASETS as MMSEG_DATASETS
-    for cls in (DenseKitCocoDataset, SyntheticShapesDataset):
+    for cls in (DenseKitCocoDataset, SyntheticShapesDataset, SyntheticPanopticDataset):
         _register(MMDET_DATASETS, cls)
     for cls in (DenseKitCityscapesDataset, DenseKitADE20KDataset, SyntheticADEDataset):
         _register(MMSEG_DATASETS, cls)

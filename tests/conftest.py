@@ -11,21 +11,6 @@ sys.path.insert(0, str(REPO / 'tools' / 'dev'))
 SHARED_DATA = Path(os.environ.get('DENSEKIT_SHARED_DATA', REPO.parent / 'shared' / 'data'))
 
 
-def _share_the_cores_among_xdist_workers() -> None:
-    """Under ``pytest -n N`` each of the N worker processes would run torch (and the subprocesses
-    it starts, through ``OMP_NUM_THREADS``) with one thread per core: N x cores threads on the
-    cores, which spin-wait on each other. Give each worker its share unless the user set
-    ``OMP_NUM_THREADS``."""
-    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
-    if workers > 1 and 'OMP_NUM_THREADS' not in os.environ:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        os.environ['OMP_NUM_THREADS'] = str(threads)
-        torch.set_num_threads(threads)
-
-
-_share_the_cores_among_xdist_workers()
-
-
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

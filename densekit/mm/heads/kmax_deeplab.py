@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
 from mmdet.models.dense_heads.mask2former_head import Mask2FormerHead
+from mmdet.models.utils import preprocess_panoptic_gt
 from mmdet.registry import MODELS
 
 from densekit.models.heads.kmax_criterion import KMaXCriterion, semantic_from_panoptic
@@ -141,24 +142,16 @@ class KMaXDeepLabHead(Mask2FormerHead):
                 raise ValueError(f'data sample {i}: gt_instances.labels must lie in [0, '
                                  f'num_things_classes={self.num_things_classes}), got '
                                  f'{inst.labels.tolist()}')
-            masks = inst.masks
-            masks = (masks.to_tensor(dtype=torch.bool, device=inst.labels.device)
-                     if hasattr(masks, 'to_tensor') else masks.bool())
-            labels = [inst.labels.long()]
-            masks = [masks]
-            if sem is not None:
-                sem = sem.squeeze(0)
-                if sem.shape[-2:] != masks[0].shape[-2:] and len(inst):
-                    raise ValueError(f'data sample {i}: gt_sem_seg of size {tuple(sem.shape)} '
-                                     f'and instance masks of size {tuple(masks[0].shape[-2:])}')
-                stuff = [c for c in sem.unique().tolist()
-                         if self.num_things_classes <= c < self.num_classes]
-                labels.append(torch.tensor(stuff, dtype=torch.long, device=sem.device))
-                masks.append(torch.stack([sem == c for c in stuff]) if stuff
-                             else sem.new_zeros((0,) + sem.shape, dtype=torch.bool))
-            labels = torch.cat(labels)
-            masks = torch.cat([m.to(labels.device) for m in masks])
-            masks = _strided_subsample(masks, h, w)
+            mask_size = (inst.masks.height, inst.masks.width)
+            if sem is not None and len(inst) and tuple(sem.shape[-2:]) != mask_size:
+                raise ValueError(f'data sample {i}: gt_sem_seg of size {tuple(sem.shape[-2:])} '
+                                 f'and instance masks of size {mask_size}')
+            # thing instances, then one mask per stuff class of gt_sem_seg (mmdet's Mask2Former
+            # targets, the official data mapper's segments)
+            labels, masks = preprocess_panoptic_gt(inst.labels.long(), inst.masks, sem,
+                                                   self.num_things_classes, self.num_stuff_classes)
+            labels = labels.long()
+            masks = _strided_subsample(masks.bool(), h, w)
             keep = masks.flatten(1).any(1)
             labels, masks = labels[keep], masks[keep]
             labels_all.append(labels)

@@ -34,6 +34,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from densekit.compat.panopticapi.utils import id2rgb
+
 COCO_CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle', 'star', 'ellipse')
 """Categories of the instance dataset; category ids are ``1..len(COCO_CLASSES)`` in this order."""
 
@@ -539,8 +541,7 @@ def make_coco_panoptic_shapes(out_dir: str | Path, split: str = 'train', num_ima
         image_id = i + 1
         name = f'{image_id:06d}'
         _write(root / split / f'{name}.jpg', img, '.jpg')
-        rgb = np.stack([pan % 256, pan // 256 % 256, pan // 256 ** 2], axis=-1).astype(np.uint8)
-        _write(seg_dir / f'{name}.png', rgb, '.png')
+        _write(seg_dir / f'{name}.png', id2rgb(pan), '.png')
         images.append(dict(id=image_id, file_name=f'{name}.jpg', width=w, height=h))
         annotations.append(dict(image_id=image_id, file_name=f'{name}.png',
                                 segments_info=segments))

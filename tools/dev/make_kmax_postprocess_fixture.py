@@ -43,6 +43,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from official_fixture import install_stand_ins  # tools/dev, beside this script
+
 NUM_THINGS, NUM_STUFF, NUM_QUERIES = 4, 3, 12
 NUM_CLASSES = NUM_THINGS + NUM_STUFF
 SETTINGS = {
@@ -130,11 +132,7 @@ def _install_import_stand_ins() -> None:
         'kmax_official.modeling.criterion': {'SetCriterion': None},
         'kmax_official.modeling.matcher': {'HungarianMatcher': None},
     }
-    for name, attrs in modules.items():
-        mod = types.ModuleType(name)
-        mod.__dict__.update(attrs)
-        mod.__path__ = []
-        sys.modules[name] = mod
+    install_stand_ins(modules)
 
 
 def load_official(official: Path):

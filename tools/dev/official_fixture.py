@@ -3,7 +3,13 @@
 A fixture stores no weights: it stores a seed and a spec ``(key, shape, dtype, mean, std)`` per
 entry of the official state dict, and :func:`regenerate_state_dict` redraws the same tensors both
 when the fixture is made (``tools/dev/make_<family>_fixture.py``) and when the test loads it.
+
+Also :func:`install_stand_ins`, which the fixture scripts use to replace an official repo's
+imports (detectron2, CUDA extensions, old mmcv) with small modules of their own.
 """
+import sys
+import types
+
 import torch
 
 
@@ -18,3 +24,13 @@ def regenerate_state_dict(spec: list, seed: int) -> dict:
         else:
             out[key] = torch.zeros(shape, dtype=getattr(torch, dtype))
     return out
+
+
+def install_stand_ins(modules: dict) -> None:
+    """Register ``{module name: {attribute: value}}`` in ``sys.modules`` as importable packages,
+    so that the official code's ``import`` / ``from ... import`` of them finds these attributes."""
+    for name, attrs in modules.items():
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        mod.__path__ = []
+        sys.modules[name] = mod
